@@ -1,0 +1,110 @@
+"""The embedding model: one instance per process, two calls so a prefix cannot be forgotten.
+
+``embed_passages`` prepends the passage prefix, ``embed_queries`` the query prefix (KoE5 and the
+E5 family need "passage: " / "query: "). Inputs over the model's token limit are refused, never
+truncated: a truncated chunk silently loses its end.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ingest.tokens import TokenBudget, compose_input
+from korag.errors import InputTooLongError, ModelLoadError
+from korag.settings import Settings
+from korag.types import Chunk
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _load_error(name: str, exc: BaseException) -> ModelLoadError:
+    offline = os.environ.get("HF_HUB_OFFLINE") == "1"
+    is_path = Path(name).expanduser().exists() or name.startswith(("/", "./", "~"))
+    how = (
+        f"the directory {name!r} must hold a sentence-transformers model (modules.json, config.json, weights)"
+        if is_path
+        else (
+            f"either download it once where a network is available (`hf download {name}`, which fills the "
+            "Hugging Face cache under HF_HOME, then copy that cache here), or save it to a directory "
+            "and set KORAG_EMBEDDING_MODEL to that path"
+            + ("; HF_HUB_OFFLINE=1 is set, so only the local cache is searched" if offline else "")
+        )
+    )
+    return ModelLoadError(f"cannot load embedding model {name!r}: {type(exc).__name__}: {exc}. To provide it, {how}.")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    dimension: int
+    max_input_tokens: int
+
+
+class Embedder:
+    """Wraps a loaded SentenceTransformer. Build it with :meth:`load`; pass it down."""
+
+    def __init__(self, model: Any, name: str, settings: Settings) -> None:
+        self.model = model
+        limit = int(model.max_seq_length)
+        if settings.chunk_max_tokens is not None:
+            limit = min(limit, settings.chunk_max_tokens)
+        self.info = ModelInfo(name=name, dimension=int(model.get_embedding_dimension()), max_input_tokens=limit)
+        self.passage_budget = TokenBudget(model.tokenizer, limit, settings.passage_prefix)
+        self.query_budget = TokenBudget(model.tokenizer, limit, settings.query_prefix)
+        self.batch_size = settings.embedding_batch_size
+
+    @classmethod
+    def load(cls, settings: Settings) -> "Embedder":
+        name = settings.embedding_model
+        try:
+            from sentence_transformers import SentenceTransformer
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
+
+            device = settings.embedding_device if settings.embedding_device is not None else _default_device()
+            model = SentenceTransformer(name, device=device)
+        except Exception as exc:  # OSError, ValueError, HF hub errors, missing weights ...
+            raise _load_error(name, exc) from exc
+        return cls(model, name, settings)
+
+    # -- the two public calls ----------------------------------------------------------------
+    def embed_passages(self, chunks: Sequence[Chunk]) -> tuple[np.ndarray, list[int]]:
+        """Vectors for chunks (prefix + header + text), and the tokens each input used."""
+        texts = [compose_input(self.passage_budget.prefix, c.header, c.text) for c in chunks]
+        return self._encode(texts, self.passage_budget)
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        texts = [compose_input(self.query_budget.prefix, None, q) for q in queries]
+        return self._encode(texts, self.query_budget)[0]
+
+    # -- internals -----------------------------------------------------------------------------
+    def _encode(self, texts: list[str], budget: TokenBudget) -> tuple[np.ndarray, list[int]]:
+        counts = [budget.input_tokens(t) for t in texts]
+        for text, count in zip(texts, counts):
+            if count > budget.max_input_tokens:
+                raise InputTooLongError(
+                    f"input of {count} tokens exceeds {self.info.name}'s limit of {budget.max_input_tokens} "
+                    f"tokens; korag refuses rather than truncates (starts with {text[:60]!r})"
+                )
+        if not texts:
+            return np.zeros((0, self.info.dimension), dtype=np.float32), []
+        # sentence-transformers sorts inputs by length before batching, so batches are length-grouped.
+        vectors = self.model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32), counts

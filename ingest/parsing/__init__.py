@@ -1,0 +1,106 @@
+"""Parse a document's bytes into blocks. One entry point: :func:`parse_document`."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable
+from pathlib import PurePath
+
+from ingest.parsing import offline_nlp
+from ingest.parsing.blocks import Block
+from ingest.parsing.from_unstructured import blocks_from_elements
+from ingest.parsing.text_decoding import decode_text
+from korag.errors import DocumentError, EmptyDocumentError, UnsupportedFormatError
+
+_OBJECT_REPR = re.compile(r":?\s*<[\w.]+ object at 0x[0-9a-f]+>")
+
+__all__ = ["Block", "SUPPORTED_SUFFIXES", "parse_document"]
+
+
+def _pdf(data: bytes) -> list:
+    from ingest.parsing.pdf import partition_pdf_text
+
+    return partition_pdf_text(data)
+
+
+def _docx(data: bytes) -> list:
+    from unstructured.partition.docx import partition_docx
+
+    return partition_docx(file=io.BytesIO(data), infer_table_structure=True)
+
+
+def _pptx(data: bytes) -> list:
+    from unstructured.partition.pptx import partition_pptx
+
+    return partition_pptx(file=io.BytesIO(data), infer_table_structure=True)
+
+
+def _xlsx(data: bytes) -> list:
+    from unstructured.partition.xlsx import partition_xlsx
+
+    return partition_xlsx(file=io.BytesIO(data), infer_table_structure=True)
+
+
+def _html(data: bytes) -> list:
+    from unstructured.partition.html import partition_html
+
+    text, _ = decode_text(data)
+    return partition_html(text=text)
+
+
+def _markdown(data: bytes) -> list:
+    from unstructured.partition.md import partition_md
+
+    text, _ = decode_text(data)
+    return partition_md(text=text)
+
+
+def _plain_text(data: bytes) -> list:
+    from unstructured.partition.text import partition_text
+
+    text, _ = decode_text(data)
+    return partition_text(text=text)
+
+
+_PARSERS: dict[str, Callable[[bytes], list]] = {
+    ".pdf": _pdf,
+    ".docx": _docx,
+    ".pptx": _pptx,
+    ".xlsx": _xlsx,
+    ".html": _html,
+    ".htm": _html,
+    ".md": _markdown,
+    ".markdown": _markdown,
+    ".txt": _plain_text,
+    ".text": _plain_text,
+}
+
+SUPPORTED_SUFFIXES = frozenset(_PARSERS)
+
+
+def parse_document(data: bytes, filename: str, source: str | None = None) -> list[Block]:
+    """Blocks of one document. ``filename`` picks the format; ``source`` names it in errors.
+
+    Raises :class:`DocumentError` (with the source and the reason) for anything that cannot
+    become text; never returns an empty list.
+    """
+    source = source if source is not None else filename
+    suffix = PurePath(filename).suffix.lower()
+    parser = _PARSERS.get(suffix)
+    if parser is None:
+        supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
+        raise UnsupportedFormatError(source, f"unsupported file type {suffix or '(none)'!r}; korag reads {supported}")
+    if not data:
+        raise EmptyDocumentError(source, "empty file")
+    offline_nlp.ensure_spacy_model()
+    try:
+        blocks = blocks_from_elements(parser(data))
+    except DocumentError:
+        raise
+    except Exception as exc:  # parsers raise anything from KeyError to zipfile.BadZipFile
+        detail = _OBJECT_REPR.sub("", f"{type(exc).__name__}: {exc}").rstrip(": ")
+        raise DocumentError(source, f"cannot parse as {suffix[1:].upper()}: {detail}") from exc
+    if not blocks:
+        raise EmptyDocumentError(source, "no extractable text")
+    return blocks

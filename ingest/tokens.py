@@ -1,0 +1,75 @@
+"""Token arithmetic with the embedding model's own tokenizer.
+
+The budget for a chunk is the model's max_seq_length minus the special tokens the tokenizer
+adds, minus the passage prefix, minus any header embedded with the chunk. Counts here are exact:
+they come from tokenizing the very string the model will see.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+def compose_input(prefix: str, header: str | None, body: str) -> str:
+    """The exact string embedded for a chunk. The chunker budgets for it, the embedder embeds it."""
+    return f"{prefix}{header}\n{body}" if header else f"{prefix}{body}"
+
+
+@dataclass(frozen=True)
+class TokenBudget:
+    tokenizer: Any  # a Hugging Face tokenizer with offsets (a "fast" tokenizer)
+    max_input_tokens: int  # the model's max_seq_length, special tokens included
+    prefix: str
+
+    def __post_init__(self) -> None:
+        if self.max_input_tokens <= self.overhead(None) + 8:
+            raise ValueError(f"max_input_tokens={self.max_input_tokens} leaves no room for text")
+
+    def count(self, text: str) -> int:
+        """Tokens of ``text`` alone, without special tokens."""
+        return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    def input_tokens(self, text: str) -> int:
+        """Tokens the model sees for an already-composed input, special tokens included."""
+        return len(self.tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
+
+    def overhead(self, header: str | None) -> int:
+        """Tokens spent on everything but the body: specials, prefix, header and its newline."""
+        return self.input_tokens(compose_input(self.prefix, header, "x")) - self.count("x")
+
+    def body_budget(self, header: str | None) -> int:
+        return self.max_input_tokens - self.overhead(header)
+
+    def fits(self, header: str | None, body: str) -> bool:
+        return self.input_tokens(compose_input(self.prefix, header, body)) <= self.max_input_tokens
+
+    def split(self, text: str, max_tokens: int) -> list[str]:
+        """Cut ``text`` into pieces of at most ``max_tokens`` tokens at tokenizer offsets.
+
+        Pieces are slices of the original string (no detokenisation), so no character is lost
+        or altered; whitespace at a cut goes with the earlier piece and is then stripped.
+        """
+        if max_tokens < 1:
+            raise ValueError("max_tokens must be >= 1")
+        encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+        offsets = [span for span in encoding["offset_mapping"] if span[1] > span[0]]
+        if len(offsets) <= max_tokens:
+            return [text.strip()] if text.strip() else []
+        pieces: list[str] = []
+        start_token = 0
+        window = max_tokens
+        while start_token < len(offsets):
+            end_token = min(start_token + window, len(offsets))
+            char_start = offsets[start_token][0] if start_token else 0
+            char_end = offsets[end_token][0] if end_token < len(offsets) else len(text)
+            piece = text[char_start:char_end].strip()
+            # A slice can tokenize longer than its tokens did in context (a word-start marker).
+            if window > 1 and self.count(piece) > max_tokens:
+                window -= 1
+                continue
+            if piece:
+                pieces.append(piece)
+            start_token = end_token
+            window = max_tokens
+        return pieces

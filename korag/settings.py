@@ -1,0 +1,80 @@
+"""The one settings object. Every value can be set with an environment variable ``KORAG_<NAME>``.
+
+Read it once at the edge (CLI, worker start) and pass it down; tests build their own.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL = "nlpai-lab/KoE5"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KORAG_", extra="ignore", frozen=True)
+
+    # -- embedding model --
+    embedding_model: str = Field(
+        DEFAULT_MODEL,
+        description="sentence-transformers model name or local directory",
+    )
+    query_prefix: str = Field("query: ", description="prepended to every query before embedding")
+    passage_prefix: str = Field("passage: ", description="prepended to every chunk before embedding")
+    embedding_device: str | None = Field(None, description="cpu, cuda, cuda:1 ...; default: cuda when present")
+    embedding_batch_size: int = Field(32, ge=1)
+
+    # -- chunking --
+    chunk_overlap_tokens: int = Field(48, ge=0, description="tokens of trailing sentences repeated in the next chunk")
+    chunk_max_tokens: int | None = Field(
+        None, ge=16, description="cap below the model's limit; default: the model's max_seq_length"
+    )
+    embed_section_header: bool = Field(True, description="embed the section title in front of each chunk")
+
+    # -- storage --
+    data_dir: Path = Field(Path(".korag"), description="embedded Qdrant storage and blob store live here")
+    qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded storage in data_dir")
+    qdrant_api_key: str | None = None
+    collection: str = "korag"
+    upsert_batch_size: int = Field(256, ge=1)
+    blob_dir: Path | None = Field(None, description="content-addressed blob store; default: <data_dir>/blobs")
+
+    # -- queue --
+    broker_url: str | None = Field(None, description="redis://host:port/db; unset = ingest in-process")
+    result_backend: str | None = Field(None, description="default: the broker URL")
+    task_soft_time_limit: int = Field(1800, ge=1, description="seconds before a task is asked to stop")
+    task_time_limit: int = Field(2100, ge=1, description="seconds before a task's process is killed")
+    visibility_timeout: int = Field(7200, ge=1, description="Redis redelivers unacknowledged tasks after this")
+    worker_concurrency: int = Field(1, ge=1)
+
+    # -- parsing --
+    max_file_bytes: int = Field(100 * 1024 * 1024, ge=1, description="files above this size are refused")
+
+    @field_validator("qdrant_url", "broker_url", "result_backend", "qdrant_api_key", "embedding_device")
+    @classmethod
+    def _empty_is_none(cls, value: str | None) -> str | None:
+        return value if value not in ("", None) else None
+
+    def model_post_init(self, __context: object) -> None:
+        if self.task_time_limit >= self.visibility_timeout:
+            raise ValueError(
+                f"KORAG_TASK_TIME_LIMIT ({self.task_time_limit}s) must stay below "
+                f"KORAG_VISIBILITY_TIMEOUT ({self.visibility_timeout}s), or Redis redelivers "
+                "tasks that are still running"
+            )
+        if self.task_soft_time_limit >= self.task_time_limit:
+            raise ValueError("KORAG_TASK_SOFT_TIME_LIMIT must be below KORAG_TASK_TIME_LIMIT")
+
+    @property
+    def qdrant_path(self) -> Path:
+        return self.data_dir / "qdrant"
+
+    @property
+    def blobs_path(self) -> Path:
+        return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
+
+    @property
+    def backend_url(self) -> str | None:
+        return self.result_backend if self.result_backend is not None else self.broker_url

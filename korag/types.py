@@ -1,0 +1,82 @@
+"""Plain data passed between the layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A piece of a document small enough for the embedding model, with its provenance."""
+
+    text: str
+    index: int
+    section: str | None = None  # heading path, "장 > 절"
+    header: str | None = None  # what of the section is embedded in front of the text
+    page_number: int | None = None
+    element_types: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.text.strip():
+            raise ValueError("a chunk needs text")
+        if self.index < 0:
+            raise ValueError("chunk index must be >= 0")
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk as it lives in the store: its point id, text and payload metadata."""
+
+    id: str
+    text: str
+    metadata: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    id: str
+    score: float
+    text: str
+    metadata: dict[str, Any]
+
+    @property
+    def source(self) -> str:
+        return str(self.metadata.get("source", ""))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata}
+
+
+Status = Literal["indexed", "failed", "queued"]
+
+
+@dataclass
+class IngestResult:
+    """One document's outcome; ``to_json`` is the `korag ingest --json` line contract."""
+
+    source: str
+    doc_id: str
+    status: Status
+    chunks: int = 0
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "doc_id": self.doc_id,
+            "status": self.status,
+            "chunks": self.chunks,
+            "error": self.error,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "IngestResult":
+        return cls(
+            source=data["source"],
+            doc_id=data["doc_id"],
+            status=data["status"],
+            chunks=int(data.get("chunks") or 0),
+            error=data.get("error"),
+        )

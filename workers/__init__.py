@@ -1,0 +1,1 @@
+"""Celery workers: the app, thin tasks over :mod:`ingest.pipeline`, and the client that enqueues."""

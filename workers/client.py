@@ -1,0 +1,52 @@
+"""The client side of the queue: put a document's bytes in the blob store, send a task naming
+the blob, and (optionally) wait for the worker's result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+from celery import Celery
+from celery.result import AsyncResult
+
+from ingest.pipeline import doc_id_for
+from korag.blobs import BlobStore
+from korag.types import IngestResult
+
+TASK_NAME = "korag.ingest_document"
+
+
+@dataclass
+class Enqueued:
+    source: str
+    doc_id: str
+    task: AsyncResult | None  # None when the document failed before it could be sent
+    failure: str | None = None
+
+    def pending_result(self) -> IngestResult:
+        if self.task is None:
+            return IngestResult(self.source, self.doc_id, "failed", error=self.failure)
+        return IngestResult(self.source, self.doc_id, "queued", extra={"task_id": self.task.id})
+
+    def wait(self, timeout: float | None = None) -> IngestResult:
+        if self.task is None:
+            return self.pending_result()
+        value = self.task.get(timeout=timeout, propagate=False)
+        if self.task.failed():
+            return IngestResult(self.source, self.doc_id, "failed", error=f"worker error: {type(value).__name__}: {value}")
+        return IngestResult.from_json(value)
+
+
+def enqueue(app: Celery, blobs: BlobStore, path: str | Path, source: str, max_file_bytes: int) -> Enqueued:
+    doc_id = doc_id_for(source)
+    try:
+        size = Path(path).stat().st_size
+        if size > max_file_bytes:
+            return Enqueued(source, doc_id, None, f"file of {size} bytes is over the limit of {max_file_bytes} bytes (KORAG_MAX_FILE_BYTES)")
+        blob = blobs.put(Path(path).read_bytes())
+    except OSError as exc:
+        return Enqueued(source, doc_id, None, f"cannot read file: {exc.strerror or exc}")
+    task = app.send_task(
+        TASK_NAME, kwargs={"blob": blob, "filename": PurePath(path).name, "source": source, "doc_id": doc_id}
+    )
+    return Enqueued(source, doc_id, task)
