@@ -61,6 +61,7 @@ class TokenBudget:
         window = max_tokens
         while start_token < len(offsets):
             end_token = min(start_token + window, len(offsets))
+            end_token = _word_start_before(text, offsets, start_token, end_token)
             char_start = offsets[start_token][0] if start_token else 0
             char_end = offsets[end_token][0] if end_token < len(offsets) else len(text)
             piece = text[char_start:char_end].strip()
@@ -73,3 +74,16 @@ class TokenBudget:
             start_token = end_token
             window = max_tokens
         return pieces
+
+
+def _word_start_before(text: str, offsets: list, start: int, end: int) -> int:
+    """Move a cut back to the nearest token that starts a word (follows whitespace), if one lies
+    in the last fifth of the window, so pieces end between words, not inside one."""
+    if end >= len(offsets):
+        return end
+    floor = start + max(1, (end - start) * 4 // 5)
+    for candidate in range(end, floor - 1, -1):
+        char = offsets[candidate][0]
+        if char > 0 and text[char - 1].isspace() and offsets[candidate - 1][0] != char:
+            return candidate
+    return end

@@ -113,7 +113,8 @@ def test_a_long_heading_does_not_break_the_budget(minilm):
     title = "아주 긴 제목 " * 200
     chunks = Chunker(minilm.passage_budget).chunk([Block("title", title), Block("text", long_korean_text(5))])
     assert all(_model_tokens(minilm, c) <= 256 for c in chunks)
-    assert " ".join(c.text for c in chunks).count("아주 긴 제목") == 200  # the full title is kept as text
+    # The full title is kept as text, cut between words.
+    assert " ".join(c.text for c in chunks).count("아주 긴 제목") == 200
 
 
 def test_lone_headings_are_kept(minilm):
