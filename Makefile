@@ -1,0 +1,49 @@
+# Two commands do everything on a fresh machine (Debian/Ubuntu, Python 3.11+):
+#   make demo   set up, ingest the Korean documents in demo/docs, answer questions
+#   make test   set up (including redis-server), run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+# CPU build of torch. On a CUDA machine install the matching torch build yourself first.
+TORCH  ?= torch==2.13.0
+
+.PHONY: setup system-deps demo test test-fast bench compose-check clean
+
+setup: $(VENV)/.korag-installed
+
+$(VENV)/.korag-installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q "$(TORCH)"
+	$(PIP) install -q -e ".[dev]"
+	touch $@
+
+# redis-server for the queue tests (a real broker, started by the tests on a free port).
+system-deps:
+	@command -v redis-server >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q redis-server; }
+
+demo: setup
+	$(PY) demo/run_demo.py
+
+test: setup system-deps
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -rs
+
+# The quick loop: no worker processes, no subprocess CLI runs.
+test-fast: setup
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
+
+bench: setup
+	$(PY) bench/ingest_bench.py
+
+compose-check:
+	@if docker compose version >/dev/null 2>&1; then \
+	  QDRANT_API_KEY=check docker compose -f docker-compose.yml -f docker-compose.gpu.yml config -q && echo "docker compose config: ok"; \
+	elif command -v docker-compose >/dev/null; then \
+	  QDRANT_API_KEY=check docker-compose -f docker-compose.yml -f docker-compose.gpu.yml config -q && echo "docker-compose config: ok"; \
+	else echo "no docker compose client: compose files not checked"; fi
+
+clean:
+	rm -rf $(VENV) .korag .pytest_cache
