@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import io
 import re
+from dataclasses import replace
 from collections.abc import Callable
 from pathlib import PurePath
 
 from ingest.parsing import offline_nlp
-from ingest.parsing.blocks import Block
+from ingest.parsing.blocks import Block, Refusal
 from ingest.parsing.from_unstructured import blocks_from_elements
+from ingest.parsing.text_cleaning import clean_text
 from ingest.parsing.text_decoding import decode_text
 from korag.errors import DocumentError, EmptyDocumentError, UnsupportedFormatError
 
@@ -18,52 +20,73 @@ _OBJECT_REPR = re.compile(r":?\s*<[\w.]+ object at 0x[0-9a-f]+>")
 __all__ = ["Block", "SUPPORTED_SUFFIXES", "parse_document"]
 
 
-def _pdf(data: bytes) -> list:
+def _pdf(data: bytes) -> list[Block]:
     from ingest.parsing.pdf import partition_pdf_text
 
-    return partition_pdf_text(data)
+    return blocks_from_elements(partition_pdf_text(data))
 
 
-def _docx(data: bytes) -> list:
+def _docx(data: bytes) -> list[Block]:
     from unstructured.partition.docx import partition_docx
 
-    return partition_docx(file=io.BytesIO(data), infer_table_structure=True)
+    return blocks_from_elements(partition_docx(file=io.BytesIO(data), infer_table_structure=True))
 
 
-def _pptx(data: bytes) -> list:
+def _pptx(data: bytes) -> list[Block]:
     from unstructured.partition.pptx import partition_pptx
 
-    return partition_pptx(file=io.BytesIO(data), infer_table_structure=True)
+    return blocks_from_elements(partition_pptx(file=io.BytesIO(data), infer_table_structure=True))
 
 
-def _xlsx(data: bytes) -> list:
+def _xlsx(data: bytes) -> list[Block]:
     from unstructured.partition.xlsx import partition_xlsx
 
-    return partition_xlsx(file=io.BytesIO(data), infer_table_structure=True)
+    return blocks_from_elements(partition_xlsx(file=io.BytesIO(data), infer_table_structure=True))
 
 
-def _html(data: bytes) -> list:
+def _html(data: bytes) -> list[Block]:
     from unstructured.partition.html import partition_html
 
     text, _ = decode_text(data)
-    return partition_html(text=text)
+    return blocks_from_elements(partition_html(text=text))
 
 
-def _markdown(data: bytes) -> list:
+def _markdown(data: bytes) -> list[Block]:
     from unstructured.partition.md import partition_md
 
     text, _ = decode_text(data)
-    return partition_md(text=text)
+    return blocks_from_elements(partition_md(text=text))
 
 
-def _plain_text(data: bytes) -> list:
+def _plain_text(data: bytes) -> list[Block]:
     from unstructured.partition.text import partition_text
 
     text, _ = decode_text(data)
-    return partition_text(text=text)
+    return blocks_from_elements(partition_text(text=text))
 
 
-_PARSERS: dict[str, Callable[[bytes], list]] = {
+def _hwp(data: bytes) -> list[Block]:
+    from ingest.parsing.hwp import partition_hwp
+
+    return partition_hwp(data)
+
+
+def _hwpx(data: bytes) -> list[Block]:
+    from ingest.parsing.hwp import partition_hwpx
+
+    return partition_hwpx(data)
+
+
+def _clean(block: Block) -> Block | None:
+    """NFC, no private-use glyphs or broken surrogates; None when nothing is left."""
+    if block.kind == "table":
+        rows = tuple(row for row in (clean_text(r) for r in block.rows) if row.strip(" |"))
+        return replace(block, rows=rows, text="\n".join(rows)) if rows else None
+    text = clean_text(block.text)
+    return replace(block, text=text) if text else None
+
+
+_PARSERS: dict[str, Callable[[bytes], list[Block]]] = {
     ".pdf": _pdf,
     ".docx": _docx,
     ".pptx": _pptx,
@@ -74,6 +97,8 @@ _PARSERS: dict[str, Callable[[bytes], list]] = {
     ".markdown": _markdown,
     ".txt": _plain_text,
     ".text": _plain_text,
+    ".hwp": _hwp,
+    ".hwpx": _hwpx,
 }
 
 SUPPORTED_SUFFIXES = frozenset(_PARSERS)
@@ -95,9 +120,11 @@ def parse_document(data: bytes, filename: str, source: str | None = None) -> lis
         raise EmptyDocumentError(source, "empty file")
     offline_nlp.ensure_spacy_model()
     try:
-        blocks = blocks_from_elements(parser(data))
+        blocks = [cleaned for block in parser(data) if (cleaned := _clean(block)) is not None]
     except DocumentError:
         raise
+    except Refusal as exc:
+        raise DocumentError(source, str(exc)) from None
     except Exception as exc:  # parsers raise anything from KeyError to zipfile.BadZipFile
         detail = _OBJECT_REPR.sub("", f"{type(exc).__name__}: {exc}").rstrip(": ")
         raise DocumentError(source, f"cannot parse as {suffix[1:].upper()}: {detail}") from exc

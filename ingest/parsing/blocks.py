@@ -19,3 +19,7 @@ class Block:
     def __post_init__(self) -> None:
         if self.kind == "table" and not self.rows:
             raise ValueError("a table block needs rows")
+
+
+class Refusal(Exception):
+    """A parser's refusal of a document; the message is the reason shown to the user as is."""

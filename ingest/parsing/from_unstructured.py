@@ -8,6 +8,7 @@ from lxml import html as lxml_html
 from unstructured.documents.elements import Element
 
 from ingest.parsing.blocks import Block
+from ingest.parsing.korean_headings import heading_depth
 
 _SKIPPED = {"PageBreak", "PageNumber", "Image", "Formula"}
 _TITLES = {"Title"}
@@ -45,5 +46,6 @@ def blocks_from_elements(elements: Iterable[Element]) -> list[Block]:
         elif category in _LISTS:
             blocks.append(Block("list", text, page))
         else:
-            blocks.append(Block("text", text, page))
+            depth = heading_depth(text)  # 제1장, □, 1. … that unstructured's English rules miss
+            blocks.append(Block("title", text, page, depth=depth) if depth is not None else Block("text", text, page))
     return blocks
