@@ -126,3 +126,23 @@ def all_formats(folder: Path) -> dict[str, Path]:
     }
 
 
+
+
+def make_hwp_document(path: Path) -> Path:
+    """HWPX or HWP 5.0 (by suffix), written by python-hwpx: a heading, paragraphs, a table,
+    a Hancom private-use bullet and decomposed (NFD) Hangul to be cleaned."""
+    import unicodedata
+
+    from hwpx import HwpxDocument
+
+    doc = HwpxDocument.new()
+    doc.add_heading("제1장 총칙", level=1)
+    doc.add_paragraph("이 규정은 한글 문서 처리를 시험하기 위한 것입니다.")
+    doc.add_paragraph("\uf0a7 " + unicodedata.normalize("NFD", "분해된 한글 글자입니다."))
+    table = doc.add_table(len(TABLE), len(TABLE[0]))
+    for r, row in enumerate(TABLE):
+        for c, value in enumerate(row):
+            table.set_cell_text(r, c, value)
+    doc.add_paragraph(SECRET_SENTENCE)
+    doc.save_to_path(str(path))
+    return path

@@ -42,6 +42,15 @@ def _local(tag: str) -> str:
 
 # -- entry points -----------------------------------------------------------------------------
 def partition_hwpx(data: bytes) -> list[Block]:
+    from hwpx.opc.security import HwpxSecurityError
+
+    try:
+        return _partition_hwpx(data)
+    except HwpxSecurityError as exc:
+        raise HwpRefusal(f"refused as unsafe: {exc}") from None
+
+
+def _partition_hwpx(data: bytes) -> list[Block]:
     from hwpx.opc.security import guard_zip_file, parse_xml_stdlib, read_member
 
     try:
