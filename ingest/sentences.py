@@ -6,7 +6,7 @@ from functools import cache
 
 
 @cache
-def _kiwi():
+def kiwi():
     from kiwipiepy import Kiwi
 
     return Kiwi()
@@ -17,7 +17,7 @@ def split_sentences(text: str) -> list[str]:
     boundary to the next, so every character of ``text`` lands in exactly one sentence."""
     if not text.strip():
         return []
-    starts = sorted({0, *(s.start for s in _kiwi().split_into_sents(text))})
+    starts = sorted({0, *(s.start for s in kiwi().split_into_sents(text))})
     bounds = [*starts, len(text)]
     pieces = (text[a:b].strip() for a, b in zip(bounds, bounds[1:]))
     return [p for p in pieces if p]

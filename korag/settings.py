@@ -6,6 +6,7 @@ Read it once at the edge (CLI, worker start) and pass it down; tests build their
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,6 +33,14 @@ class Settings(BaseSettings):
         None, ge=16, description="cap below the model's limit; default: the model's max_seq_length"
     )
     embed_section_header: bool = Field(True, description="embed the section title in front of each chunk")
+
+    # -- retrieval --
+    search_mode: Literal["dense", "sparse", "hybrid"] = Field("hybrid", description="default channel(s) for search")
+    fusion_dense_weight: float = Field(0.2, ge=0, description="hybrid: weight of the dense channel in weighted RRF")
+    fusion_sparse_weight: float = Field(1.0, ge=0, description="hybrid: weight of the Kiwi BM25 channel")
+    fusion_k: int = Field(10, ge=1, description="hybrid: RRF rank constant")
+    fusion_prefetch: int = Field(50, ge=1, description="hybrid: candidates taken from each channel")
+    sparse_avg_terms: float = Field(60.0, gt=0, description="BM25 average chunk length, in content morphemes")
 
     # -- storage --
     data_dir: Path = Field(Path(".korag"), description="embedded Qdrant storage and blob store live here")
@@ -74,6 +83,16 @@ class Settings(BaseSettings):
     @property
     def blobs_path(self) -> Path:
         return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
+
+    def fusion(self):
+        from korag.store import Fusion
+
+        return Fusion(self.fusion_dense_weight, self.fusion_sparse_weight, self.fusion_k, self.fusion_prefetch)
+
+    def sparse_encoder(self):
+        from ingest.sparse import SparseEncoder
+
+        return SparseEncoder(avg_terms=self.sparse_avg_terms)
 
     @property
     def backend_url(self) -> str | None:

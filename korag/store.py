@@ -14,6 +14,7 @@ import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,9 +24,25 @@ from korag.errors import ModelMismatchError, StoreBusyError
 from korag.settings import Settings
 from korag.types import SearchResult, StoredChunk
 
+SearchMode = str  # "dense" | "sparse" | "hybrid"
+MODES = ("dense", "sparse", "hybrid")
+
 DENSE = "dense"  # the named dense vector; langchain-qdrant reads it with vector_name="dense"
+SPARSE = "sparse"  # Kiwi BM25 term weights; Qdrant applies IDF at query time
 _POINT_NAMESPACE = uuid.UUID("6f2b1c1e-6d1f-4d38-9b8e-6b6f7261670a")
 _INDEXED_FIELDS = ("doc_id", "source")
+TENANT_FIELD = "tenant"
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """Weighted reciprocal-rank fusion of the dense and sparse channels, done by Qdrant:
+    score = Σ weight_c / (k + rank_c). ``prefetch`` candidates come from each channel."""
+
+    dense_weight: float = 0.2
+    sparse_weight: float = 1.0
+    k: int = 10
+    prefetch: int = 50
 
 
 def point_id(doc_id: str, chunk_index: int) -> str:
@@ -49,6 +66,10 @@ def open_client(settings: Settings) -> QdrantClient:
             "the embedded engine allows one process at a time: stop the other process, or run a "
             "Qdrant server and set KORAG_QDRANT_URL"
         ) from exc
+
+
+def _sparse(vector: Any) -> models.SparseVector:
+    return models.SparseVector(indices=list(vector.indices), values=list(vector.values))
 
 
 def _filter(filters: dict[str, Any] | None) -> models.Filter | None:
@@ -77,6 +98,7 @@ class QdrantStore:
             self.client.create_collection(
                 self.collection,
                 vectors_config={DENSE: models.VectorParams(size=dimension, distance=models.Distance.COSINE)},
+                sparse_vectors_config={SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)},
                 metadata={"embedding_model": model_name, "dimension": dimension},
             )
             with warnings.catch_warnings():  # the local engine ignores payload indexes and says so
@@ -85,6 +107,11 @@ class QdrantStore:
                     self.client.create_payload_index(
                         self.collection, f"metadata.{field}", models.PayloadSchemaType.KEYWORD
                     )
+                self.client.create_payload_index(
+                    self.collection,
+                    f"metadata.{TENANT_FIELD}",
+                    models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+                )
             return
         self.check_model(model_name, dimension)
 
@@ -105,18 +132,24 @@ class QdrantStore:
         return self.client.collection_exists(self.collection)
 
     # -- writes ---------------------------------------------------------------------------------
-    def upsert(self, ids: Sequence[str], vectors: np.ndarray, payloads: Sequence[dict[str, Any]]) -> None:
-        if not (len(ids) == len(vectors) == len(payloads)):
-            raise ValueError("ids, vectors and payloads differ in length")
-        step = self.upsert_batch_size
-        for start in range(0, len(ids), step):
-            points = [
-                models.PointStruct(id=pid, vector={DENSE: vec.tolist()}, payload=payload)
-                for pid, vec, payload in zip(
-                    ids[start : start + step], vectors[start : start + step], payloads[start : start + step]
-                )
-            ]
-            self.client.upsert(self.collection, points=points, wait=True)
+    def upsert(
+        self,
+        ids: Sequence[str],
+        vectors: np.ndarray,
+        payloads: Sequence[dict[str, Any]],
+        sparse: Sequence[Any] | None = None,
+    ) -> None:
+        """``sparse``: per point an object with ``indices`` and ``values`` (BM25 weights)."""
+        if not (len(ids) == len(vectors) == len(payloads)) or (sparse is not None and len(sparse) != len(ids)):
+            raise ValueError("ids, vectors, payloads and sparse vectors differ in length")
+        points = []
+        for i, (pid, vec, payload) in enumerate(zip(ids, vectors, payloads)):
+            vector: dict[str, Any] = {DENSE: vec.tolist()}
+            if sparse is not None and sparse[i].indices:
+                vector[SPARSE] = models.SparseVector(indices=sparse[i].indices, values=sparse[i].values)
+            points.append(models.PointStruct(id=pid, vector=vector, payload=payload))
+        for start in range(0, len(points), self.upsert_batch_size):
+            self.client.upsert(self.collection, points=points[start : start + self.upsert_batch_size], wait=True)
 
     def delete_stale_chunks(self, doc_id: str, keep_below: int) -> None:
         """Remove a document's chunks with index >= keep_below (left from a longer old version)."""
@@ -129,15 +162,48 @@ class QdrantStore:
         self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
 
     # -- reads ----------------------------------------------------------------------------------
-    def search(self, vector: np.ndarray, k: int, filters: dict[str, Any] | None = None) -> list[SearchResult]:
-        response = self.client.query_points(
-            self.collection,
-            query=vector.tolist(),
-            using=DENSE,
-            limit=k,
-            query_filter=_filter(filters),
-            with_payload=True,
-        )
+    def has_sparse(self) -> bool:
+        return SPARSE in (self.client.get_collection(self.collection).config.params.sparse_vectors or {})
+
+    def search(
+        self,
+        vector: np.ndarray | None,
+        k: int,
+        filters: dict[str, Any] | None = None,
+        sparse: Any | None = None,
+        mode: SearchMode = "dense",
+        fusion: Fusion | None = None,
+    ) -> list[SearchResult]:
+        """One Qdrant query per call. ``hybrid`` prefetches both channels and fuses them
+        server-side with weighted RRF."""
+        query_filter = _filter(filters)
+        if mode == "dense":
+            response = self.client.query_points(
+                self.collection, query=vector.tolist(), using=DENSE, limit=k, query_filter=query_filter, with_payload=True
+            )
+        elif mode == "sparse":
+            if not sparse.indices:
+                return []
+            response = self.client.query_points(
+                self.collection, query=_sparse(sparse), using=SPARSE, limit=k, query_filter=query_filter, with_payload=True
+            )
+        elif mode == "hybrid":
+            fusion = fusion if fusion is not None else Fusion()
+            depth = max(fusion.prefetch, k)
+            prefetch = [models.Prefetch(query=vector.tolist(), using=DENSE, limit=depth, filter=query_filter)]
+            weights = [fusion.dense_weight]
+            if sparse.indices:
+                prefetch.append(models.Prefetch(query=_sparse(sparse), using=SPARSE, limit=depth, filter=query_filter))
+                weights.append(fusion.sparse_weight)
+            response = self.client.query_points(
+                self.collection,
+                prefetch=prefetch,
+                query=models.RrfQuery(rrf=models.Rrf(k=fusion.k, weights=weights)),
+                limit=k,
+                with_payload=True,
+            )
+        else:
+            raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
         return [
             SearchResult(
                 id=str(p.id),

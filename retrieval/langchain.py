@@ -39,9 +39,11 @@ class KoragRetriever(BaseRetriever):
     retriever: Retriever
     k: int = 5
     filters: dict[str, Any] | None = Field(default=None)
+    mode: str | None = Field(default=None, description="dense, sparse or hybrid; default: the retriever's")
+    tenant: str | None = None
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         return [
             Document(page_content=r.text, metadata={**r.metadata, "score": r.score, "id": r.id}, id=r.id)
-            for r in self.retriever.search(query, self.k, self.filters)
+            for r in self.retriever.search(query, self.k, self.filters, mode=self.mode, tenant=self.tenant)
         ]

@@ -108,7 +108,7 @@ def test_langchain_retriever_and_embeddings(tmp_path, pipeline, minilm, store, s
     from retrieval.langchain import KoragEmbeddings, KoragRetriever
 
     pipeline.ingest_path(_long_document(tmp_path), source="긴문서.txt")
-    documents = KoragRetriever(retriever=Retriever(minilm, store), k=2).invoke("ZEBRA-QUARTZ-7781")
+    documents = KoragRetriever(retriever=Retriever(minilm, store), k=2, mode="dense").invoke("ZEBRA-QUARTZ-7781")
     assert docs.SECRET_SENTENCE in documents[0].page_content
     assert documents[0].metadata["source"] == "긴문서.txt" and "score" in documents[0].metadata
 
