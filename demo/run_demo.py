@@ -58,7 +58,7 @@ def main() -> int:
         for path, source in discover([str(DOCS)]):
             result = pipeline.ingest_path(path, source=str(Path("demo/docs") / path.name))
             print(f"{result.status:<8} {result.source}  {result.chunks} chunks  {result.error or ''}")
-        retriever = Retriever(embedder, store)
+        retriever = Retriever.from_settings(embedder, store, settings)
         for question in QUESTIONS:
             print("\n" + "-" * 78 + f"\nQ: {question}\n")
             print(format_context(retriever.search(question, k=3)))

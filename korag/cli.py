@@ -69,10 +69,13 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     if not documents:
         print("korag ingest: no documents found in " + ", ".join(args.paths), file=sys.stderr)
         return EXIT_FAILED_DOCUMENTS
+    from ingest.pipeline import DocumentInfo
+
+    info = DocumentInfo(tenant=args.tenant, meta=tuple(_pairs(args.meta, "--meta")))
     if settings.broker_url is None:
-        results = _ingest_in_process(documents, settings, show_progress=True)
+        results = _ingest_in_process(documents, settings, info, show_progress=True)
     else:
-        results = _ingest_queued(documents, settings, wait=args.wait)
+        results = _ingest_queued(documents, settings, info, wait=args.wait)
     failed = 0
     for result in results:
         failed += result.status == "failed"
@@ -87,7 +90,17 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILED_DOCUMENTS if failed else 0
 
 
-def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, show_progress: bool) -> Iterator:
+def _pairs(values: list[str] | None, flag: str) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values or []:
+        key, sep, val = value.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{flag} takes key=value, got {value!r}")
+        pairs.append((key, val))
+    return pairs
+
+
+def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, info, show_progress: bool) -> Iterator:
     from ingest.embedder import Embedder
     from ingest.pipeline import Pipeline, doc_id_for
     from korag.store import store_session
@@ -98,19 +111,19 @@ def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, sh
         pipeline = Pipeline.build(embedder, store, settings)
         for path, source in _progress(documents, show_progress, "ingest"):
             try:
-                yield pipeline.ingest_path(path, source)
+                yield pipeline.ingest_path(path, source, info=info)
             except Exception as exc:  # one document must not stop the batch
-                yield IngestResult(source, doc_id_for(source), "failed", error=f"{type(exc).__name__}: {exc}")
+                yield IngestResult(source, doc_id_for(source, info.tenant), "failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, wait: bool) -> Iterator:
+def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, info, wait: bool) -> Iterator:
     from korag.blobs import BlobStore
     from workers.app import create_app
     from workers.client import enqueue
 
     app = create_app(settings)
     blobs = BlobStore(settings.blobs_path)
-    sent = [enqueue(app, blobs, path, source, settings.max_file_bytes) for path, source in documents]
+    sent = [enqueue(app, blobs, path, source, settings.max_file_bytes, info) for path, source in documents]
     for item in _progress(sent, wait, "wait"):
         yield item.wait() if wait else item.pending_result()
 
@@ -122,7 +135,7 @@ def _open_retriever(settings: Settings, stack):
 
     embedder = Embedder.load(settings)
     store = stack.enter_context(store_session(settings))
-    return Retriever(embedder, store)
+    return Retriever.from_settings(embedder, store, settings)
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
@@ -130,8 +143,11 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
     from retrieval.context import citation
 
+    filters = dict(_pairs(args.filter, "--filter")) or None
     with ExitStack() as stack:
-        results = _open_retriever(settings, stack).search(args.query, k=args.k)
+        results = _open_retriever(settings, stack).search(
+            args.query, k=args.k, filters=filters, mode=args.mode, tenant=args.tenant
+        )
     if args.json:
         _print_json({"query": args.query, "results": [r.to_json() for r in results]})
         return 0
@@ -177,6 +193,63 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+TUNE_DENSE_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+TUNE_RRF_KS = (2, 5, 10, 30, 60)
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.embedder import Embedder
+    from retrieval.evaluation import Dataset, Evaluation
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - {"dense", "sparse", "hybrid"}
+    if unknown:
+        raise ValueError(f"unknown mode(s) {', '.join(sorted(unknown))}; use dense, sparse, hybrid")
+    dataset = Dataset.load(Path(args.dataset))
+    evaluation = Evaluation(dataset, Embedder.load(settings), settings)
+    print(f"ingesting {len(dataset.corpus)} passages of {dataset.name} ...", file=sys.stderr)
+    evaluation.ingest()
+    reports = {mode: evaluation.run_mode(mode, args.k).to_json() for mode in modes}
+    fusion = settings.fusion()
+    out: dict = {
+        "dataset": dataset.name,
+        "modes": reports,
+        "k": args.k,
+        "queries": len(dataset.qrels),
+        "model": settings.embedding_model,
+        "fusion": {"dense_weight": fusion.dense_weight, "sparse_weight": fusion.sparse_weight, "k": fusion.k},
+        "ingest": {
+            "documents": len(dataset.corpus),
+            "chunks": evaluation.chunks,
+            "seconds": round(evaluation.ingest_seconds, 2),
+            "docs_per_s": round(len(dataset.corpus) / evaluation.ingest_seconds, 2),
+        },
+    }
+    if args.tune:
+        ranked = evaluation.tune(args.k, TUNE_DENSE_WEIGHTS, TUNE_RRF_KS)
+        out["tune"] = [
+            {"dense_weight": f.dense_weight, "sparse_weight": f.sparse_weight, "k": f.k, f"ndcg@{args.k}": round(v, 4)}
+            for f, v in ranked
+        ]
+    if args.json:
+        _print_json(out)
+        return 0
+    print(f"{dataset.name}: {out['queries']} queries, model {settings.embedding_model}")
+    print(f"ingest: {out['ingest']['documents']} documents, {out['ingest']['chunks']} chunks, "
+          f"{out['ingest']['seconds']} s ({out['ingest']['docs_per_s']} docs/s)")
+    names = list(next(iter(reports.values())).keys()) if reports else []
+    print("mode    " + "".join(f"{n:>11}" for n in names))
+    for mode, report in reports.items():
+        print(f"{mode:<8}" + "".join(f"{report[n]:>11}" for n in names))
+    if args.tune:
+        best = out["tune"][0]
+        print(f"best fusion: KORAG_FUSION_DENSE_WEIGHT={best['dense_weight']} KORAG_FUSION_SPARSE_WEIGHT=1.0 "
+              f"KORAG_FUSION_K={best['k']}  (nDCG@{args.k} {best[f'ndcg@{args.k}']})")
+        for row in out["tune"][:10]:
+            print(f"  dense {row['dense_weight']:<5} k {row['k']:<3} nDCG@{args.k} {row[f'ndcg@{args.k}']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="korag", description="Korean-first document ingestion and retrieval")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -185,18 +258,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--wait", action="store_true", help="with a broker: wait for the workers' results")
     p.add_argument("--json", action="store_true", help="one JSON object per document per line")
+    p.add_argument("--tenant", help="the tenant these documents belong to")
+    p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata stored with every chunk (repeatable)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("search", help="top-k chunks for a question")
     p.add_argument("query")
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--json", action="store_true")
+    p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], help="default: KORAG_SEARCH_MODE (hybrid)")
+    p.add_argument("--tenant", help="search only this tenant's documents")
+    p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="metadata must match (repeatable)")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("chunks", help="list stored chunks")
     p.add_argument("--doc-id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_chunks)
+
+    p = sub.add_parser("eval", help="retrieval quality on a BEIR-layout dataset")
+    p.add_argument("dataset", metavar="DATASET_DIR")
+    p.add_argument("--modes", default="dense,sparse,hybrid")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--tune", action="store_true", help="search hybrid fusion weights and print the best")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("worker", help="run a Celery worker for KORAG_BROKER_URL")
     p.add_argument("--concurrency", type=int)
@@ -215,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     except KoragError as exc:
         print(f"korag {args.command}: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except ValueError as exc:  # settings validation, bad arguments
+    except (ValueError, FileNotFoundError) as exc:  # settings validation, bad arguments, missing dataset
         print(f"korag {args.command}: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:  # `korag chunks --json | head`: the reader left, not an error

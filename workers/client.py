@@ -9,7 +9,7 @@ from pathlib import Path, PurePath
 from celery import Celery
 from celery.result import AsyncResult
 
-from ingest.pipeline import doc_id_for
+from ingest.pipeline import DocumentInfo, doc_id_for
 from korag.blobs import BlobStore
 from korag.types import IngestResult
 
@@ -37,8 +37,11 @@ class Enqueued:
         return IngestResult.from_json(value)
 
 
-def enqueue(app: Celery, blobs: BlobStore, path: str | Path, source: str, max_file_bytes: int) -> Enqueued:
-    doc_id = doc_id_for(source)
+def enqueue(
+    app: Celery, blobs: BlobStore, path: str | Path, source: str, max_file_bytes: int, info: DocumentInfo | None = None
+) -> Enqueued:
+    info = info if info is not None else DocumentInfo()
+    doc_id = doc_id_for(source, info.tenant)
     try:
         size = Path(path).stat().st_size
         if size > max_file_bytes:
@@ -47,6 +50,14 @@ def enqueue(app: Celery, blobs: BlobStore, path: str | Path, source: str, max_fi
     except OSError as exc:
         return Enqueued(source, doc_id, None, f"cannot read file: {exc.strerror or exc}")
     task = app.send_task(
-        TASK_NAME, kwargs={"blob": blob, "filename": PurePath(path).name, "source": source, "doc_id": doc_id}
+        TASK_NAME,
+        kwargs={
+            "blob": blob,
+            "filename": PurePath(path).name,
+            "source": source,
+            "doc_id": doc_id,
+            "tenant": info.tenant,
+            "meta": dict(info.meta),
+        },
     )
     return Enqueued(source, doc_id, task)

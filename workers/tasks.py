@@ -10,7 +10,7 @@ from functools import cache
 from celery.utils.log import get_task_logger
 
 from ingest.embedder import Embedder
-from ingest.pipeline import Pipeline
+from ingest.pipeline import DocumentInfo, Pipeline
 from korag.blobs import BlobStore
 from korag.errors import StoreBusyError
 from korag.settings import Settings
@@ -31,11 +31,13 @@ def _embedder() -> Embedder:
     return Embedder.load(_settings())
 
 
-def ingest_blob(settings: Settings, embedder: Embedder, blob: str, filename: str, source: str, doc_id: str | None) -> dict:
+def ingest_blob(
+    settings: Settings, embedder: Embedder, blob: str, filename: str, source: str, doc_id: str | None, info: DocumentInfo
+) -> dict:
     """The plain function behind the task: read the blob, run the pipeline, return the result."""
     data = BlobStore(settings.blobs_path).get(blob)
     with store_session(settings) as store:
-        result = Pipeline.build(embedder, store, settings).ingest_bytes(data, filename, source, doc_id)
+        result = Pipeline.build(embedder, store, settings).ingest_bytes(data, filename, source, doc_id, info)
     return result.to_json()
 
 
@@ -46,6 +48,14 @@ def ingest_blob(settings: Settings, embedder: Embedder, blob: str, filename: str
     retry_backoff_max=30,
     max_retries=20,
 )
-def ingest_document(blob: str, filename: str, source: str, doc_id: str | None = None) -> dict:
+def ingest_document(
+    blob: str,
+    filename: str,
+    source: str,
+    doc_id: str | None = None,
+    tenant: str | None = None,
+    meta: dict[str, str] | None = None,
+) -> dict:
     log.info("ingesting %s (blob %s)", source, blob[:12])
-    return ingest_blob(_settings(), _embedder(), blob, filename, source, doc_id)
+    info = DocumentInfo(tenant=tenant, meta=tuple((meta or {}).items()))
+    return ingest_blob(_settings(), _embedder(), blob, filename, source, doc_id, info)

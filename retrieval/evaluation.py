@@ -1,0 +1,124 @@
+"""`korag eval`: ingest a BEIR-layout dataset through the real pipeline into a scratch collection,
+ask every query in each mode, report quality and latency; optionally tune the fusion weights.
+
+A passage may become several chunks; a passage's rank is that of its best chunk.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ingest.embedder import Embedder
+from ingest.pipeline import Pipeline
+from korag.settings import Settings
+from korag.store import Fusion, QdrantStore, open_client
+from retrieval.metrics import evaluate
+from retrieval.search import Retriever
+
+CHUNKS_PER_PASSAGE = 5  # chunks fetched per wanted passage, so k passages survive de-duplication
+
+
+@dataclass
+class Dataset:
+    name: str
+    corpus: list[dict]
+    queries: dict[str, str]
+    qrels: dict[str, dict[str, int]]
+
+    @classmethod
+    def load(cls, folder: Path, split: str = "test") -> "Dataset":
+        folder = Path(folder)
+        for required in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+            if not (folder / required).is_file():
+                raise FileNotFoundError(f"{folder}: not a BEIR-layout dataset (missing {required})")
+        corpus = [json.loads(line) for line in (folder / "corpus.jsonl").open(encoding="utf-8") if line.strip()]
+        queries = {
+            q["_id"]: q["text"]
+            for q in (json.loads(line) for line in (folder / "queries.jsonl").open(encoding="utf-8") if line.strip())
+        }
+        qrels: dict[str, dict[str, int]] = {}
+        with (folder / f"qrels/{split}.tsv").open(encoding="utf-8") as handle:
+            for row in csv.reader(handle, delimiter="\t"):
+                if len(row) < 3 or row[0] == "query-id":
+                    continue
+                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
+        qrels = {q: rel for q, rel in qrels.items() if q in queries}
+        return cls(folder.name, corpus, queries, qrels)
+
+
+@dataclass
+class ModeReport:
+    metrics: dict[str, float]
+    latencies_ms: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, float]:
+        ordered = sorted(self.latencies_ms)
+        p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+        return {**{k: round(v, 4) for k, v in self.metrics.items()},
+                "p50_ms": round(statistics.median(ordered), 2), "p95_ms": round(p95, 2)}
+
+
+def _passage_ranking(results, k: int) -> list[str]:
+    seen: list[str] = []
+    for r in results:
+        source = r.metadata["source"]
+        if source not in seen:
+            seen.append(source)
+        if len(seen) == k:
+            break
+    return seen
+
+
+class Evaluation:
+    """Holds the scratch collection so several modes and fusion settings reuse one ingest."""
+
+    def __init__(self, dataset: Dataset, embedder: Embedder, settings: Settings) -> None:
+        self.dataset = dataset
+        self.settings = settings.model_copy(update={"qdrant_url": ":memory:", "collection": "korag-eval"})
+        self.store = QdrantStore(open_client(self.settings), self.settings.collection, self.settings.upsert_batch_size)
+        self.pipeline = Pipeline.build(embedder, self.store, self.settings)
+        self.retriever = Retriever.from_settings(embedder, self.store, self.settings)
+        self.ingest_seconds = 0.0
+        self.chunks = 0
+        self._query_cache: dict[str, tuple] = {}
+
+    def ingest(self) -> None:
+        start = time.perf_counter()
+        for passage in self.dataset.corpus:
+            text = passage.get("text", "")
+            if not text.strip():
+                continue
+            result = self.pipeline.ingest_bytes(text.encode("utf-8"), "passage.txt", passage["_id"])
+            if result.status != "indexed":
+                raise RuntimeError(f"passage {passage['_id']!r} failed: {result.error}")
+            self.chunks += result.chunks
+        self.ingest_seconds = time.perf_counter() - start
+
+    def run_mode(self, mode: str, k: int, fusion: Fusion | None = None) -> ModeReport:
+        run: dict[str, list[str]] = {}
+        latencies = []
+        retriever = self.retriever
+        if fusion is not None:
+            retriever = Retriever(retriever.embedder, self.store, retriever.sparse, mode, fusion)
+        for qid in self.dataset.qrels:
+            start = time.perf_counter()
+            results = retriever.search(self.dataset.queries[qid], k=k * CHUNKS_PER_PASSAGE, mode=mode)
+            latencies.append((time.perf_counter() - start) * 1000)
+            run[qid] = _passage_ranking(results, k)
+        return ModeReport(evaluate(run, self.dataset.qrels, k), latencies)
+
+    def tune(self, k: int, dense_weights: Sequence[float], rrf_ks: Sequence[int]) -> list[tuple[Fusion, float]]:
+        """nDCG@k of hybrid for each (dense weight, RRF k), sparse weight fixed at 1; best first."""
+        base = self.settings.fusion()
+        scores = []
+        for weight, rrf_k in itertools.product(dense_weights, rrf_ks):
+            fusion = Fusion(weight, 1.0, rrf_k, base.prefetch)
+            scores.append((fusion, self.run_mode("hybrid", k, fusion).metrics[f"ndcg@{k}"]))
+        return sorted(scores, key=lambda item: -item[1])

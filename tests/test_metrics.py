@@ -1,0 +1,46 @@
+"""Metric code against hand-computed values (trec_eval / pytrec_eval definitions)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from retrieval.metrics import evaluate, mrr_at, ndcg_at, recall_at
+
+
+def test_single_relevant_document_at_rank_three():
+    ranked = ["a", "b", "rel", "c"]
+    rel = {"rel": 1}
+    assert ndcg_at(ranked, rel, 1) == 0.0
+    assert ndcg_at(ranked, rel, 3) == pytest.approx(1 / math.log2(4))  # 0.5
+    assert ndcg_at(ranked, rel, 10) == pytest.approx(0.5)
+    assert recall_at(ranked, rel, 2) == 0.0 and recall_at(ranked, rel, 3) == 1.0
+    assert mrr_at(ranked, rel, 10) == pytest.approx(1 / 3)
+    assert mrr_at(ranked, rel, 2) == 0.0
+
+
+def test_graded_relevance_uses_linear_gain():
+    # trec_eval ndcg_cut: gain = relevance, discount log2(rank+1).
+    ranked = ["x", "r1", "r2"]
+    rel = {"r2": 2, "r1": 1}
+    dcg = 1 / math.log2(3) + 2 / math.log2(4)
+    idcg = 2 / math.log2(2) + 1 / math.log2(3)
+    assert ndcg_at(ranked, rel, 3) == pytest.approx(dcg / idcg)
+    assert recall_at(ranked, {"r1": 1, "r2": 1, "r3": 1}, 3) == pytest.approx(2 / 3)
+
+
+def test_non_positive_judgements_are_not_relevant():
+    assert ndcg_at(["n"], {"n": 0, "r": 1}, 1) == 0.0
+    assert mrr_at(["n", "r"], {"n": 0, "r": 1}, 10) == 0.5
+
+
+def test_evaluate_averages_and_skips_queries_without_relevant_documents():
+    run = {"q1": ["a", "b"], "q2": ["c", "d"], "q3": ["e"]}
+    qrels = {"q1": {"a": 1}, "q2": {"d": 1}, "q3": {"zz": 0}}
+    scores = evaluate(run, qrels, k=10)
+    assert scores["ndcg@1"] == pytest.approx(0.5)
+    assert scores["ndcg@10"] == pytest.approx((1 + 1 / math.log2(3)) / 2)
+    assert scores["mrr@10"] == pytest.approx(0.75)
+    assert scores["recall@10"] == 1.0
+    assert evaluate({}, {"q": {"a": 1}})["ndcg@10"] == 0.0
