@@ -1,4 +1,5 @@
-"""The ingestion pipeline as plain functions over passed-in parts: parse → chunk → embed → upsert.
+"""The ingestion pipeline as plain functions over passed-in parts: parse → chunk → embed → upsert,
+with the document's state kept in the registry at each step.
 
 Celery tasks and the in-process CLI call the same :meth:`Pipeline.ingest_bytes`.
 """
@@ -6,6 +7,7 @@ Celery tasks and the in-process CLI call the same :meth:`Pipeline.ingest_bytes`.
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -14,9 +16,11 @@ from typing import Any
 from ingest.chunking import Chunker, ChunkingOptions
 from ingest.embedder import Embedder
 from ingest.parsing import parse_document
+from ingest.parsing.guard import run_guarded
 from ingest.sparse import SparseEncoder
 from ingest.tokens import compose_input
 from korag.errors import DocumentError, InputTooLongError
+from korag.registry import DocumentRecord, DocumentRegistry
 from korag.settings import Settings
 from korag.store import QdrantStore, point_id
 from korag.types import Chunk, IngestResult
@@ -42,24 +46,41 @@ class DocumentInfo:
     meta: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        reserved = {"doc_id", "source", "chunk_index", "tenant"}
+        reserved = {"doc_id", "source", "chunk_index", "tenant", "content_hash"}
         clash = reserved.intersection(k for k, _ in self.meta)
         if clash:
             raise ValueError(f"--meta cannot set reserved field(s): {', '.join(sorted(clash))}")
+
+
+@dataclass(frozen=True)
+class ParseLimits:
+    max_file_bytes: int
+    timeout_s: float
+    memory_bytes: int
+    isolated: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "ParseLimits":
+        return cls(settings.max_file_bytes, settings.parse_timeout_s, settings.parse_memory_mb * 1024 * 1024,
+                   settings.parse_isolated)
 
 
 @dataclass
 class Pipeline:
     embedder: Embedder
     store: QdrantStore
+    registry: DocumentRegistry
     chunker: Chunker
     sparse: SparseEncoder
-    max_file_bytes: int
+    limits: ParseLimits
 
     @classmethod
     def build(cls, embedder: Embedder, store: QdrantStore, settings: Settings) -> "Pipeline":
         store.ensure_collection(embedder.info.name, embedder.info.dimension)
-        return cls(embedder, store, chunker_for(embedder, settings), settings.sparse_encoder(), settings.max_file_bytes)
+        registry = DocumentRegistry(store.client, store.collection)
+        registry.ensure()
+        return cls(embedder, store, registry, chunker_for(embedder, settings), settings.sparse_encoder(),
+                   ParseLimits.from_settings(settings))
 
     def ingest_path(
         self, path: str | Path, source: str | None = None, doc_id: str | None = None, info: DocumentInfo | None = None
@@ -69,8 +90,8 @@ class Pipeline:
         doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant)
         try:
             size = Path(path).stat().st_size
-            if size > self.max_file_bytes:
-                raise DocumentError(source, f"file of {size} bytes is over the limit of {self.max_file_bytes} bytes (KORAG_MAX_FILE_BYTES)")
+            if size > self.limits.max_file_bytes:
+                raise DocumentError(source, self._too_large(size))
             data = Path(path).read_bytes()
         except OSError as exc:
             return IngestResult(source, doc_id, "failed", error=f"cannot read file: {exc.strerror or exc}")
@@ -79,31 +100,61 @@ class Pipeline:
         return self.ingest_bytes(data, PurePath(path).name, source, doc_id, info)
 
     def ingest_bytes(
-        self, data: bytes, filename: str, source: str, doc_id: str | None = None, info: DocumentInfo | None = None
+        self, data: bytes, filename: str, source: str, doc_id: str | None = None, info: DocumentInfo | None = None,
+        blob: str | None = None,
     ) -> IngestResult:
-        """Index one document. A document that cannot be ingested comes back ``failed`` with the
-        reason; store or model failures propagate (they are not the document's fault)."""
+        """Index one document. Same content as the indexed version: ``unchanged``, nothing written.
+        A document that cannot be ingested comes back ``failed`` with the reason, and whatever
+        was indexed before stays. Store or model failures propagate (they are not the document's
+        fault, and a retry may succeed)."""
         info = info if info is not None else DocumentInfo()
         doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant)
-        try:
-            if len(data) > self.max_file_bytes:
-                raise DocumentError(source, f"file of {len(data)} bytes is over the limit of {self.max_file_bytes} bytes (KORAG_MAX_FILE_BYTES)")
-            blocks = parse_document(data, filename, source)
-            chunks = self.chunker.chunk(blocks)
-            vectors, token_counts = self.embedder.embed_passages(chunks)
-        except DocumentError as exc:
-            return IngestResult(source, doc_id, "failed", error=exc.reason)
-        except InputTooLongError as exc:
-            return IngestResult(source, doc_id, "failed", error=str(exc))
-        sparse = [self.sparse.encode_document(compose_input("", c.header, c.text)) for c in chunks]
         content_hash = hashlib.sha256(data).hexdigest()
+        record = self.registry.get(doc_id)
+        if record is not None and record.status == "indexed" and record.content_hash == content_hash:
+            return IngestResult(source, doc_id, "unchanged", chunks=record.chunks)
+        known = record is not None  # only a known document can have chunks to replace
+        if record is None:
+            record = DocumentRecord(doc_id=doc_id, source=source, status="parsing")
+        record.source, record.filename, record.tenant, record.meta = source, filename, info.tenant, dict(info.meta)
+        record.blob = blob if blob is not None else record.blob
+        self._state(record, "parsing")
+        try:
+            if len(data) > self.limits.max_file_bytes:
+                raise DocumentError(source, self._too_large(len(data)))
+            chunks = self.chunker.chunk(self._parse(data, filename, source))
+            self._state(record, "embedding")
+            vectors, token_counts = self.embedder.embed_passages(chunks)
+        except (DocumentError, InputTooLongError) as exc:
+            reason = exc.reason if isinstance(exc, DocumentError) else str(exc)
+            self._state(record, "failed", error=reason)
+            return IngestResult(source, doc_id, "failed", error=reason)
+        sparse = [self.sparse.encode_document(compose_input("", c.header, c.text)) for c in chunks]
         payloads = [
             self._payload(chunk, tokens, doc_id, source, filename, content_hash, len(chunks), info)
             for chunk, tokens in zip(chunks, token_counts)
         ]
         self.store.upsert([point_id(doc_id, c.index) for c in chunks], vectors, payloads, sparse)
-        self.store.delete_stale_chunks(doc_id, keep_below=len(chunks))
+        if known:
+            self.store.delete_other_versions(doc_id, content_hash)
+        self._state(record, "indexed", version=record.version + 1, content_hash=content_hash, chunks=len(chunks),
+                    error=None, crashes=0, indexed_at=time.time())
         return IngestResult(source, doc_id, "indexed", chunks=len(chunks))
+
+    def _parse(self, data: bytes, filename: str, source: str):
+        if not self.limits.isolated:
+            return parse_document(data, filename, source)
+        return run_guarded(lambda: parse_document(data, filename, source), source, self.limits.timeout_s,
+                           self.limits.memory_bytes)
+
+    def _state(self, record: DocumentRecord, status: str, **changes: Any) -> None:
+        record.status = status
+        for key, value in changes.items():
+            setattr(record, key, value)
+        self.registry.put(record)
+
+    def _too_large(self, size: int) -> str:
+        return f"file of {size} bytes is over the limit of {self.limits.max_file_bytes} bytes (KORAG_MAX_FILE_BYTES)"
 
     def _payload(
         self,

@@ -58,8 +58,13 @@ class Settings(BaseSettings):
     visibility_timeout: int = Field(7200, ge=1, description="Redis redelivers unacknowledged tasks after this")
     worker_concurrency: int = Field(1, ge=1)
 
-    # -- parsing --
+    # -- parsing and failures --
     max_file_bytes: int = Field(100 * 1024 * 1024, ge=1, description="files above this size are refused")
+    parse_timeout_s: float = Field(300.0, gt=0, description="a document's parsing is stopped after this")
+    parse_memory_mb: int = Field(2048, ge=64, description="memory a document's parser may add")
+    parse_isolated: bool = Field(True, description="parse in a forked child under the limits above")
+    max_crashes: int = Field(3, ge=1, description="deliveries a worker may die on before the document is failed")
+    sweep_after_s: float | None = Field(None, gt=0, description="unfinished documents older than this are re-queued; default: task time limit + 60 s")
 
     @field_validator("qdrant_url", "broker_url", "result_backend", "qdrant_api_key", "embedding_device")
     @classmethod
@@ -75,6 +80,10 @@ class Settings(BaseSettings):
             )
         if self.task_soft_time_limit >= self.task_time_limit:
             raise ValueError("KORAG_TASK_SOFT_TIME_LIMIT must be below KORAG_TASK_TIME_LIMIT")
+
+    @property
+    def sweep_age_s(self) -> float:
+        return self.sweep_after_s if self.sweep_after_s is not None else self.task_time_limit + 60.0
 
     @property
     def qdrant_path(self) -> Path:

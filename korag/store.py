@@ -151,15 +151,22 @@ class QdrantStore:
         for start in range(0, len(points), self.upsert_batch_size):
             self.client.upsert(self.collection, points=points[start : start + self.upsert_batch_size], wait=True)
 
-    def delete_stale_chunks(self, doc_id: str, keep_below: int) -> None:
-        """Remove a document's chunks with index >= keep_below (left from a longer old version)."""
+    def delete_other_versions(self, doc_id: str, content_hash: str) -> None:
+        """After a new version is written: remove the document's chunks of any other content."""
         selector = models.Filter(
-            must=[
-                models.FieldCondition(key="metadata.doc_id", match=models.MatchValue(value=doc_id)),
-                models.FieldCondition(key="metadata.chunk_index", range=models.Range(gte=keep_below)),
-            ]
+            must=[models.FieldCondition(key="metadata.doc_id", match=models.MatchValue(value=doc_id))],
+            must_not=[models.FieldCondition(key="metadata.content_hash", match=models.MatchValue(value=content_hash))],
         )
         self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
+
+    def delete_document(self, doc_id: str) -> int:
+        """Remove every chunk of a document; returns how many there were."""
+        if not self.exists():
+            return 0
+        count = self.count({"doc_id": doc_id})
+        selector = models.Filter(must=[models.FieldCondition(key="metadata.doc_id", match=models.MatchValue(value=doc_id))])
+        self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
+        return count
 
     # -- reads ----------------------------------------------------------------------------------
     def has_sparse(self) -> bool:

@@ -48,7 +48,7 @@ class SearchResult:
         return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata}
 
 
-Status = Literal["indexed", "failed", "queued"]
+Status = Literal["indexed", "unchanged", "failed", "queued"]
 
 
 @dataclass

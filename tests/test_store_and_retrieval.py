@@ -73,7 +73,7 @@ def test_a_bad_document_fails_alone_and_keeps_what_is_stored(tmp_path, pipeline,
     bad_path.write_bytes(b"not a zip")
     bad = pipeline.ingest_path(bad_path, source="uploads/bad.docx")
     assert bad.status == "failed" and bad.source == "uploads/bad.docx"
-    assert bad.error.startswith("cannot parse as DOCX")
+    assert bad.error.startswith("not a DOCX file")
     assert store.count({"doc_id": good.doc_id}) == good.chunks
 
 

@@ -11,6 +11,7 @@ from pathlib import PurePath
 from ingest.parsing import offline_nlp
 from ingest.parsing.blocks import Block, Refusal
 from ingest.parsing.from_unstructured import blocks_from_elements
+from ingest.parsing.sniff import check_content
 from ingest.parsing.text_cleaning import clean_text
 from ingest.parsing.text_decoding import decode_text
 from korag.errors import DocumentError, EmptyDocumentError, UnsupportedFormatError
@@ -120,6 +121,7 @@ def parse_document(data: bytes, filename: str, source: str | None = None) -> lis
         raise EmptyDocumentError(source, "empty file")
     offline_nlp.ensure_spacy_model()
     try:
+        check_content(data, suffix)
         blocks = [cleaned for block in parser(data) if (cleaned := _clean(block)) is not None]
     except DocumentError:
         raise
