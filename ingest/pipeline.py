@@ -111,7 +111,11 @@ class Pipeline:
         doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant)
         content_hash = hashlib.sha256(data).hexdigest()
         record = self.registry.get(doc_id)
-        if record is not None and record.status == "indexed" and record.content_hash == content_hash:
+        if record is not None and record.content_hash == content_hash:
+            # content_hash is only set once a version's chunks are all written (and cleared
+            # before the next write starts), so these exact chunks are stored.
+            if record.status != "indexed":
+                self._state(record, "indexed", error=None)
             return IngestResult(source, doc_id, "unchanged", chunks=record.chunks)
         known = record is not None  # only a known document can have chunks to replace
         if record is None:
@@ -134,6 +138,7 @@ class Pipeline:
             self._payload(chunk, tokens, doc_id, source, filename, content_hash, len(chunks), info)
             for chunk, tokens in zip(chunks, token_counts)
         ]
+        self._state(record, "embedding", content_hash=None)  # from here the stored chunks may be a mix
         self.store.upsert([point_id(doc_id, c.index) for c in chunks], vectors, payloads, sparse)
         if known:
             self.store.delete_other_versions(doc_id, content_hash)

@@ -20,6 +20,7 @@ from korag.settings import Settings
 
 EXIT_FAILED_DOCUMENTS = 1
 EXIT_ERROR = 2
+STORE_WAIT_S = 60.0  # embedded Qdrant: how long to wait for a worker to release the directory
 
 
 def _print_json(obj: object) -> None:
@@ -107,7 +108,7 @@ def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, in
     from korag.types import IngestResult
 
     embedder = Embedder.load(settings)
-    with store_session(settings) as store:
+    with store_session(settings, wait_s=STORE_WAIT_S) as store:
         pipeline = Pipeline.build(embedder, store, settings)
         for path, source in _progress(documents, show_progress, "ingest"):
             try:
@@ -118,12 +119,16 @@ def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, in
 
 def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, info, wait: bool) -> Iterator:
     from korag.blobs import BlobStore
+    from korag.registry import DocumentRegistry
+    from korag.store import store_session
     from workers.app import create_app
     from workers.client import enqueue
 
     app = create_app(settings)
     blobs = BlobStore(settings.blobs_path)
-    sent = [enqueue(app, blobs, path, source, settings.max_file_bytes, info) for path, source in documents]
+    with store_session(settings, wait_s=STORE_WAIT_S) as store:
+        registry = DocumentRegistry(store.client, store.collection)
+        sent = [enqueue(app, blobs, registry, path, source, settings.max_file_bytes, info) for path, source in documents]
     for item in _progress(sent, wait, "wait"):
         yield item.wait() if wait else item.pending_result()
 
@@ -134,7 +139,7 @@ def _open_retriever(settings: Settings, stack):
     from retrieval.search import Retriever
 
     embedder = Embedder.load(settings)
-    store = stack.enter_context(store_session(settings))
+    store = stack.enter_context(store_session(settings, wait_s=STORE_WAIT_S))
     return Retriever.from_settings(embedder, store, settings)
 
 
@@ -164,7 +169,7 @@ def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
     from korag.store import store_session
 
     filters = {"doc_id": args.doc_id} if args.doc_id else None
-    with store_session(settings) as store:
+    with store_session(settings, wait_s=STORE_WAIT_S) as store:
         if not store.exists():
             return 0
         for chunk in store.iter_chunks(filters):
@@ -190,6 +195,105 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
     app.worker_main(argv)
+    return 0
+
+
+def _registry_session(settings: Settings, stack):
+    from korag.registry import DocumentRegistry
+    from korag.store import store_session
+
+    store = stack.enter_context(store_session(settings, wait_s=STORE_WAIT_S))
+    return store, DocumentRegistry(store.client, store.collection)
+
+
+def _when(ts: float | None) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        _, registry = _registry_session(settings, stack)
+        records = sorted(registry.all(), key=lambda r: r.created_at)
+    for r in records:
+        if args.json:
+            _print_json(r.to_json())
+        else:
+            print(f"{r.status:<9} v{r.version:<3} {r.chunks:>5} chunks  {_when(r.updated_at)}  {r.doc_id}  {r.source}"
+                  + (f"\n          error: {r.error}" if r.error else ""))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from collections import Counter
+    from contextlib import ExitStack
+
+    from korag.registry import STATES
+
+    with ExitStack() as stack:
+        _, registry = _registry_session(settings, stack)
+        if args.doc_id:
+            record = registry.get(args.doc_id)
+            if record is None:
+                print(f"korag status: no document {args.doc_id}", file=sys.stderr)
+                return EXIT_FAILED_DOCUMENTS
+            if args.json:
+                _print_json(record.to_json())
+            else:
+                print(f"{record.doc_id}  {record.source}\n  status {record.status}, version {record.version}, "
+                      f"{record.chunks} chunks, updated {_when(record.updated_at)}"
+                      + (f"\n  error: {record.error}" if record.error else ""))
+            return 0
+        counts = Counter(r.status for r in registry.all())
+    total = sum(counts.values())
+    done = counts["indexed"] + counts["failed"]
+    summary = {"total": total, "done": done, "by_status": {s: counts.get(s, 0) for s in STATES}}
+    if args.json:
+        _print_json(summary)
+    else:
+        print(f"{done} of {total} documents finished: " + ", ".join(f"{s} {n}" for s, n in summary["by_status"].items()))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        store, registry = _registry_session(settings, stack)
+        known = registry.get(args.doc_id) is not None
+        deleted = store.delete_document(args.doc_id)
+        registry.delete(args.doc_id)
+    if args.json:
+        _print_json({"doc_id": args.doc_id, "deleted_chunks": deleted})
+    else:
+        print(f"deleted {args.doc_id}: {deleted} chunks")
+    if not known and not deleted:
+        print(f"korag delete: no document {args.doc_id}", file=sys.stderr)
+        return EXIT_FAILED_DOCUMENTS
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import ExitStack
+
+    from workers.sweeper import sweep
+
+    app = None
+    if settings.broker_url is not None:
+        from workers.app import create_app
+
+        app = create_app(settings)
+    with ExitStack() as stack:
+        _, registry = _registry_session(settings, stack)
+        swept = sweep(registry, app, settings)
+    for r in swept:
+        if args.json:
+            _print_json({"doc_id": r.doc_id, "source": r.source, "status": r.status})
+        else:
+            print(f"{r.status:<8} {r.source} ({r.doc_id})")
     return 0
 
 
@@ -275,6 +379,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc-id")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_chunks)
+
+    p = sub.add_parser("docs", help="list documents with status, version, chunks, error, timestamps")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_docs)
+
+    p = sub.add_parser("status", help="one document's state, or progress over all")
+    p.add_argument("doc_id", nargs="?", metavar="DOC_ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("delete", help="remove a document and every chunk of it")
+    p.add_argument("doc_id", metavar="DOC_ID")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("sweep", help="re-queue documents left unfinished by a crash")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_sweep)
 
     p = sub.add_parser("eval", help="retrieval quality on a BEIR-layout dataset")
     p.add_argument("dataset", metavar="DATASET_DIR")

@@ -10,6 +10,7 @@ Payload layout follows langchain-qdrant: ``page_content`` and ``metadata``.
 
 from __future__ import annotations
 
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -238,10 +239,21 @@ class QdrantStore:
 
 
 @contextmanager
-def store_session(settings: Settings) -> Iterator[QdrantStore]:
+def store_session(settings: Settings, wait_s: float = 0.0) -> Iterator[QdrantStore]:
     """Open a client for the duration of a block and always close it (the embedded engine's
-    directory lock is released on close)."""
-    client = open_client(settings)
+    directory lock is released on close). ``wait_s``: how long to wait for another process to
+    release the embedded engine's directory."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.05
+    while True:
+        try:
+            client = open_client(settings)
+            break
+        except StoreBusyError:
+            if time.monotonic() + delay > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
     try:
         yield QdrantStore(client, settings.collection, settings.upsert_batch_size)
     finally:

@@ -74,7 +74,7 @@ def test_errors_name_the_file_and_the_reason(tmp_path):
         parse_document(b"", "empty.pdf", "folder/empty.pdf")
     with pytest.raises(DocumentError, match=r"^broken\.docx: not a DOCX file") as info:
         parse_document(b"this is not a zip", "broken.docx")
-    with pytest.raises(DocumentError, match=r"^broken\.docx: damaged or truncated zip") as info:
+    with pytest.raises(DocumentError, match=r"^broken\.docx: damaged or truncated DOCX file") as info:
         parse_document(b"PK\x03\x04 truncated", "broken.docx")
     assert "object at 0x" not in str(info.value)
 

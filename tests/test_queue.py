@@ -58,7 +58,8 @@ def test_documents_travel_as_blobs_not_paths(tmp_path, env, worker, monkeypatch)
             monkeypatch.setenv(key, value)
     settings = Settings()
     path = docs.make_docx(tmp_path / "비밀 문서.docx")
-    sent = enqueue(create_app(settings), BlobStore(settings.blobs_path), path, "uploads/비밀 문서.docx", settings.max_file_bytes)
+    sent = enqueue(create_app(settings), BlobStore(settings.blobs_path), None, path, "uploads/비밀 문서.docx",
+                   settings.max_file_bytes)
     path.unlink()
     result = sent.wait(timeout=120)
     assert result.status == "indexed" and result.source == "uploads/비밀 문서.docx"

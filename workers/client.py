@@ -1,5 +1,5 @@
-"""The client side of the queue: put a document's bytes in the blob store, send a task naming
-the blob, and (optionally) wait for the worker's result."""
+"""The client side of the queue: put a document's bytes in the blob store, record it as
+``queued``, send a task naming the blob, and (optionally) wait for the worker's result."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from celery.result import AsyncResult
 
 from ingest.pipeline import DocumentInfo, doc_id_for
 from korag.blobs import BlobStore
+from korag.registry import DocumentRecord, DocumentRegistry
 from korag.types import IngestResult
 
 TASK_NAME = "korag.ingest_document"
@@ -37,9 +38,24 @@ class Enqueued:
         return IngestResult.from_json(value)
 
 
+def send(app: Celery, blob: str, filename: str, source: str, doc_id: str, tenant: str | None,
+         meta: dict[str, str]) -> AsyncResult:
+    return app.send_task(
+        TASK_NAME,
+        kwargs={"blob": blob, "filename": filename, "source": source, "doc_id": doc_id, "tenant": tenant, "meta": meta},
+    )
+
+
 def enqueue(
-    app: Celery, blobs: BlobStore, path: str | Path, source: str, max_file_bytes: int, info: DocumentInfo | None = None
+    app: Celery,
+    blobs: BlobStore,
+    registry: DocumentRegistry | None,
+    path: str | Path,
+    source: str,
+    max_file_bytes: int,
+    info: DocumentInfo | None = None,
 ) -> Enqueued:
+    """Store the bytes, record the document as queued (when a registry is given), send the task."""
     info = info if info is not None else DocumentInfo()
     doc_id = doc_id_for(source, info.tenant)
     try:
@@ -49,15 +65,10 @@ def enqueue(
         blob = blobs.put(Path(path).read_bytes())
     except OSError as exc:
         return Enqueued(source, doc_id, None, f"cannot read file: {exc.strerror or exc}")
-    task = app.send_task(
-        TASK_NAME,
-        kwargs={
-            "blob": blob,
-            "filename": PurePath(path).name,
-            "source": source,
-            "doc_id": doc_id,
-            "tenant": info.tenant,
-            "meta": dict(info.meta),
-        },
-    )
-    return Enqueued(source, doc_id, task)
+    filename = PurePath(path).name
+    if registry is not None:
+        record = registry.get(doc_id) or DocumentRecord(doc_id=doc_id, source=source, status="queued")
+        record.status, record.blob, record.filename = "queued", blob, filename
+        record.source, record.tenant, record.meta = source, info.tenant, dict(info.meta)
+        registry.put(record)
+    return Enqueued(source, doc_id, send(app, blob, filename, source, doc_id, info.tenant, dict(info.meta)))

@@ -45,7 +45,7 @@ def check_content(data: bytes, suffix: str) -> None:
     elif suffix in _ZIP_FORMATS:
         if not data.startswith(ZIP):
             raise Refusal(f"not a {suffix[1:].upper()} file: it must be a zip archive, the content is {actual or 'something else'}")
-        check_zip(data)
+        check_zip(data, suffix[1:].upper())
     elif suffix == ".hwp":
         if actual not in (_SIGNATURES[OLE], "HWP 3.0"):
             raise Refusal(f"not an HWP file: the content is {actual or 'something else'}")
@@ -56,11 +56,11 @@ def check_content(data: bytes, suffix: str) -> None:
             raise Refusal(f"not a text file: binary content under a {suffix} extension")
 
 
-def check_zip(data: bytes) -> None:
+def check_zip(data: bytes, label: str = "zip") -> None:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile as exc:
-        raise Refusal(f"damaged or truncated zip archive ({exc})") from None
+        raise Refusal(f"damaged or truncated {label} file (zip archive: {exc})") from None
     with archive:
         infos = archive.infolist()
         if len(infos) > MAX_ENTRIES:
@@ -80,8 +80,8 @@ def check_zip(data: bytes) -> None:
                     with archive.open(info) as member:
                         head = member.read(_XML_HEAD).lower()
                 except (zipfile.BadZipFile, EOFError, OSError, RuntimeError) as exc:  # zlib errors surface as these
-                    raise Refusal(f"damaged or truncated zip archive ({info.filename}: {exc})") from None
+                    raise Refusal(f"damaged or truncated {label} file ({info.filename}: {exc})") from None
                 except Exception as exc:
-                    raise Refusal(f"damaged or truncated zip archive ({info.filename}: {type(exc).__name__})") from None
+                    raise Refusal(f"damaged or truncated {label} file ({info.filename}: {type(exc).__name__})") from None
                 if b"<!doctype" in head or b"<!entity" in head:
                     raise Refusal(f"refused as unsafe: {info.filename} declares a DTD or entities (XML entity expansion)")
