@@ -7,6 +7,7 @@ Celery tasks and the in-process CLI call the same :meth:`Pipeline.ingest_bytes`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from korag.settings import Settings
 from korag.store import QdrantStore, point_id
 from korag.types import Chunk, IngestResult
 
+log = logging.getLogger("korag.ingest")
 _DOC_NAMESPACE = uuid.UUID("0d0c5f7e-8a43-4f3f-a9a2-6b6f7261670b")
 
 
@@ -153,6 +155,7 @@ class Pipeline:
                            self.limits.memory_bytes)
 
     def _state(self, record: DocumentRecord, status: str, **changes: Any) -> None:
+        log.info("%s: %s", record.source, status)
         record.status = status
         for key, value in changes.items():
             setattr(record, key, value)

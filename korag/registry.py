@@ -33,6 +33,7 @@ class DocumentRecord:
     chunks: int = 0
     error: str | None = None
     crashes: int = 0  # deliveries that found the document mid-flight (a worker died on it)
+    request: str | None = None  # the queued request being worked on; redeliveries carry the same id
     blob: str | None = None
     filename: str | None = None
     meta: dict[str, str] = field(default_factory=dict)
@@ -113,3 +114,24 @@ class DocumentRegistry:
                 yield DocumentRecord.from_payload(point.payload or {})
             if offset is None:
                 return
+
+
+MID_FLIGHT = ("parsing", "embedding")
+
+
+def note_interruption(registry: DocumentRegistry, record: DocumentRecord, max_crashes: int) -> bool:
+    """``record`` was found mid-flight by someone who knows no worker is on it any more (a new
+    delivery, or the sweeper): its last worker died. Count that once; past ``max_crashes``,
+    fail the document. Returns True when it gave up."""
+    record.crashes += 1
+    gave_up = record.crashes >= max_crashes
+    if gave_up:
+        record.status = "failed"
+        record.error = (
+            f"gave up after {record.crashes} interrupted attempts: a worker died while processing this document "
+            "each time (out of memory or a crash in a native library)"
+        )
+    else:
+        record.status = "queued"
+    registry.put(record)
+    return gave_up

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -119,7 +120,8 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--appendonly", "yes" if self.appendonly else "no", "--save", "", "--maxmemory-policy", "noeviction"],
+             "--appendonly", "yes" if self.appendonly else "no", "--appendfsync", "always", "--save", "",
+             "--maxmemory-policy", "noeviction"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         import redis
@@ -138,6 +140,13 @@ class RedisServer:
             self.proc.terminate()
             self.proc.wait(timeout=10)
             self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no final save; only the append-only file survives."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait(timeout=10)
+        self.proc = None
 
 
 @pytest.fixture
@@ -184,6 +193,17 @@ class Worker:
             if probe.control.ping(timeout=0.5):
                 return self
         raise RuntimeError(f"worker did not answer a ping: {self.log.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL the worker and everything it started, mid-task."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def started(self, source: str, stage: str = "parsing") -> bool:
+        """The worker's log shows ``source`` reached ``stage`` (parsing, embedding)."""
+        return f"{source}: {stage}" in self.log.read_text(errors="replace") if self.log.exists() else False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:

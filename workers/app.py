@@ -34,7 +34,6 @@ def create_app(settings: Settings) -> Celery:
         result_expires=7 * 24 * 3600,
         task_track_started=True,
         broker_connection_retry_on_startup=True,
-        worker_hijack_root_logger=False,
     )
     app.conf.korag_settings = settings
     return app

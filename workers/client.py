@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
@@ -39,10 +40,11 @@ class Enqueued:
 
 
 def send(app: Celery, blob: str, filename: str, source: str, doc_id: str, tenant: str | None,
-         meta: dict[str, str]) -> AsyncResult:
+         meta: dict[str, str], request: str | None = None) -> AsyncResult:
     return app.send_task(
         TASK_NAME,
-        kwargs={"blob": blob, "filename": filename, "source": source, "doc_id": doc_id, "tenant": tenant, "meta": meta},
+        kwargs={"blob": blob, "filename": filename, "source": source, "doc_id": doc_id, "tenant": tenant,
+                "meta": meta, "request": request},
     )
 
 
@@ -66,9 +68,11 @@ def enqueue(
     except OSError as exc:
         return Enqueued(source, doc_id, None, f"cannot read file: {exc.strerror or exc}")
     filename = PurePath(path).name
+    request = None
     if registry is not None:
+        request = uuid.uuid4().hex
         record = registry.get(doc_id) or DocumentRecord(doc_id=doc_id, source=source, status="queued")
-        record.status, record.blob, record.filename = "queued", blob, filename
-        record.source, record.tenant, record.meta = source, info.tenant, dict(info.meta)
+        record.status, record.blob, record.filename, record.request = "queued", blob, filename, request
+        record.source, record.tenant, record.meta, record.crashes = source, info.tenant, dict(info.meta), 0
         registry.put(record)
-    return Enqueued(source, doc_id, send(app, blob, filename, source, doc_id, info.tenant, dict(info.meta)))
+    return Enqueued(source, doc_id, send(app, blob, filename, source, doc_id, info.tenant, dict(info.meta), request))

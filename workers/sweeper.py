@@ -1,5 +1,6 @@
 """Find documents left unfinished (queued, parsing, embedding) longer than any task may run,
-and send them again, or, without a broker or stored content, mark them failed."""
+and send them again, or, without a broker or stored content, mark them failed. A document
+found mid-flight counts as one interruption of its worker (see ``note_interruption``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import time
 
 from celery import Celery
 
-from korag.registry import UNFINISHED, DocumentRecord, DocumentRegistry
+from korag.registry import MID_FLIGHT, UNFINISHED, DocumentRecord, DocumentRegistry, note_interruption
 from korag.settings import Settings
 from workers.client import send
 
@@ -19,10 +20,14 @@ def sweep(registry: DocumentRegistry, app: Celery | None, settings: Settings, no
         for record in registry.all(status):
             if record.updated_at > cutoff:
                 continue
+            if record.status in MID_FLIGHT and note_interruption(registry, record, settings.max_crashes):
+                swept.append(record)  # now failed: it took a worker down every time
+                continue
             if app is not None and record.blob and record.filename:
                 record.status = "queued"
                 registry.put(record)
-                send(app, record.blob, record.filename, record.source, record.doc_id, record.tenant, record.meta)
+                send(app, record.blob, record.filename, record.source, record.doc_id, record.tenant, record.meta,
+                     record.request)
             else:
                 record.status = "failed"
                 record.error = "interrupted: the process ingesting it ended before it finished; ingest it again"

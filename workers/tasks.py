@@ -19,7 +19,7 @@ from ingest.embedder import Embedder
 from ingest.pipeline import DocumentInfo, Pipeline
 from korag.blobs import BlobStore
 from korag.errors import StoreBusyError
-from korag.registry import DocumentRegistry
+from korag.registry import MID_FLIGHT, DocumentRegistry, note_interruption
 from korag.settings import Settings
 from korag.store import store_session
 from korag.types import IngestResult
@@ -41,35 +41,41 @@ def _embedder() -> Embedder:
     return Embedder.load(_settings())
 
 
-def give_up_after_crashes(registry: DocumentRegistry, doc_id: str, max_crashes: int) -> IngestResult | None:
-    """A delivery that finds its document mid-flight means the last worker on it died.
-    Count it; past the limit, fail the document instead of trying again."""
+def settle_delivery(registry: DocumentRegistry, doc_id: str, request: str | None, max_crashes: int) -> IngestResult | None:
+    """Decide whether this delivery should run. Returns the outcome to report instead, when:
+    the request was superseded by a newer one, or already finished (a redelivery after a
+    crash or a sweep), or the document has now taken down ``max_crashes`` workers."""
     record = registry.get(doc_id)
-    if record is None or record.status not in ("parsing", "embedding"):
+    if record is None or request is None:
         return None
-    record.crashes += 1
-    if record.crashes >= max_crashes:
-        record.status = "failed"
-        record.error = (
-            f"gave up after {record.crashes} interrupted attempts: a worker died while processing this document "
-            "each time (out of memory or a crash in a native library)"
-        )
-        registry.put(record)
-        return IngestResult(record.source, doc_id, "failed", error=record.error)
-    registry.put(record)
-    log.warning("document %s was interrupted %d time(s); trying again", doc_id, record.crashes)
+    if record.request != request:
+        return IngestResult(record.source, doc_id, "failed", error="superseded by a newer ingest of this document")
+    if record.status in ("indexed", "failed"):
+        status = "unchanged" if record.status == "indexed" else "failed"
+        return IngestResult(record.source, doc_id, status, chunks=record.chunks, error=record.error)
+    if record.status in MID_FLIGHT:  # the last worker on it died
+        if note_interruption(registry, record, max_crashes):
+            return IngestResult(record.source, doc_id, "failed", error=record.error)
+        log.warning("document %s was interrupted %d time(s); trying again", doc_id, record.crashes)
     return None
 
 
 def ingest_blob(
-    settings: Settings, embedder: Embedder, blob: str, filename: str, source: str, doc_id: str, info: DocumentInfo
+    settings: Settings,
+    embedder: Embedder,
+    blob: str,
+    filename: str,
+    source: str,
+    doc_id: str,
+    info: DocumentInfo,
+    request: str | None = None,
 ) -> dict:
     """The plain function behind the task: read the blob, run the pipeline, return the result."""
     with store_session(settings, wait_s=10) as store:
         pipeline = Pipeline.build(embedder, store, settings)
-        gave_up = give_up_after_crashes(pipeline.registry, doc_id, settings.max_crashes)
-        if gave_up is not None:
-            return gave_up.to_json()
+        settled = settle_delivery(pipeline.registry, doc_id, request, settings.max_crashes)
+        if settled is not None:
+            return settled.to_json()
         try:
             data = BlobStore(settings.blobs_path).get(blob)
         except FileNotFoundError as exc:
@@ -92,10 +98,11 @@ def ingest_document(
     doc_id: str,
     tenant: str | None = None,
     meta: dict[str, str] | None = None,
+    request: str | None = None,
 ) -> dict:
     log.info("ingesting %s (blob %s)", source, blob[:12])
     info = DocumentInfo(tenant=tenant, meta=tuple((meta or {}).items()))
-    return ingest_blob(_settings(), _embedder(), blob, filename, source, doc_id, info)
+    return ingest_blob(_settings(), _embedder(), blob, filename, source, doc_id, info, request)
 
 
 @worker_ready.connect
