@@ -58,7 +58,8 @@ class Embedder:
         limit = int(model.max_seq_length)
         if settings.chunk_max_tokens is not None:
             limit = min(limit, settings.chunk_max_tokens)
-        self.info = ModelInfo(name=name, dimension=int(model.get_embedding_dimension()), max_input_tokens=limit)
+        dimension = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        self.info = ModelInfo(name=name, dimension=int(dimension()), max_input_tokens=limit)
         self.passage_budget = TokenBudget(model.tokenizer, limit, settings.passage_prefix)
         self.query_budget = TokenBudget(model.tokenizer, limit, settings.query_prefix)
         self.batch_size = settings.embedding_batch_size
