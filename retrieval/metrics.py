@@ -35,12 +35,12 @@ def evaluate(run: Mapping[str, Sequence[str]], qrels: Mapping[str, Mapping[str, 
     queries = [q for q, rel in qrels.items() if any(r > 0 for r in rel.values())]
     if not queries:
         raise ValueError("no query has a relevant document")
-    totals = {"ndcg@1": 0.0, "ndcg@3": 0.0, f"ndcg@{k}": 0.0, f"recall@{k}": 0.0, f"mrr@{k}": 0.0}
+    cutoffs = sorted({1, 3, k})
+    totals = {**{f"ndcg@{c}": 0.0 for c in cutoffs}, f"recall@{k}": 0.0, f"mrr@{k}": 0.0}
     for q in queries:
         ranked, rel = list(run.get(q, [])), qrels[q]
-        totals["ndcg@1"] += ndcg_at(ranked, rel, 1)
-        totals["ndcg@3"] += ndcg_at(ranked, rel, 3)
-        totals[f"ndcg@{k}"] += ndcg_at(ranked, rel, k)
+        for c in cutoffs:
+            totals[f"ndcg@{c}"] += ndcg_at(ranked, rel, c)
         totals[f"recall@{k}"] += recall_at(ranked, rel, k)
         totals[f"mrr@{k}"] += mrr_at(ranked, rel, k)
     return {name: value / len(queries) for name, value in totals.items()}

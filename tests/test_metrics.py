@@ -44,3 +44,8 @@ def test_evaluate_averages_and_skips_queries_without_relevant_documents():
     assert scores["mrr@10"] == pytest.approx(0.75)
     assert scores["recall@10"] == 1.0
     assert evaluate({}, {"q": {"a": 1}})["ndcg@10"] == 0.0
+
+
+def test_k_equal_to_a_fixed_cutoff_is_not_counted_twice():
+    scores = evaluate({"q": ["a"]}, {"q": {"a": 1}}, k=3)
+    assert scores == {"ndcg@1": 1.0, "ndcg@3": 1.0, "recall@3": 1.0, "mrr@3": 1.0}
