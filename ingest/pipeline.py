@@ -16,7 +16,7 @@ from typing import Any
 
 from ingest.chunking import Chunker, ChunkingOptions
 from ingest.embedder import Embedder
-from ingest.parsing import parse_document
+from ingest.parsing import parse_document, warm_up
 from ingest.parsing.guard import run_guarded
 from ingest.sparse import SparseEncoder
 from ingest.tokens import compose_input
@@ -151,6 +151,7 @@ class Pipeline:
     def _parse(self, data: bytes, filename: str, source: str):
         if not self.limits.isolated:
             return parse_document(data, filename, source)
+        warm_up()
         return run_guarded(lambda: parse_document(data, filename, source), source, self.limits.timeout_s,
                            self.limits.memory_bytes)
 

@@ -6,6 +6,7 @@ import io
 import re
 from dataclasses import replace
 from collections.abc import Callable
+from functools import cache
 from pathlib import PurePath
 
 from ingest.parsing import offline_nlp
@@ -18,7 +19,7 @@ from korag.errors import DocumentError, EmptyDocumentError, UnsupportedFormatErr
 
 _OBJECT_REPR = re.compile(r":?\s*<[\w.]+ object at 0x[0-9a-f]+>")
 
-__all__ = ["Block", "SUPPORTED_SUFFIXES", "parse_document"]
+__all__ = ["Block", "SUPPORTED_SUFFIXES", "parse_document", "warm_up"]
 
 
 def _pdf(data: bytes) -> list[Block]:
@@ -103,6 +104,26 @@ _PARSERS: dict[str, Callable[[bytes], list[Block]]] = {
 }
 
 SUPPORTED_SUFFIXES = frozenset(_PARSERS)
+
+
+@cache
+def warm_up() -> None:
+    """Load the parsers' lazy parts (imports, unstructured's spaCy model) once in this process,
+    so forked parser children inherit them instead of loading them for every document."""
+    offline_nlp.ensure_spacy_model()
+    import unstructured.partition.docx  # noqa: F401
+    import unstructured.partition.html  # noqa: F401
+    import unstructured.partition.md  # noqa: F401
+    import unstructured.partition.pptx  # noqa: F401
+    import unstructured.partition.text  # noqa: F401
+    import unstructured.partition.xlsx  # noqa: F401
+    from unstructured.nlp.tokenize import _get_nlp
+
+    import ingest.parsing.hwp  # noqa: F401
+    import ingest.parsing.pdf  # noqa: F401
+
+    _get_nlp()
+    parse_document("준비. Warm-up sentence for the classifier.".encode(), "warm-up.txt")
 
 
 def parse_document(data: bytes, filename: str, source: str | None = None) -> list[Block]:
