@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 # CPU build of torch. On a CUDA machine install the matching torch build yourself first.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup system-deps demo test test-fast bench compose-check clean
+.PHONY: setup system-deps demo test test-fast lint bench compose-check clean
 
 setup: $(VENV)/.korag-installed
 
@@ -28,8 +28,11 @@ system-deps:
 demo: setup
 	$(PY) demo/run_demo.py
 
-test: setup system-deps
+test: setup system-deps lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -rs
+
+lint: setup
+	$(PY) -m ruff check .
 
 # The quick loop: no worker processes, no subprocess CLI runs.
 test-fast: setup

@@ -9,30 +9,22 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from korag.cli_common import (
+    EXIT_ERROR,
+    EXIT_FAILED_DOCUMENTS,
+    STORE_WAIT_S,
+    print_json,
+    progress,
+)
+from korag.cli_documents import cmd_delete, cmd_docs, cmd_status, cmd_sweep
+from korag.cli_eval import cmd_eval
 from korag.errors import KoragError
 from korag.settings import Settings
-
-EXIT_FAILED_DOCUMENTS = 1
-EXIT_ERROR = 2
-STORE_WAIT_S = 60.0  # embedded Qdrant: how long to wait for a worker to release the directory
-
-
-def _print_json(obj: object) -> None:
-    print(json.dumps(obj, ensure_ascii=False), flush=True)
-
-
-def _progress(items: list, enabled: bool, desc: str) -> Iterable:
-    if not enabled or not sys.stderr.isatty():
-        return items
-    from tqdm import tqdm
-
-    return tqdm(items, desc=desc, unit="doc", file=sys.stderr)
 
 
 # -- input discovery -------------------------------------------------------------------------------
@@ -81,7 +73,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     for result in results:
         failed += result.status == "failed"
         if args.json:
-            _print_json(result.to_json())
+            print_json(result.to_json())
         elif result.status == "failed":
             print(f"failed   {result.source}: {result.error}")
         else:
@@ -110,7 +102,7 @@ def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, in
     embedder = Embedder.load(settings)
     with store_session(settings, wait_s=STORE_WAIT_S) as store:
         pipeline = Pipeline.build(embedder, store, settings)
-        for path, source in _progress(documents, show_progress, "ingest"):
+        for path, source in progress(documents, show_progress, "ingest"):
             try:
                 yield pipeline.ingest_path(path, source, info=info)
             except Exception as exc:  # one document must not stop the batch
@@ -129,7 +121,7 @@ def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, info, 
     with store_session(settings, wait_s=STORE_WAIT_S) as store:
         registry = DocumentRegistry(store.client, store.collection)
         sent = [enqueue(app, blobs, registry, path, source, settings.max_file_bytes, info) for path, source in documents]
-    for item in _progress(sent, wait, "wait"):
+    for item in progress(sent, wait, "wait"):
         yield item.wait() if wait else item.pending_result()
 
 
@@ -154,7 +146,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             args.query, k=args.k, filters=filters, mode=args.mode, tenant=args.tenant
         )
     if args.json:
-        _print_json({"query": args.query, "results": [r.to_json() for r in results]})
+        print_json({"query": args.query, "results": [r.to_json() for r in results]})
         return 0
     if not results:
         print("no results (is anything ingested into collection %r?)" % settings.collection)
@@ -174,7 +166,7 @@ def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         for chunk in store.iter_chunks(filters):
             if args.json:
-                _print_json({"id": chunk.id, "text": chunk.text, "metadata": chunk.metadata})
+                print_json({"id": chunk.id, "text": chunk.text, "metadata": chunk.metadata})
             else:
                 meta = chunk.metadata
                 print(f"{meta.get('source')} #{meta.get('chunk_index')} ({meta.get('token_count')} tokens) {chunk.id}")
@@ -195,162 +187,6 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if args.hostname:
         argv.append(f"--hostname={args.hostname}")
     app.worker_main(argv)
-    return 0
-
-
-def _registry_session(settings: Settings, stack):
-    from korag.registry import DocumentRegistry
-    from korag.store import store_session
-
-    store = stack.enter_context(store_session(settings, wait_s=STORE_WAIT_S))
-    return store, DocumentRegistry(store.client, store.collection)
-
-
-def _when(ts: float | None) -> str:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
-
-
-def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
-    from contextlib import ExitStack
-
-    with ExitStack() as stack:
-        _, registry = _registry_session(settings, stack)
-        records = sorted(registry.all(), key=lambda r: r.created_at)
-    for r in records:
-        if args.json:
-            _print_json(r.to_json())
-        else:
-            print(f"{r.status:<9} v{r.version:<3} {r.chunks:>5} chunks  {_when(r.updated_at)}  {r.doc_id}  {r.source}"
-                  + (f"\n          error: {r.error}" if r.error else ""))
-    return 0
-
-
-def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from collections import Counter
-    from contextlib import ExitStack
-
-    from korag.registry import STATES
-
-    with ExitStack() as stack:
-        _, registry = _registry_session(settings, stack)
-        if args.doc_id:
-            record = registry.get(args.doc_id)
-            if record is None:
-                print(f"korag status: no document {args.doc_id}", file=sys.stderr)
-                return EXIT_FAILED_DOCUMENTS
-            if args.json:
-                _print_json(record.to_json())
-            else:
-                print(f"{record.doc_id}  {record.source}\n  status {record.status}, version {record.version}, "
-                      f"{record.chunks} chunks, updated {_when(record.updated_at)}"
-                      + (f"\n  error: {record.error}" if record.error else ""))
-            return 0
-        counts = Counter(r.status for r in registry.all())
-    total = sum(counts.values())
-    done = counts["indexed"] + counts["failed"]
-    summary = {"total": total, "done": done, "by_status": {s: counts.get(s, 0) for s in STATES}}
-    if args.json:
-        _print_json(summary)
-    else:
-        print(f"{done} of {total} documents finished: " + ", ".join(f"{s} {n}" for s, n in summary["by_status"].items()))
-    return 0
-
-
-def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    from contextlib import ExitStack
-
-    with ExitStack() as stack:
-        store, registry = _registry_session(settings, stack)
-        known = registry.get(args.doc_id) is not None
-        deleted = store.delete_document(args.doc_id)
-        registry.delete(args.doc_id)
-    if args.json:
-        _print_json({"doc_id": args.doc_id, "deleted_chunks": deleted})
-    else:
-        print(f"deleted {args.doc_id}: {deleted} chunks")
-    if not known and not deleted:
-        print(f"korag delete: no document {args.doc_id}", file=sys.stderr)
-        return EXIT_FAILED_DOCUMENTS
-    return 0
-
-
-def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
-    from contextlib import ExitStack
-
-    from workers.sweeper import sweep
-
-    app = None
-    if settings.broker_url is not None:
-        from workers.app import create_app
-
-        app = create_app(settings)
-    with ExitStack() as stack:
-        _, registry = _registry_session(settings, stack)
-        swept = sweep(registry, app, settings)
-    for r in swept:
-        if args.json:
-            _print_json({"doc_id": r.doc_id, "source": r.source, "status": r.status})
-        else:
-            print(f"{r.status:<8} {r.source} ({r.doc_id})")
-    return 0
-
-
-TUNE_DENSE_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
-TUNE_RRF_KS = (2, 5, 10, 30, 60)
-
-
-def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.embedder import Embedder
-    from retrieval.evaluation import Dataset, Evaluation
-
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = set(modes) - {"dense", "sparse", "hybrid"}
-    if unknown:
-        raise ValueError(f"unknown mode(s) {', '.join(sorted(unknown))}; use dense, sparse, hybrid")
-    dataset = Dataset.load(Path(args.dataset))
-    evaluation = Evaluation(dataset, Embedder.load(settings), settings)
-    print(f"ingesting {len(dataset.corpus)} passages of {dataset.name} ...", file=sys.stderr)
-    evaluation.ingest()
-    reports = {mode: evaluation.run_mode(mode, args.k).to_json() for mode in modes}
-    fusion = settings.fusion()
-    out: dict = {
-        "dataset": dataset.name,
-        "modes": reports,
-        "k": args.k,
-        "queries": len(dataset.qrels),
-        "model": settings.embedding_model,
-        "fusion": {"dense_weight": fusion.dense_weight, "sparse_weight": fusion.sparse_weight, "k": fusion.k},
-        "ingest": {
-            "documents": len(dataset.corpus),
-            "chunks": evaluation.chunks,
-            "seconds": round(evaluation.ingest_seconds, 2),
-            "docs_per_s": round(len(dataset.corpus) / evaluation.ingest_seconds, 2),
-        },
-    }
-    if args.tune:
-        ranked = evaluation.tune(args.k, TUNE_DENSE_WEIGHTS, TUNE_RRF_KS)
-        out["tune"] = [
-            {"dense_weight": f.dense_weight, "sparse_weight": f.sparse_weight, "k": f.k, f"ndcg@{args.k}": round(v, 4)}
-            for f, v in ranked
-        ]
-    if args.json:
-        _print_json(out)
-        return 0
-    print(f"{dataset.name}: {out['queries']} queries, model {settings.embedding_model}")
-    print(f"ingest: {out['ingest']['documents']} documents, {out['ingest']['chunks']} chunks, "
-          f"{out['ingest']['seconds']} s ({out['ingest']['docs_per_s']} docs/s)")
-    names = list(next(iter(reports.values())).keys()) if reports else []
-    print("mode    " + "".join(f"{n:>11}" for n in names))
-    for mode, report in reports.items():
-        print(f"{mode:<8}" + "".join(f"{report[n]:>11}" for n in names))
-    if args.tune:
-        best = out["tune"][0]
-        print(f"best fusion: KORAG_FUSION_DENSE_WEIGHT={best['dense_weight']} KORAG_FUSION_SPARSE_WEIGHT=1.0 "
-              f"KORAG_FUSION_K={best['k']}  (nDCG@{args.k} {best[f'ndcg@{args.k}']})")
-        for row in out["tune"][:10]:
-            print(f"  dense {row['dense_weight']:<5} k {row['k']:<3} nDCG@{args.k} {row[f'ndcg@{args.k}']}")
     return 0
 
 

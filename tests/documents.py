@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 SECRET_SENTENCE = "마지막 조항에 따르면 금고의 비밀번호는 ZEBRA-QUARTZ-7781 입니다."

@@ -8,7 +8,13 @@ import time
 
 from celery import Celery
 
-from korag.registry import MID_FLIGHT, UNFINISHED, DocumentRecord, DocumentRegistry, note_interruption
+from korag.registry import (
+    MID_FLIGHT,
+    UNFINISHED,
+    DocumentRecord,
+    DocumentRegistry,
+    note_interruption,
+)
 from korag.settings import Settings
 from workers.client import send
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 import re
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from functools import cache
 from pathlib import PurePath
 

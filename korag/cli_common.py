@@ -1,0 +1,25 @@
+"""Helpers shared by the `korag` subcommands."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+
+EXIT_FAILED_DOCUMENTS = 1
+EXIT_ERROR = 2
+STORE_WAIT_S = 60.0  # embedded Qdrant: how long to wait for a worker to release the directory
+
+
+def print_json(obj: object) -> None:
+    print(json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+def progress(items: list, enabled: bool, desc: str) -> Iterable:
+    if not enabled or not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="doc", file=sys.stderr)
+
+

@@ -1,0 +1,108 @@
+"""`korag docs`, `status`, `delete`, `sweep`: the document lifecycle from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from korag.cli_common import EXIT_FAILED_DOCUMENTS, STORE_WAIT_S, print_json
+from korag.settings import Settings
+
+
+def _registry_session(settings: Settings, stack):
+    from korag.registry import DocumentRegistry
+    from korag.store import store_session
+
+    store = stack.enter_context(store_session(settings, wait_s=STORE_WAIT_S))
+    return store, DocumentRegistry(store.client, store.collection)
+
+
+def _when(ts: float | None) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        _, registry = _registry_session(settings, stack)
+        records = sorted(registry.all(), key=lambda r: r.created_at)
+    for r in records:
+        if args.json:
+            print_json(r.to_json())
+        else:
+            print(f"{r.status:<9} v{r.version:<3} {r.chunks:>5} chunks  {_when(r.updated_at)}  {r.doc_id}  {r.source}"
+                  + (f"\n          error: {r.error}" if r.error else ""))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from collections import Counter
+    from contextlib import ExitStack
+
+    from korag.registry import STATES
+
+    with ExitStack() as stack:
+        _, registry = _registry_session(settings, stack)
+        if args.doc_id:
+            record = registry.get(args.doc_id)
+            if record is None:
+                print(f"korag status: no document {args.doc_id}", file=sys.stderr)
+                return EXIT_FAILED_DOCUMENTS
+            if args.json:
+                print_json(record.to_json())
+            else:
+                print(f"{record.doc_id}  {record.source}\n  status {record.status}, version {record.version}, "
+                      f"{record.chunks} chunks, updated {_when(record.updated_at)}"
+                      + (f"\n  error: {record.error}" if record.error else ""))
+            return 0
+        counts = Counter(r.status for r in registry.all())
+    total = sum(counts.values())
+    done = counts["indexed"] + counts["failed"]
+    summary = {"total": total, "done": done, "by_status": {s: counts.get(s, 0) for s in STATES}}
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"{done} of {total} documents finished: " + ", ".join(f"{s} {n}" for s, n in summary["by_status"].items()))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        store, registry = _registry_session(settings, stack)
+        known = registry.get(args.doc_id) is not None
+        deleted = store.delete_document(args.doc_id)
+        registry.delete(args.doc_id)
+    if args.json:
+        print_json({"doc_id": args.doc_id, "deleted_chunks": deleted})
+    else:
+        print(f"deleted {args.doc_id}: {deleted} chunks")
+    if not known and not deleted:
+        print(f"korag delete: no document {args.doc_id}", file=sys.stderr)
+        return EXIT_FAILED_DOCUMENTS
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import ExitStack
+
+    from workers.sweeper import sweep
+
+    app = None
+    if settings.broker_url is not None:
+        from workers.app import create_app
+
+        app = create_app(settings)
+    with ExitStack() as stack:
+        _, registry = _registry_session(settings, stack)
+        swept = sweep(registry, app, settings)
+    for r in swept:
+        if args.json:
+            print_json({"doc_id": r.doc_id, "source": r.source, "status": r.status})
+        else:
+            print(f"{r.status:<8} {r.source} ({r.doc_id})")
+    return 0
