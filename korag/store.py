@@ -38,7 +38,8 @@ TENANT_FIELD = "tenant"
 @dataclass(frozen=True)
 class Fusion:
     """Weighted reciprocal-rank fusion of the dense and sparse channels, done by Qdrant:
-    score = Σ weight_c / (k + rank_c). ``prefetch`` candidates come from each channel."""
+    score = Σ_c 1 / (rank_c / weight_c + k − 1), rank from 1 (a weight scales a channel's ranks;
+    weight 0 drops the channel). ``prefetch`` candidates come from each channel."""
 
     dense_weight: float = 0.2
     sparse_weight: float = 1.0

@@ -115,10 +115,46 @@ class Evaluation:
         return ModeReport(evaluate(run, self.dataset.qrels, k), latencies)
 
     def tune(self, k: int, dense_weights: Sequence[float], rrf_ks: Sequence[int]) -> list[tuple[Fusion, float]]:
-        """nDCG@k of hybrid for each (dense weight, RRF k), sparse weight fixed at 1; best first."""
+        """nDCG@k of hybrid for each (dense weight, RRF k), sparse weight fixed at 1; best first.
+
+        Each channel is queried once per query; the fusion is then recomputed here for every
+        setting with Qdrant's own weighted-RRF formula (``rrf_score``), so a grid costs two
+        searches per query, not two per query and setting."""
         base = self.settings.fusion()
+        channels: dict[str, tuple[list, list]] = {}
+        sources: dict[str, str] = {}
+        for qid in self.dataset.qrels:
+            query = self.dataset.queries[qid]
+            dense = self.retriever.search(query, k=base.prefetch, mode="dense")
+            sparse = self.retriever.search(query, k=base.prefetch, mode="sparse")
+            for hit in (*dense, *sparse):
+                sources[hit.id] = hit.metadata["source"]
+            channels[qid] = ([h.id for h in dense], [h.id for h in sparse])
         scores = []
         for weight, rrf_k in itertools.product(dense_weights, rrf_ks):
+            run = {}
+            for qid, (dense_ids, sparse_ids) in channels.items():
+                fused: dict[str, float] = {}
+                for ids, w in ((dense_ids, weight), (sparse_ids, 1.0)):
+                    for pos, pid in enumerate(ids):
+                        fused[pid] = fused.get(pid, 0.0) + rrf_score(pos, w, rrf_k)
+                ranked = sorted(fused, key=lambda pid: -fused[pid])
+                run[qid] = _passage_ranking([_Hit(sources[pid]) for pid in ranked], k)
             fusion = Fusion(weight, 1.0, rrf_k, base.prefetch)
-            scores.append((fusion, self.run_mode("hybrid", k, fusion).metrics[f"ndcg@{k}"]))
+            scores.append((fusion, evaluate(run, self.dataset.qrels, k)[f"ndcg@{k}"]))
         return sorted(scores, key=lambda item: -item[1])
+
+
+def rrf_score(pos: int, weight: float, k: int) -> float:
+    """Qdrant's weighted reciprocal-rank fusion term for the hit at 0-based ``pos``:
+    1 / ((pos + 1) / weight + k - 1); a channel of weight 0 contributes nothing."""
+    return 0.0 if weight <= 0 else 1.0 / ((pos + 1.0) / weight + k - 1.0)
+
+
+@dataclass(frozen=True)
+class _Hit:
+    source: str
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return {"source": self.source}

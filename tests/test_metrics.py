@@ -49,3 +49,23 @@ def test_evaluate_averages_and_skips_queries_without_relevant_documents():
 def test_k_equal_to_a_fixed_cutoff_is_not_counted_twice():
     scores = evaluate({"q": ["a"]}, {"q": {"a": 1}}, k=3)
     assert scores == {"ndcg@1": 1.0, "ndcg@3": 1.0, "recall@3": 1.0, "mrr@3": 1.0}
+
+
+def test_client_side_fusion_matches_qdrant():
+    """`korag eval --tune` recomputes Qdrant's weighted RRF; it must rank exactly as Qdrant does."""
+    from qdrant_client import QdrantClient, models
+
+    from retrieval.evaluation import rrf_score
+
+    client = QdrantClient(":memory:")
+    client.create_collection("t", vectors_config={"a": models.VectorParams(size=2, distance=models.Distance.DOT),
+                                                  "b": models.VectorParams(size=2, distance=models.Distance.DOT)})
+    points = [models.PointStruct(id=i, vector={"a": [1.0, i / 10], "b": [1.0, (10 - i) / 10]}) for i in range(10)]
+    client.upsert("t", points=points)
+    for weight, k in [(0.2, 10), (0.5, 2), (1.0, 60)]:
+        fused = client.query_points("t", prefetch=[models.Prefetch(query=[0, 1], using="a", limit=10),
+                                                   models.Prefetch(query=[0, 1], using="b", limit=10)],
+                                    query=models.RrfQuery(rrf=models.Rrf(k=k, weights=[weight, 1.0])), limit=10).points
+        a_rank, b_rank = list(range(9, -1, -1)), list(range(10))
+        ours = {pid: rrf_score(a_rank.index(pid), weight, k) + rrf_score(b_rank.index(pid), 1.0, k) for pid in range(10)}
+        assert [p.score for p in fused] == pytest.approx(sorted(ours.values(), reverse=True))
