@@ -43,6 +43,36 @@ def _load_error(name: str, exc: BaseException) -> ModelLoadError:
     return ModelLoadError(f"cannot load embedding model {name!r}: {type(exc).__name__}: {exc}. To provide it, {how}.")
 
 
+def _cached(name: str) -> bool:
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(name, "modules.json"), str)
+    except Exception:  # an odd name: let the real load say what is wrong
+        return True
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=timeout_s).close()
+        return True
+    except OSError:
+        return False
+
+
+def _fail_fast_if_unreachable(name: str) -> None:
+    """Without this, a model that is neither local nor cached costs a minute of download
+    retries on a closed network before the same error."""
+    if Path(name).expanduser().exists() or os.environ.get("HF_HUB_OFFLINE") == "1" or _cached(name):
+        return
+    if not _hub_reachable():
+        raise _load_error(name, OSError("not in the Hugging Face cache, and the Hugging Face Hub cannot be reached"))
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
@@ -67,6 +97,7 @@ class Embedder:
     @classmethod
     def load(cls, settings: Settings) -> "Embedder":
         name = settings.embedding_model
+        _fail_fast_if_unreachable(name)
         try:
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as hf_logging

@@ -52,11 +52,15 @@ class SparseEncoder:
                 out.append(form + "다" if token.tag in ("VV", "VA") else form)
         return out
 
-    def encode_document(self, text: str) -> SparseVector:
-        counts = Counter(self.terms(text))
+    def bm25_weights(self, terms: list[str]) -> dict[str, float]:
+        """BM25's term-frequency part per term; the IDF part is Qdrant's."""
+        counts = Counter(terms)
         length = sum(counts.values())
         norm = self.k1 * (1 - self.b + self.b * length / self.avg_terms)
-        return _vector({t: tf * (self.k1 + 1) / (tf + norm) for t, tf in counts.items()})
+        return {t: tf * (self.k1 + 1) / (tf + norm) for t, tf in counts.items()}
+
+    def encode_document(self, text: str) -> SparseVector:
+        return _vector(self.bm25_weights(self.terms(text)))
 
     def encode_query(self, text: str) -> SparseVector:
         return _vector({t: 1.0 for t in set(self.terms(text))})

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     fusion_k: int = Field(10, ge=1, description="hybrid: RRF rank constant")
     fusion_prefetch: int = Field(50, ge=1, description="hybrid: candidates taken from each channel")
     sparse_avg_terms: float = Field(60.0, gt=0, description="BM25 average chunk length, in content morphemes")
+    sparse_tags: str | None = Field(
+        None, description="comma-separated Kiwi tags the keyword channel keeps; default: korag's content tags"
+    )
 
     # -- storage --
     data_dir: Path = Field(Path(".korag"), description="embedded Qdrant storage and blob store live here")
@@ -66,7 +69,7 @@ class Settings(BaseSettings):
     max_crashes: int = Field(3, ge=1, description="deliveries a worker may die on before the document is failed")
     sweep_after_s: float | None = Field(None, gt=0, description="unfinished documents older than this are re-queued; default: task time limit + 60 s")
 
-    @field_validator("qdrant_url", "broker_url", "result_backend", "qdrant_api_key", "embedding_device")
+    @field_validator("qdrant_url", "broker_url", "result_backend", "qdrant_api_key", "embedding_device", "sparse_tags")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value if value not in ("", None) else None
@@ -99,9 +102,10 @@ class Settings(BaseSettings):
         return Fusion(self.fusion_dense_weight, self.fusion_sparse_weight, self.fusion_k, self.fusion_prefetch)
 
     def sparse_encoder(self):
-        from ingest.sparse import SparseEncoder
+        from ingest.sparse import CONTENT_TAGS, SparseEncoder
 
-        return SparseEncoder(avg_terms=self.sparse_avg_terms)
+        tags = frozenset(t.strip() for t in self.sparse_tags.split(",") if t.strip()) if self.sparse_tags else CONTENT_TAGS
+        return SparseEncoder(tags=tags, avg_terms=self.sparse_avg_terms)
 
     @property
     def backend_url(self) -> str | None:
