@@ -68,3 +68,17 @@ def test_missing_file_fails_alone(tmp_path, env):
     assert done.returncode == 1
     assert lines["a.md"]["status"] == "indexed"
     assert lines["nope.txt"]["status"] == "failed" and "No such file" in lines["nope.txt"]["error"]
+
+
+def test_unreachable_hub_fails_fast(tmp_path, env):
+    """No HF_HUB_OFFLINE, the Hub unreachable (a closed loopback port), the model not cached:
+    the same clear error in seconds, not after a minute of download retries."""
+    import time
+
+    docs.make_markdown(tmp_path / "a.md")
+    env = {k: v for k, v in env.items() if k != "HF_HUB_OFFLINE"}
+    env.update(KORAG_EMBEDDING_MODEL="nlpai-lab/KoE5", HF_ENDPOINT="https://127.0.0.1:9", HF_HOME=str(tmp_path / "hf"))
+    start = time.monotonic()
+    done = korag_cli(["ingest", "a.md"], env, tmp_path)
+    assert done.returncode == 2 and "Hugging Face Hub cannot be reached" in done.stderr
+    assert time.monotonic() - start < 30
