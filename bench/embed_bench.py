@@ -22,36 +22,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.koe5_standin import koe5_shaped_model  # noqa: E402
 from ingest.embedder import Embedder  # noqa: E402
 from korag.settings import Settings  # noqa: E402
 from korag.types import Chunk  # noqa: E402
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "autorag-ko" / "corpus.jsonl"
-
-
-def koe5_shaped_model(texts: list[str], out: Path) -> Path:
-    from sentence_transformers import SentenceTransformer
-    from sentence_transformers import models as st_models
-    from tokenizers import SentencePieceUnigramTokenizer
-    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
-
-    sp = SentencePieceUnigramTokenizer()
-    sp.train_from_iterator(texts, vocab_size=8000, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
-                           unk_token="<unk>")
-    tokenizer = XLMRobertaTokenizerFast(tokenizer_object=sp._tokenizer, bos_token="<s>", eos_token="</s>",
-                                        cls_token="<s>", sep_token="</s>", pad_token="<pad>", unk_token="<unk>",
-                                        mask_token="<mask>", model_max_length=512)
-    config = XLMRobertaConfig(vocab_size=250002, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16,
-                              intermediate_size=4096, max_position_embeddings=514, type_vocab_size=1,
-                              pad_token_id=tokenizer.pad_token_id, bos_token_id=0, eos_token_id=2)
-    hf = out / "hf"
-    tokenizer.save_pretrained(hf)
-    XLMRobertaModel(config).save_pretrained(hf)
-    transformer = st_models.Transformer(str(hf), max_seq_length=512)
-    dimension = getattr(transformer, "get_embedding_dimension", None) or transformer.get_word_embedding_dimension
-    pooling = st_models.Pooling(dimension(), "mean")
-    SentenceTransformer(modules=[transformer, pooling, st_models.Normalize()], device="cpu").save(str(out / "st"))
-    return out / "st"
 
 
 def main() -> int:

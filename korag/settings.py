@@ -36,9 +36,9 @@ class Settings(BaseSettings):
 
     # -- retrieval --
     search_mode: Literal["dense", "sparse", "hybrid"] = Field("hybrid", description="default channel(s) for search")
-    fusion_dense_weight: float = Field(0.2, ge=0, description="hybrid: weight of the dense channel in weighted RRF")
+    fusion_dense_weight: float = Field(0.3, ge=0, description="hybrid: weight of the dense channel in weighted RRF")
     fusion_sparse_weight: float = Field(1.0, ge=0, description="hybrid: weight of the Kiwi BM25 channel")
-    fusion_k: int = Field(10, ge=1, description="hybrid: RRF rank constant")
+    fusion_k: int = Field(2, ge=1, description="hybrid: RRF rank constant")
     fusion_prefetch: int = Field(50, ge=1, description="hybrid: candidates taken from each channel")
     sparse_avg_terms: float = Field(60.0, gt=0, description="BM25 average chunk length, in content morphemes")
     sparse_tags: str | None = Field(

@@ -41,9 +41,9 @@ class Fusion:
     score = Σ_c 1 / (rank_c / weight_c + k − 1), rank from 1 (a weight scales a channel's ranks;
     weight 0 drops the channel). ``prefetch`` candidates come from each channel."""
 
-    dense_weight: float = 0.2
+    dense_weight: float = 0.3
     sparse_weight: float = 1.0
-    k: int = 10
+    k: int = 2
     prefetch: int = 50
 
 
