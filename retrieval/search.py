@@ -27,8 +27,15 @@ class Retriever:
         self.sparse = sparse if sparse is not None else SparseEncoder()
         self.mode = mode
         self.fusion = fusion if fusion is not None else Fusion()
+        self._sparse_known: bool | None = None
         if store.exists():
             store.check_model(embedder.info.name, embedder.info.dimension)
+
+    def _has_sparse(self) -> bool:
+        # A collection's vector layout never changes once created: ask Qdrant once, not per query.
+        if self._sparse_known is None:
+            self._sparse_known = self.store.has_sparse()
+        return self._sparse_known
 
     @classmethod
     def from_settings(cls, embedder: Embedder, store: QdrantStore, settings) -> "Retriever":
@@ -56,7 +63,7 @@ class Retriever:
             return []
         if tenant is not None:
             filters = {**(filters or {}), "tenant": tenant}
-        if mode != "dense" and not self.store.has_sparse():
+        if mode != "dense" and not self._has_sparse():
             raise StoreError(
                 f"collection {self.store.collection!r} has no keyword (sparse) vectors: it was created by an "
                 "older korag; search with --mode dense, or re-ingest into a new collection"
