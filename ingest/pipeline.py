@@ -35,6 +35,11 @@ def doc_id_for(source: str, tenant: str | None = None) -> str:
     return uuid.uuid5(_DOC_NAMESPACE, source if tenant is None else f"{tenant}\x00{source}").hex
 
 
+def too_large(size: int, limit: int) -> str:
+    """The reason given for a file over KORAG_MAX_FILE_BYTES, by the pipeline and the queue client."""
+    return f"file of {size} bytes is over the limit of {limit} bytes (KORAG_MAX_FILE_BYTES)"
+
+
 def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
     options = ChunkingOptions(overlap_tokens=settings.chunk_overlap_tokens, embed_header=settings.embed_section_header)
     return Chunker(embedder.passage_budget, options)
@@ -163,7 +168,7 @@ class Pipeline:
         self.registry.put(record)
 
     def _too_large(self, size: int) -> str:
-        return f"file of {size} bytes is over the limit of {self.limits.max_file_bytes} bytes (KORAG_MAX_FILE_BYTES)"
+        return too_large(size, self.limits.max_file_bytes)
 
     def _payload(
         self,

@@ -11,7 +11,7 @@ import itertools
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,10 +65,10 @@ class ModeReport:
                 "p50_ms": round(statistics.median(ordered), 2), "p95_ms": round(p95, 2)}
 
 
-def _passage_ranking(results, k: int) -> list[str]:
+def _passage_ranking(sources: Iterable[str], k: int) -> list[str]:
+    """Chunk sources best first → the first k distinct passages (a passage ranks by its best chunk)."""
     seen: list[str] = []
-    for r in results:
-        source = r.metadata["source"]
+    for source in sources:
         if source not in seen:
             seen.append(source)
         if len(seen) == k:
@@ -111,7 +111,7 @@ class Evaluation:
             start = time.perf_counter()
             results = retriever.search(self.dataset.queries[qid], k=k * CHUNKS_PER_PASSAGE, mode=mode)
             latencies.append((time.perf_counter() - start) * 1000)
-            run[qid] = _passage_ranking(results, k)
+            run[qid] = _passage_ranking((r.metadata["source"] for r in results), k)
         return ModeReport(evaluate(run, self.dataset.qrels, k), latencies)
 
     def tune(self, k: int, dense_weights: Sequence[float], rrf_ks: Sequence[int]) -> list[tuple[Fusion, float]]:
@@ -139,7 +139,7 @@ class Evaluation:
                     for pos, pid in enumerate(ids):
                         fused[pid] = fused.get(pid, 0.0) + rrf_score(pos, w, rrf_k)
                 ranked = sorted(fused, key=lambda pid: -fused[pid])
-                run[qid] = _passage_ranking([_Hit(sources[pid]) for pid in ranked], k)
+                run[qid] = _passage_ranking((sources[pid] for pid in ranked), k)
             fusion = Fusion(weight, 1.0, rrf_k, base.prefetch)
             scores.append((fusion, evaluate(run, self.dataset.qrels, k)[f"ndcg@{k}"]))
         return sorted(scores, key=lambda item: -item[1])
@@ -149,12 +149,3 @@ def rrf_score(pos: int, weight: float, k: int) -> float:
     """Qdrant's weighted reciprocal-rank fusion term for the hit at 0-based ``pos``:
     1 / ((pos + 1) / weight + k - 1); a channel of weight 0 contributes nothing."""
     return 0.0 if weight <= 0 else 1.0 / ((pos + 1.0) / weight + k - 1.0)
-
-
-@dataclass(frozen=True)
-class _Hit:
-    source: str
-
-    @property
-    def metadata(self) -> dict[str, str]:
-        return {"source": self.source}

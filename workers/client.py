@@ -10,7 +10,7 @@ from pathlib import Path, PurePath
 from celery import Celery
 from celery.result import AsyncResult
 
-from ingest.pipeline import DocumentInfo, doc_id_for
+from ingest.pipeline import DocumentInfo, doc_id_for, too_large
 from korag.blobs import BlobStore
 from korag.registry import DocumentRecord, DocumentRegistry
 from korag.types import IngestResult
@@ -63,7 +63,7 @@ def enqueue(
     try:
         size = Path(path).stat().st_size
         if size > max_file_bytes:
-            return Enqueued(source, doc_id, None, f"file of {size} bytes is over the limit of {max_file_bytes} bytes (KORAG_MAX_FILE_BYTES)")
+            return Enqueued(source, doc_id, None, too_large(size, max_file_bytes))
         blob = blobs.put(Path(path).read_bytes())
     except OSError as exc:
         return Enqueued(source, doc_id, None, f"cannot read file: {exc.strerror or exc}")
