@@ -10,6 +10,10 @@ Rules, in order of precedence:
 4. A single sentence or row longer than the budget is cut at tokenizer offsets.
 5. The trailing sentences of a chunk, up to ``overlap_tokens``, open the next chunk of the
    same section.
+
+The work is linear in the text: Kiwi and the tokenizer only ever see bounded windows of it
+(:data:`ingest.sentences.KIWI_WINDOW`, :meth:`TokenBudget.window_chars`), cut at whitespace
+where there is some, so a 50 MB line costs fifty times a 1 MB one, in time and in memory.
 """
 
 from __future__ import annotations
@@ -94,12 +98,13 @@ class Chunker:
         if not self.options.embed_header or not section:
             return None
         limit = max(1, self.budget.body_budget(None) // _MAX_HEADER_SHARE)
-        pieces = self.budget.split(section, limit)
+        # The first piece lies within the first window: never tokenize the rest of a huge title.
+        pieces = self.budget.split(section[: self.budget.window_chars(limit)], limit)
         return pieces[0] if pieces else None
 
     def _units(self, block: Block, index: int) -> list[_Unit]:
         if block.kind == "table":
-            parts = [block.text] if self.budget.count(block.text) <= self._max_unit else list(block.rows)
+            parts = [block.text] if self._fits_unit(block.text) else list(block.rows)
         else:
             parts = split_sentences(block.text)
         units = []
@@ -109,7 +114,12 @@ class Chunker:
         return units
 
     def _cut(self, text: str) -> list[str]:
-        return self.budget.split(text, self._max_unit) if self.budget.count(text) > self._max_unit else [text]
+        return [text] if self._fits_unit(text) else self.budget.split(text, self._max_unit)
+
+    def _fits_unit(self, text: str) -> bool:
+        """``text`` fits one unit; text longer than one tokenizer window never counts as fitting
+        (it is split instead), so no count tokenizes an unbounded string."""
+        return len(text) <= self.budget.window_chars(self._max_unit) and self.budget.count(text) <= self._max_unit
 
     # -- packing --------------------------------------------------------------------------------
     def _pack(self, section: str | None, units: list[_Unit], out: list[Chunk]) -> None:

@@ -73,6 +73,31 @@ def _fail_fast_if_unreachable(name: str) -> None:
         raise _load_error(name, OSError("not in the Hugging Face cache, and the Hugging Face Hub cannot be reached"))
 
 
+def model_name(name: str) -> str:
+    """The name a collection records: a local directory without trailing separators, so
+    ``models/KoE5/`` and ``models/KoE5`` are one model. Hub ids are left alone."""
+    stripped = name.rstrip("/" + os.sep)
+    if stripped and stripped != name and Path(stripped).expanduser().is_dir():
+        return stripped
+    return name
+
+
+@dataclass(frozen=True)
+class QueryFit:
+    """A query as the dense channel embeds it: ``text`` fits the model; ``truncated`` says it was
+    cut, from ``total_tokens`` to ``tokens`` (prefix and special tokens included)."""
+
+    text: str
+    truncated: bool
+    tokens: int
+    total_tokens: int
+
+    def notice(self) -> str | None:
+        if not self.truncated:
+            return None
+        return f"query cut to {self.tokens} of {self.total_tokens} tokens for the dense channel"
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     name: str
@@ -96,7 +121,7 @@ class Embedder:
 
     @classmethod
     def load(cls, settings: Settings) -> "Embedder":
-        name = settings.embedding_model
+        name = model_name(settings.embedding_model)
         _fail_fast_if_unreachable(name)
         try:
             from sentence_transformers import SentenceTransformer
@@ -116,9 +141,29 @@ class Embedder:
         texts = [compose_input(self.passage_budget.prefix, c.header, c.text) for c in chunks]
         return self._encode(texts, self.passage_budget)
 
+    def embed_passage_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors for raw passages (prefix + text, no header), blank ones included."""
+        return self._encode([compose_input(self.passage_budget.prefix, None, t) for t in texts], self.passage_budget)[0]
+
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
         texts = [compose_input(self.query_budget.prefix, None, q) for q in queries]
         return self._encode(texts, self.query_budget)[0]
+
+    def fit_query(self, query: str) -> QueryFit:
+        """The longest start of ``query`` the model takes (cut between words at tokenizer offsets),
+        for the dense channel; keyword search still sees the whole query."""
+        budget = self.query_budget
+        total = budget.input_tokens(compose_input(budget.prefix, None, query))
+        if total <= budget.max_input_tokens:
+            return QueryFit(query, False, total, total)
+        room = budget.body_budget(None)
+        while True:  # a slice can tokenize a little longer behind the prefix than alone
+            pieces = budget.split(query, room)
+            text = pieces[0] if pieces else query.strip()
+            used = budget.input_tokens(compose_input(budget.prefix, None, text))
+            if used <= budget.max_input_tokens or room <= 1:
+                return QueryFit(text, True, used, total)
+            room -= used - budget.max_input_tokens
 
     # -- internals -----------------------------------------------------------------------------
     def _encode(self, texts: list[str], budget: TokenBudget) -> tuple[np.ndarray, list[int]]:

@@ -2,15 +2,26 @@
 with the document's state kept in the registry at each step.
 
 Celery tasks and the in-process CLI call the same :meth:`Pipeline.ingest_bytes`.
+
+Every run is a :class:`Request` that must own the document in the registry (the newest request
+wins, see :mod:`korag.registry`). Each state write is a compare-and-set on the request; chunks
+carry the request's sequence number (``ingest_seq``) and point ids derived from the request, so
+versions never overwrite each other. Only the owner, after recording its version as indexed,
+removes chunks of *older* requests; a request that lost the document removes its own chunks.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
+import os
+import stat
 import time
+import unicodedata
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -18,16 +29,19 @@ from ingest.chunking import Chunker, ChunkingOptions
 from ingest.embedder import Embedder
 from ingest.parsing import parse_document, warm_up
 from ingest.parsing.guard import run_guarded
-from ingest.sparse import SparseEncoder
+from ingest.sentences import kiwi
+from ingest.sparse import SparseEncoder, SparseVector
 from ingest.tokens import compose_input
 from korag.errors import DocumentError, InputTooLongError
-from korag.registry import DocumentRecord, DocumentRegistry
+from korag.metadata import RESERVED_FIELDS, normalize_source
+from korag.registry import DELETED, DocumentRecord, DocumentRegistry, new_seq, this_process
 from korag.settings import Settings
-from korag.store import QdrantStore, point_id
+from korag.store import SEQ_FIELD, QdrantStore, point_id
 from korag.types import Chunk, IngestResult
 
 log = logging.getLogger("korag.ingest")
 _DOC_NAMESPACE = uuid.UUID("0d0c5f7e-8a43-4f3f-a9a2-6b6f7261670b")
+
 
 
 def doc_id_for(source: str, tenant: str | None = None) -> str:
@@ -46,6 +60,21 @@ def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
 
 
 @dataclass(frozen=True)
+class Request:
+    """One ingest of one document: its id (point ids derive from it, so a redelivery rewrites the
+    same points), its sequence number (newer wins) and, for a queued delivery, which attempt
+    this is (``request:retries``: a retry after a transient error is not a crash)."""
+
+    id: str
+    seq: int
+    attempt: str | None = None
+
+    @classmethod
+    def new(cls) -> "Request":
+        return cls(uuid.uuid4().hex, new_seq())
+
+
+@dataclass(frozen=True)
 class DocumentInfo:
     """Who a document belongs to and what the caller said about it, stored with every chunk."""
 
@@ -53,10 +82,11 @@ class DocumentInfo:
     meta: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        reserved = {"doc_id", "source", "chunk_index", "tenant", "content_hash"}
-        clash = reserved.intersection(k for k, _ in self.meta)
-        if clash:
-            raise ValueError(f"--meta cannot set reserved field(s): {', '.join(sorted(clash))}")
+        # Keys must be filterable and not korag's own fields (korag.metadata.RESERVED_FIELDS).
+        from korag.metadata import check_meta, check_tenant
+
+        check_tenant(self.tenant)
+        check_meta(self.meta)
 
 
 @dataclass(frozen=True)
@@ -72,6 +102,23 @@ class ParseLimits:
                    settings.parse_isolated)
 
 
+def settings_key(embedder: Embedder, chunker: Chunker, sparse: SparseEncoder) -> str:
+    """A digest of everything that shapes the stored chunks and vectors: model, token limit and
+    prefix, chunking options, keyword tags and BM25 parameters. Same bytes + same key = same chunks."""
+    shape = {
+        "model": embedder.info.name,
+        "max_input_tokens": embedder.info.max_input_tokens,
+        "prefix": embedder.passage_budget.prefix,
+        "chunking": [chunker.options.overlap_tokens, chunker.options.embed_header, chunker.options.min_section_tokens],
+        "sparse": [sorted(sparse.tags), sparse.k1, sparse.b, sparse.avg_terms],
+    }
+    return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _no_step(step: str) -> None:
+    return None
+
+
 @dataclass
 class Pipeline:
     embedder: Embedder
@@ -80,22 +127,29 @@ class Pipeline:
     chunker: Chunker
     sparse: SparseEncoder
     limits: ParseLimits
+    on_step: Callable[[str], None] = field(default=_no_step)  # called after each step (tests interleave here)
+
+    def __post_init__(self) -> None:
+        self.settings_key = settings_key(self.embedder, self.chunker, self.sparse)
 
     @classmethod
     def build(cls, embedder: Embedder, store: QdrantStore, settings: Settings) -> "Pipeline":
         store.ensure_collection(embedder.info.name, embedder.info.dimension)
         registry = DocumentRegistry(store.client, store.collection)
         registry.ensure()
-        return cls(embedder, store, registry, chunker_for(embedder, settings), settings.sparse_encoder(),
+        return cls(embedder, store, registry, chunker_for(embedder, settings), SparseEncoder.from_settings(settings),
                    ParseLimits.from_settings(settings))
 
     def ingest_path(
         self, path: str | Path, source: str | None = None, doc_id: str | None = None, info: DocumentInfo | None = None
     ) -> IngestResult:
         info = info if info is not None else DocumentInfo()
-        source = source if source is not None else str(path)
+        source = source if source is not None else normalize_source(str(path))
         doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant)
         try:
+            mode = os.stat(path).st_mode
+            if not stat.S_ISREG(mode):
+                raise DocumentError(source, "not a regular file (a directory, FIFO, socket or device)")
             size = Path(path).stat().st_size
             if size > self.limits.max_file_bytes:
                 raise DocumentError(source, self._too_large(size))
@@ -104,68 +158,162 @@ class Pipeline:
             return IngestResult(source, doc_id, "failed", error=f"cannot read file: {exc.strerror or exc}")
         except DocumentError as exc:
             return IngestResult(source, doc_id, "failed", error=exc.reason)
-        return self.ingest_bytes(data, PurePath(path).name, source, doc_id, info)
+        return self.ingest_bytes(data, unicodedata.normalize("NFC", PurePath(path).name), source, doc_id, info)
 
     def ingest_bytes(
         self, data: bytes, filename: str, source: str, doc_id: str | None = None, info: DocumentInfo | None = None,
-        blob: str | None = None,
+        blob: str | None = None, request: Request | None = None,
     ) -> IngestResult:
-        """Index one document. Same content as the indexed version: ``unchanged``, nothing written.
-        A document that cannot be ingested comes back ``failed`` with the reason, and whatever
-        was indexed before stays. Store or model failures propagate (they are not the document's
-        fault, and a retry may succeed)."""
+        """Index one document. These bytes already stored the way the current settings would
+        store them: ``unchanged``, nothing written (a change of metadata only is written to the
+        stored chunks without embedding again). A document that cannot be ingested comes back
+        ``failed`` with the reason, and whatever was indexed before stays. ``request``: the queued
+        request this delivery runs (it must own the document); None: a new in-process request.
+        Store or model failures propagate (they are not the document's fault, and a retry may succeed)."""
         info = info if info is not None else DocumentInfo()
         doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant)
         content_hash = hashlib.sha256(data).hexdigest()
-        record = self.registry.get(doc_id)
-        if record is not None and record.content_hash == content_hash:
-            # content_hash is only set once a version's chunks are all written (and cleared
-            # before the next write starts), so these exact chunks are stored.
-            if record.status != "indexed":
-                self._state(record, "indexed", error=None)
-            return IngestResult(source, doc_id, "unchanged", chunks=record.chunks)
-        known = record is not None  # only a known document can have chunks to replace
+        meta = dict(info.meta)
+        described = {**meta, "source": source, "filename": filename}  # what the stored chunks must say
+        in_process = request is None
+        own = request if request is not None else Request.new()
+
+        current = self.registry.get(doc_id, include_deleted=True)
+        stored_meta = self._stored_meta(current, content_hash)
+        if in_process and stored_meta == described and current.status == "indexed":
+            return IngestResult(source, doc_id, "unchanged", chunks=current.chunks)
+
+        record = self._take(current, own, doc_id, source, filename, info, blob, in_process)
         if record is None:
-            record = DocumentRecord(doc_id=doc_id, source=source, status="parsing")
-        record.source, record.filename, record.tenant, record.meta = source, filename, info.tenant, dict(info.meta)
-        record.blob = blob if blob is not None else record.blob
-        self._state(record, "parsing")
+            return self._superseded(source, doc_id)
+        try:
+            if stored_meta is not None:
+                return self._settle_stored(record, own, stored_meta, described)
+            return self._index(record, own, data, filename, source, doc_id, content_hash, info)
+        except Exception as exc:
+            if in_process:  # nobody will retry this request: record why it stopped
+                self.fail(doc_id, own, f"{type(exc).__name__}: {exc}")
+            raise
+
+    def fail(self, doc_id: str, request: Request, reason: str) -> None:
+        """End ``request`` as failed (if it still owns the document) and remove what it wrote.
+        For a task stopped by its time limit, or an in-process run that hit an unexpected error."""
+        record = self.registry.get(doc_id, include_deleted=True)
+        self.store.delete_version(doc_id, request.seq)
+        if record is not None and record.request == request.id and record.status != DELETED:
+            record.status, record.error = "failed", reason
+            self.registry.write(record)
+
+    # -- steps --------------------------------------------------------------------------------
+    def _stored_meta(self, record: DocumentRecord | None, content_hash: str) -> dict[str, Any] | None:
+        """The caller's metadata, source and file name on the stored chunks when exactly these
+        bytes, processed the way the current settings would, are stored (every chunk present);
+        None otherwise."""
+        if record is None or record.status == DELETED or record.content_hash != content_hash:
+            return None
+        if record.settings_key != self.settings_key or not record.chunks:
+            return None
+        if self.store.count_version(record.doc_id, content_hash, record.indexed_seq) != record.chunks:
+            return None  # chunks lost (collection deleted or damaged): ingest again
+        sample = self.store.version_metadata(record.doc_id, content_hash, record.indexed_seq)
+        sample = sample or {}
+        return {**{k: v for k, v in sample.items() if k not in RESERVED_FIELDS},
+                "source": sample.get("source"), "filename": sample.get("filename")}
+
+    def _take(self, current: DocumentRecord | None, own: Request, doc_id: str, source: str, filename: str,
+              info: DocumentInfo, blob: str | None, in_process: bool) -> DocumentRecord | None:
+        """The record this request works on, owned by it; None when a newer request owns the document."""
+        if in_process:
+            record = current if current is not None and current.status != DELETED else None
+            if record is None:
+                record = DocumentRecord(doc_id=doc_id, source=source, status="parsing")
+                if current is not None:  # a tombstone: start the document afresh
+                    record.created_at = time.time()
+            record.request, record.seq, record.owner, record.attempt = own.id, own.seq, this_process(), None
+            record.source, record.filename, record.tenant, record.meta = source, filename, info.tenant, dict(info.meta)
+            record.blob = blob if blob is not None else record.blob
+            return record if self.registry.claim(record) else None
+        if current is None or current.request != own.id or current.status == DELETED:
+            return None
+        current.attempt, current.owner = own.attempt, None
+        return current
+
+    def _settle_stored(self, record: DocumentRecord, own: Request, stored: dict[str, Any],
+                       described: dict[str, Any]) -> IngestResult:
+        """These bytes are stored: only the description (metadata, source, file name) may change."""
+        changed = stored != described
+        if changed:
+            self.store.update_metadata(record.doc_id, described, [k for k in stored if k not in described])
+        meta = {k: v for k, v in described.items() if k not in ("source", "filename")}
+        record.status, record.error, record.crashes, record.meta = "indexed", None, 0, meta
+        if not self.registry.write(record):
+            return self._superseded(record.source, record.doc_id)
+        return IngestResult(record.source, record.doc_id, "indexed" if changed else "unchanged", chunks=record.chunks)
+
+    def _index(self, record: DocumentRecord, own: Request, data: bytes, filename: str, source: str, doc_id: str,
+               content_hash: str, info: DocumentInfo) -> IngestResult:
+        if not self._state(record, "parsing"):
+            return self._superseded(source, doc_id)
         try:
             if len(data) > self.limits.max_file_bytes:
                 raise DocumentError(source, self._too_large(len(data)))
-            chunks = self.chunker.chunk(self._parse(data, filename, source))
-            self._state(record, "embedding")
+            chunks, sparse = self._prepare(data, filename, source)
+            if not self._state(record, "embedding"):
+                return self._superseded(source, doc_id)
             vectors, token_counts = self.embedder.embed_passages(chunks)
         except (DocumentError, InputTooLongError) as exc:
             reason = exc.reason if isinstance(exc, DocumentError) else str(exc)
-            self._state(record, "failed", error=reason)
+            if not self._state(record, "failed", error=reason):
+                return self._superseded(source, doc_id)
             return IngestResult(source, doc_id, "failed", error=reason)
-        sparse = [self.sparse.encode_document(compose_input("", c.header, c.text)) for c in chunks]
         payloads = [
-            self._payload(chunk, tokens, doc_id, source, filename, content_hash, len(chunks), info)
+            self._payload(chunk, tokens, doc_id, source, filename, content_hash, len(chunks), info, own.seq)
             for chunk, tokens in zip(chunks, token_counts)
         ]
-        self._state(record, "embedding", content_hash=None)  # from here the stored chunks may be a mix
-        self.store.upsert([point_id(doc_id, c.index) for c in chunks], vectors, payloads, sparse)
-        if known:
-            self.store.delete_other_versions(doc_id, content_hash)
-        self._state(record, "indexed", version=record.version + 1, content_hash=content_hash, chunks=len(chunks),
-                    error=None, crashes=0, indexed_at=time.time())
+        self.store.upsert([point_id(doc_id, c.index, own.id) for c in chunks], vectors, payloads, sparse)
+        self.on_step("upserted")
+        recorded = self._state(record, "indexed", version=record.version + 1, content_hash=content_hash,
+                               chunks=len(chunks), error=None, crashes=0, indexed_at=time.time(), indexed_seq=own.seq,
+                               settings_key=self.settings_key)
+        if not recorded:  # a newer request took over: what this one wrote is nobody's version
+            self.store.delete_version(doc_id, own.seq)
+            return self._superseded(source, doc_id)
+        self.store.delete_older_versions(doc_id, own.seq)  # write new, then delete old
+        self.on_step("cleaned")
         return IngestResult(source, doc_id, "indexed", chunks=len(chunks))
 
-    def _parse(self, data: bytes, filename: str, source: str):
+    def _prepare(self, data: bytes, filename: str, source: str) -> tuple[list[Chunk], list[SparseVector]]:
+        """Parse, chunk and compute keyword vectors, in a guarded child process (time and memory
+        limits) unless isolation is off: a pathological document costs one failed document."""
         if not self.limits.isolated:
-            return parse_document(data, filename, source)
+            return self._prepare_here(data, filename, source)
         warm_up()
-        return run_guarded(lambda: parse_document(data, filename, source), source, self.limits.timeout_s,
+        kiwi()  # loaded once here, inherited by every forked child
+        return run_guarded(lambda: self._prepare_here(data, filename, source), source, self.limits.timeout_s,
                            self.limits.memory_bytes)
 
-    def _state(self, record: DocumentRecord, status: str, **changes: Any) -> None:
+    def _prepare_here(self, data: bytes, filename: str, source: str) -> tuple[list[Chunk], list[SparseVector]]:
+        chunks = self.chunker.chunk(parse_document(data, filename, source))
+        sparse = [self.sparse.encode_document(compose_input("", c.header, c.text)) for c in chunks]
+        return chunks, sparse
+
+    def _state(self, record: DocumentRecord, status: str, **changes: Any) -> bool:
+        """Write the record's new state if this request still owns the document."""
         log.info("%s: %s", record.source, status)
         record.status = status
         for key, value in changes.items():
             setattr(record, key, value)
-        self.registry.put(record)
+        owned = self.registry.write(record)
+        if owned:
+            self.on_step(status)
+        return owned
+
+    def _superseded(self, source: str, doc_id: str) -> IngestResult:
+        current = self.registry.get(doc_id, include_deleted=True)
+        why = ("deleted while it was being ingested" if current is not None and current.status == DELETED
+               else "superseded by a newer ingest of this document")
+        log.info("%s: %s", source, why)
+        return IngestResult(source, doc_id, "failed", error=why)
 
     def _too_large(self, size: int) -> str:
         return too_large(size, self.limits.max_file_bytes)
@@ -180,6 +328,7 @@ class Pipeline:
         content_hash: str,
         total: int,
         info: DocumentInfo,
+        seq: int,
     ) -> dict[str, Any]:
         metadata: dict[str, Any] = {
             **dict(info.meta),
@@ -192,6 +341,7 @@ class Pipeline:
             "content_hash": content_hash,
             "embedding_model": self.embedder.info.name,
             "element_types": list(chunk.element_types),
+            SEQ_FIELD: seq,
         }
         if chunk.page_number is not None:
             metadata["page_number"] = chunk.page_number

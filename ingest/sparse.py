@@ -43,6 +43,13 @@ class SparseEncoder:
     b: float = 0.75
     avg_terms: float = 60.0  # typical number of content morphemes in a chunk
 
+    @classmethod
+    def from_settings(cls, settings) -> "SparseEncoder":
+        """``settings``: a :class:`korag.settings.Settings` (KORAG_SPARSE_TAGS, KORAG_SPARSE_AVG_TERMS)."""
+        tags = (frozenset(t.strip() for t in settings.sparse_tags.split(",") if t.strip())
+                if settings.sparse_tags else CONTENT_TAGS)
+        return cls(tags=tags, avg_terms=settings.sparse_avg_terms)
+
     def terms(self, text: str) -> list[str]:
         out = []
         for token in kiwi().tokenize(text):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from ingest.text_windows import windows
+
 
 def compose_input(prefix: str, header: str | None, body: str) -> str:
     """The exact string embedded for a chunk. The chunker budgets for it, the embedder embeds it."""
@@ -48,10 +50,23 @@ class TokenBudget:
         """Cut ``text`` into pieces of at most ``max_tokens`` tokens at tokenizer offsets.
 
         Pieces are slices of the original string (no detokenisation), so no character is lost
-        or altered; whitespace at a cut goes with the earlier piece and is then stripped.
+        or altered; whitespace at a cut goes with the earlier piece and is then stripped. Long
+        text is tokenized in windows of :meth:`window_chars` characters (cut at whitespace where
+        there is one), so the work is linear in the length and no call sees an enormous string.
         """
         if max_tokens < 1:
             raise ValueError("max_tokens must be >= 1")
+        pieces: list[str] = []
+        for start, end in windows(text, self.window_chars(max_tokens)):
+            pieces.extend(self._split_window(text[start:end], max_tokens))
+        return pieces
+
+    @staticmethod
+    def window_chars(max_tokens: int) -> int:
+        """Characters tokenized at a time when splitting into pieces of ``max_tokens``."""
+        return max(4096, 16 * max_tokens)
+
+    def _split_window(self, text: str, max_tokens: int) -> list[str]:
         encoding = self.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
         offsets = [span for span in encoding["offset_mapping"] if span[1] > span[0]]
         if len(offsets) <= max_tokens:
@@ -65,9 +80,11 @@ class TokenBudget:
             char_start = offsets[start_token][0] if start_token else 0
             char_end = offsets[end_token][0] if end_token < len(offsets) else len(text)
             piece = text[char_start:char_end].strip()
-            # A slice can tokenize longer than its tokens did in context (a word-start marker).
-            if window > 1 and self.count(piece) > max_tokens:
-                window -= 1
+            # A slice can tokenize longer than its tokens did in context (a word-start marker):
+            # shrink the window by the excess, not one token at a time.
+            excess = self.count(piece) - max_tokens if window > 1 else 0
+            if excess > 0:
+                window = max(1, min(window, end_token - start_token) - excess)
                 continue
             if piece:
                 pieces.append(piece)

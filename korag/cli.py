@@ -1,6 +1,6 @@
 """``korag`` command line. The commands, flags and JSON fields here are a contract: extend, never rename.
 
-    korag ingest PATH... [--wait] [--json]
+    korag ingest PATH... [--wait [--timeout S]] [--json]
     korag search QUERY [-k N] [--json]
     korag chunks [--doc-id ID] [--json]
     korag worker
@@ -9,12 +9,16 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
+import stat
 import sys
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from korag.cli_common import (
+    DEFAULT_WAIT_S,
     EXIT_ERROR,
     EXIT_FAILED_DOCUMENTS,
     STORE_WAIT_S,
@@ -24,68 +28,148 @@ from korag.cli_common import (
 from korag.cli_documents import cmd_delete, cmd_docs, cmd_status, cmd_sweep
 from korag.cli_eval import cmd_eval
 from korag.errors import KoragError
+from korag.metadata import build_filter, check_tenant, normalize_source, printable
 from korag.settings import Settings
 
 
 # -- input discovery -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Found:
+    """A document to ingest (``path``), or something given or found that is not (``problem``)."""
+
+    path: Path | None
+    source: str
+    problem: str | None = None
+
+
 def discover(paths: Iterable[str]) -> Iterator[tuple[Path, str]]:
-    """``(path, source)`` per document. A file is taken as given (and fails later if its type is
-    unsupported); a folder contributes its supported files, recursively, in sorted order. The
-    source is the path as the caller spelled it."""
+    """``(path, source)`` per document to ingest; see :func:`scan` for what is left out and why."""
+    for found in scan(paths):
+        if found.problem is None:
+            yield found.path, found.source
+
+
+def scan(paths: Iterable[str]) -> Iterator[Found]:
+    """Every document to ingest and every path left out with the reason. A file is taken as given
+    (and fails later if its type is unsupported) unless it is not a regular file; a folder
+    contributes its supported files, recursively, in sorted order, never following a symbolic
+    link out of the folder. The source is the path as the caller spelled it, in NFC, with
+    ``dir/..`` collapsed, so one file is one document however it is reached."""
     from ingest.parsing import SUPPORTED_SUFFIXES
 
     seen: set[Path] = set()
-    for path, source in _expand(paths, SUPPORTED_SUFFIXES):
-        key = path.resolve()
-        if key not in seen:
+    for found in _expand(paths, SUPPORTED_SUFFIXES):
+        if found.problem is None:
+            key = found.path.resolve()
+            if key in seen:
+                continue
             seen.add(key)
-            yield path, source
+        yield found
 
 
-def _expand(paths: Iterable[str], suffixes: frozenset[str]) -> Iterator[tuple[Path, str]]:
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a directory")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def _regular(path: Path, source: str) -> Found:
+    """Checked with stat before anything opens it: reading a FIFO blocks, a device never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:  # missing or unreadable: the ingest reports it with the reason
+        return Found(path, source)
+    if not stat.S_ISREG(mode):
+        return Found(None, source, f"not a regular file ({_kind(mode)}); korag reads regular files only")
+    return Found(path, source)
+
+
+def _expand(paths: Iterable[str], suffixes: frozenset[str]) -> Iterator[Found]:
     for given in paths:
         path = Path(given)
         if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                relative = child.relative_to(path)
-                if child.is_file() and child.suffix.lower() in suffixes and not any(
-                    part.startswith(".") for part in relative.parts
-                ):
-                    yield child, str(Path(given) / relative)
+            yield from _walk(path, path.resolve(), given, path, suffixes)
         else:
-            yield path, given
+            yield _regular(path, normalize_source(given))
+
+
+def _walk(folder: Path, root: Path, given: str, top: Path, suffixes: frozenset[str]) -> Iterator[Found]:
+    """Depth first in name order (the order of sorting the paths), hidden entries left out."""
+    def source_of(child: Path) -> str:
+        return normalize_source(str(Path(given) / child.relative_to(top)))
+
+    try:
+        with os.scandir(folder) as listing:
+            entries = sorted(listing, key=lambda e: e.name)
+    except OSError as exc:
+        yield Found(None, source_of(folder), f"cannot read folder: {exc.strerror or exc}; its files were not ingested")
+        return
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        child = Path(entry.path)
+        wanted = child.suffix.lower() in suffixes
+        try:
+            if entry.is_symlink():
+                target = child.resolve()
+                is_dir = target.is_dir()
+                if not target.is_relative_to(root):
+                    if is_dir or wanted:
+                        yield Found(None, source_of(child),
+                                    f"symbolic link to {target}, outside {given}: not followed")
+                    continue
+                if is_dir:  # a folder inside the tree: its files are reached through the folder itself
+                    continue
+            elif entry.is_dir(follow_symlinks=False):
+                yield from _walk(child, root, given, top, suffixes)
+                continue
+            if wanted:
+                yield _regular(child, source_of(child))
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symbolic link loop
+            yield Found(None, source_of(child), f"cannot read: {getattr(exc, 'strerror', None) or exc}")
 
 
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    documents = list(discover(args.paths))
-    if not documents:
-        print("korag ingest: no documents found in " + ", ".join(args.paths), file=sys.stderr)
-        return EXIT_FAILED_DOCUMENTS
-    from ingest.pipeline import DocumentInfo
+    from ingest.pipeline import DocumentInfo, doc_id_for
+    from korag.types import IngestResult
 
     info = DocumentInfo(tenant=args.tenant, meta=tuple(_pairs(args.meta, "--meta")))
-    if settings.broker_url is None:
+    if args.timeout <= 0:
+        raise ValueError("--timeout takes a number of seconds above 0")
+    found = list(scan(args.paths))
+    documents = [(f.path, f.source) for f in found if f.problem is None]
+    skipped = [IngestResult(f.source, doc_id_for(f.source, info.tenant), "failed", error=f.problem)
+               for f in found if f.problem is not None]
+    if not found:
+        print("korag ingest: no documents found in " + ", ".join(printable(p) for p in args.paths), file=sys.stderr)
+        return EXIT_FAILED_DOCUMENTS
+    if not documents:
+        results: Iterable = []
+    elif settings.broker_url is None:
         results = _ingest_in_process(documents, settings, info, show_progress=True)
     else:
-        results = _ingest_queued(documents, settings, info, wait=args.wait)
-    failed = 0
-    for result in results:
-        failed += result.status == "failed"
+        results = _ingest_queued(documents, settings, info, wait=args.wait, timeout_s=args.timeout)
+    failed = total = 0
+    for result in itertools.chain(skipped, results):
+        total += 1
+        failed += result.status == "failed" or result.error is not None
         if args.json:
             print_json(result.to_json())
-        elif result.status == "failed":
-            print(f"failed   {result.source}: {result.error}")
+        elif result.error is not None:
+            print(f"{result.status:<8} {printable(result.source)}: {printable(result.error)}")
         else:
-            print(f"{result.status:<8} {result.source}  ({result.chunks} chunks, doc_id {result.doc_id})")
+            print(f"{result.status:<8} {printable(result.source)}  ({result.chunks} chunks, doc_id {result.doc_id})")
     if not args.json:
-        print(f"{len(documents) - failed} of {len(documents)} documents ok", file=sys.stderr)
+        print(f"{total - failed} of {total} documents ok", file=sys.stderr)
     return EXIT_FAILED_DOCUMENTS if failed else 0
 
 
 def _pairs(values: list[str] | None, flag: str) -> list[tuple[str, str]]:
     pairs = []
-    for value in values or []:
+    for value in values if values is not None else []:
         key, sep, val = value.partition("=")
         if not sep or not key:
             raise ValueError(f"{flag} takes key=value, got {value!r}")
@@ -96,12 +180,14 @@ def _pairs(values: list[str] | None, flag: str) -> list[tuple[str, str]]:
 def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, info, show_progress: bool) -> Iterator:
     from ingest.embedder import Embedder
     from ingest.pipeline import Pipeline, doc_id_for
+    from korag.lifecycle import reap_dead_owners
     from korag.store import store_session
     from korag.types import IngestResult
 
     embedder = Embedder.load(settings)
     with store_session(settings, wait_s=STORE_WAIT_S) as store:
         pipeline = Pipeline.build(embedder, store, settings)
+        reap_dead_owners(pipeline.registry)
         for path, source in progress(documents, show_progress, "ingest"):
             try:
                 yield pipeline.ingest_path(path, source, info=info)
@@ -109,20 +195,25 @@ def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, in
                 yield IngestResult(source, doc_id_for(source, info.tenant), "failed", error=f"{type(exc).__name__}: {exc}")
 
 
-def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, info, wait: bool) -> Iterator:
+def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, info, wait: bool,
+                   timeout_s: float) -> Iterator:
     from korag.blobs import BlobStore
     from korag.registry import DocumentRegistry
     from korag.store import store_session
     from workers.app import create_app
-    from workers.client import enqueue
+    from workers.client import check_broker, enqueue, wait_all
 
     app = create_app(settings)
+    check_broker(app)  # before anything is recorded as queued
     blobs = BlobStore(settings.blobs_path)
     with store_session(settings, wait_s=STORE_WAIT_S) as store:
         registry = DocumentRegistry(store.client, store.collection)
         sent = [enqueue(app, blobs, registry, path, source, settings.max_file_bytes, info) for path, source in documents]
-    for item in progress(sent, wait, "wait"):
-        yield item.wait() if wait else item.pending_result()
+    if wait:
+        yield from wait_all(progress(sent, True, "wait"), timeout_s)
+    else:
+        for item in sent:
+            yield item.pending_result()
 
 
 def _open_retriever(settings: Settings, stack):
@@ -140,20 +231,28 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
     from retrieval.context import citation
 
+    check_tenant(args.tenant)
     filters = dict(_pairs(args.filter, "--filter")) or None
+    build_filter(filters)  # refuse an unusable key before the model loads
     with ExitStack() as stack:
-        results = _open_retriever(settings, stack).search(
-            args.query, k=args.k, filters=filters, mode=args.mode, tenant=args.tenant
-        )
+        retriever = _open_retriever(settings, stack)
+        response = retriever.search_with_notes(args.query, k=args.k, filters=filters, mode=args.mode,
+                                               tenant=args.tenant)
+        results = response.results
+        empty = not results and (not retriever.store.exists() or retriever.store.count() == 0)
     if args.json:
-        print_json({"query": args.query, "results": [r.to_json() for r in results]})
+        print_json({"query": args.query, "results": [r.to_json() for r in results], "notice": response.notice})
         return 0
-    if not results:
-        print("no results (is anything ingested into collection %r?)" % settings.collection)
+    if response.notice is not None:
+        print(f"note: {response.notice}", file=sys.stderr)
+    if empty:
+        print("no results: collection %r is empty (ingest documents with `korag ingest PATH`)" % settings.collection)
+    elif not results:
+        print("no results")
     for rank, result in enumerate(results, start=1):
         snippet = " ".join(result.text.split())
         snippet = snippet if len(snippet) <= 200 else snippet[:199] + "…"
-        print(f"{rank:>2}. {result.score:.4f}  {citation(result)}\n    {snippet}")
+        print(f"{rank:>2}. {result.score:.4f}  {citation(result)}\n    {printable(snippet)}")
     return 0
 
 
@@ -169,8 +268,9 @@ def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
                 print_json({"id": chunk.id, "text": chunk.text, "metadata": chunk.metadata})
             else:
                 meta = chunk.metadata
-                print(f"{meta.get('source')} #{meta.get('chunk_index')} ({meta.get('token_count')} tokens) {chunk.id}")
-                print("    " + " ".join(chunk.text.split())[:200])
+                print(f"{printable(meta.get('source'))} #{meta.get('chunk_index')} ({meta.get('token_count')} tokens) "
+                      f"{chunk.id}")
+                print("    " + printable(" ".join(chunk.text.split())[:200]))
     return 0
 
 
@@ -199,7 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wait", action="store_true", help="with a broker: wait for the workers' results")
     p.add_argument("--json", action="store_true", help="one JSON object per document per line")
     p.add_argument("--tenant", help="the tenant these documents belong to")
-    p.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata stored with every chunk (repeatable)")
+    p.add_argument("--meta", action="append", metavar="KEY=VALUE",
+                   help="metadata stored with every chunk (repeatable); korag's own fields and keys with . [ ] \" "
+                        "are refused")
+    p.add_argument("--timeout", type=float, default=DEFAULT_WAIT_S, metavar="SECONDS",
+                   help=f"with --wait: stop waiting after this long in all (default {DEFAULT_WAIT_S:g}); documents "
+                        "without a result are reported queued, with an error")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("search", help="top-k chunks for a question")
@@ -208,7 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], help="default: KORAG_SEARCH_MODE (hybrid)")
     p.add_argument("--tenant", help="search only this tenant's documents")
-    p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="metadata must match (repeatable)")
+    p.add_argument("--filter", action="append", metavar="KEY=VALUE",
+                   help="metadata must match (repeatable); 3 also matches the number 3, true the boolean")
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("chunks", help="list stored chunks")
@@ -256,15 +362,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
         return args.func(args, settings)
-    except KoragError as exc:
-        print(f"korag {args.command}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except (ValueError, FileNotFoundError) as exc:  # settings validation, bad arguments, missing dataset
-        print(f"korag {args.command}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except BrokenPipeError:  # `korag chunks --json | head`: the reader left, not an error
         sys.stdout = open(os.devnull, "w")
         return 0
+    except (KoragError, ValueError, OSError) as exc:
+        # Setup errors (store, broker, model, settings, bad arguments, a missing dataset): one line,
+        # exit 2. A document's own failure never gets here; it is reported per document.
+        print(f"korag {args.command}: {printable(exc)}", file=sys.stderr)
+        return EXIT_ERROR
 
 
 if __name__ == "__main__":

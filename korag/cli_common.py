@@ -9,6 +9,7 @@ from collections.abc import Iterable
 EXIT_FAILED_DOCUMENTS = 1
 EXIT_ERROR = 2
 STORE_WAIT_S = 60.0  # embedded Qdrant: how long to wait for a worker to release the directory
+DEFAULT_WAIT_S = 600.0  # `ingest --wait`: how long to wait for the workers' results in all
 
 
 def print_json(obj: object) -> None:

@@ -6,15 +6,19 @@ import argparse
 import sys
 
 from korag.cli_common import EXIT_FAILED_DOCUMENTS, STORE_WAIT_S, print_json
+from korag.metadata import printable
 from korag.settings import Settings
 
 
 def _registry_session(settings: Settings, stack):
+    from korag.lifecycle import reap_dead_owners
     from korag.registry import DocumentRegistry
     from korag.store import store_session
 
     store = stack.enter_context(store_session(settings, wait_s=STORE_WAIT_S))
-    return store, DocumentRegistry(store.client, store.collection)
+    registry = DocumentRegistry(store.client, store.collection)
+    reap_dead_owners(registry)  # an in-process ingest that was killed shows as failed at once
+    return store, registry
 
 
 def _when(ts: float | None) -> str:
@@ -33,8 +37,8 @@ def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print_json(r.to_json())
         else:
-            print(f"{r.status:<9} v{r.version:<3} {r.chunks:>5} chunks  {_when(r.updated_at)}  {r.doc_id}  {r.source}"
-                  + (f"\n          error: {r.error}" if r.error else ""))
+            print(f"{r.status:<9} v{r.version:<3} {r.chunks:>5} chunks  {_when(r.updated_at)}  {r.doc_id}  "
+                  f"{printable(r.source)}" + (f"\n          error: {printable(r.error)}" if r.error else ""))
     return 0
 
 
@@ -49,14 +53,14 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         if args.doc_id:
             record = registry.get(args.doc_id)
             if record is None:
-                print(f"korag status: no document {args.doc_id}", file=sys.stderr)
+                print(f"korag status: no document {printable(args.doc_id)}", file=sys.stderr)
                 return EXIT_FAILED_DOCUMENTS
             if args.json:
                 print_json(record.to_json())
             else:
-                print(f"{record.doc_id}  {record.source}\n  status {record.status}, version {record.version}, "
-                      f"{record.chunks} chunks, updated {_when(record.updated_at)}"
-                      + (f"\n  error: {record.error}" if record.error else ""))
+                print(f"{record.doc_id}  {printable(record.source)}\n  status {record.status}, version "
+                      f"{record.version}, {record.chunks} chunks, updated {_when(record.updated_at)}"
+                      + (f"\n  error: {printable(record.error)}" if record.error else ""))
             return 0
         counts = Counter(r.status for r in registry.all())
     total = sum(counts.values())
@@ -72,17 +76,18 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import ExitStack
 
+    from korag.lifecycle import delete_document
+
     with ExitStack() as stack:
         store, registry = _registry_session(settings, stack)
-        known = registry.get(args.doc_id) is not None
-        deleted = store.delete_document(args.doc_id)
-        registry.delete(args.doc_id)
+        deletion = delete_document(store, registry, args.doc_id)  # leaves a tombstone for queued messages
+    deleted = deletion.deleted_chunks
     if args.json:
         print_json({"doc_id": args.doc_id, "deleted_chunks": deleted})
     else:
-        print(f"deleted {args.doc_id}: {deleted} chunks")
-    if not known and not deleted:
-        print(f"korag delete: no document {args.doc_id}", file=sys.stderr)
+        print(f"deleted {printable(args.doc_id)}: {deleted} chunks")
+    if not deletion.known:
+        print(f"korag delete: no document {printable(args.doc_id)}", file=sys.stderr)
         return EXIT_FAILED_DOCUMENTS
     return 0
 
@@ -104,5 +109,5 @@ def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
         if args.json:
             print_json({"doc_id": r.doc_id, "source": r.source, "status": r.status})
         else:
-            print(f"{r.status:<8} {r.source} ({r.doc_id})")
+            print(f"{r.status:<8} {printable(r.source)} ({r.doc_id})")
     return 0

@@ -15,6 +15,7 @@ TUNE_RRF_KS = (2, 5, 10, 30, 60)
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.embedder import Embedder
+    from korag.store import Fusion
     from retrieval.evaluation import Dataset, Evaluation
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
@@ -26,7 +27,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     print(f"ingesting {len(dataset.corpus)} passages of {dataset.name} ...", file=sys.stderr)
     evaluation.ingest()
     reports = {mode: evaluation.run_mode(mode, args.k).to_json() for mode in modes}
-    fusion = settings.fusion()
+    fusion = Fusion.from_settings(settings)
     out: dict = {
         "dataset": dataset.name,
         "modes": reports,

@@ -5,10 +5,22 @@ restart of any process and is visible to every worker and client, with no furthe
 
 States: queued → parsing → embedding → indexed, or failed (with the reason). A record also
 keeps what is needed to run the document again (blob digest, file name, tenant, metadata).
+
+**Ownership.** Every ingest (and every deletion) is a *request* with a sequence number taken
+when it was made (``new_seq``: nanoseconds). The newest request owns the document:
+:meth:`DocumentRegistry.claim` takes ownership only from an older request, and every later
+write of the owner is a compare-and-set on its request id (:meth:`DocumentRegistry.write`), done
+by Qdrant itself with a conditional upsert (``update_filter``), so it holds across processes and
+machines. A request that lost ownership learns it at its next write and stops; it never
+overwrites the newer request's record. A deletion is a request too: it leaves a *tombstone*
+record (status ``deleted``, hidden from listings) so that messages already queued for the
+document find themselves superseded instead of bringing it back.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,8 +30,43 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 UNFINISHED = ("queued", "parsing", "embedding")
+MID_FLIGHT = ("parsing", "embedding")
 STATES = (*UNFINISHED, "indexed", "failed")
+DELETED = "deleted"  # a tombstone: the document was deleted; hidden from get() and all()
 _NAMESPACE = uuid.UUID("9a3c9a48-2f57-4d0e-8d0f-6b6f7261670c")
+
+
+_last_seq = 0
+
+
+def new_seq() -> int:
+    """The sequence number of a new request: later requests get larger numbers. Wall-clock
+    microseconds (so requests made on different machines order by when they were made), strictly
+    increasing within a process, and exact as a float (Qdrant's range filters compare floats)."""
+    global _last_seq
+    _last_seq = max(time.time_ns() // 1000, _last_seq + 1)
+    return _last_seq
+
+
+def this_process() -> str:
+    """Who runs an in-process ingest: ``host:pid``, so a later run can tell it died."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def process_alive(owner: str | None) -> bool | None:
+    """Is the process named by :func:`this_process` still running? None: cannot tell (another host)."""
+    if not owner:
+        return None
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass
@@ -33,16 +80,21 @@ class DocumentRecord:
     chunks: int = 0
     error: str | None = None
     crashes: int = 0  # deliveries that found the document mid-flight (a worker died on it)
-    request: str | None = None  # the queued request being worked on; redeliveries carry the same id
+    request: str | None = None  # the request that owns the document (newest wins)
+    seq: int | None = None  # the owning request's sequence number
+    attempt: str | None = None  # "request:retries" of the delivery working on it (a retry is not a crash)
+    owner: str | None = None  # host:pid of an in-process ingest, to tell a dead one
+    indexed_seq: int | None = None  # ingest_seq of the indexed version's chunks
+    settings_key: str | None = None  # the chunk-shaping settings the indexed version was made with
     blob: str | None = None
     filename: str | None = None
-    meta: dict[str, str] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     indexed_at: float | None = None
 
     def __post_init__(self) -> None:
-        if self.status not in STATES:
+        if self.status not in STATES and self.status != DELETED:
             raise ValueError(f"unknown document status {self.status!r}")
 
     def to_json(self) -> dict[str, Any]:
@@ -54,75 +106,104 @@ class DocumentRecord:
         return cls(**{k: v for k, v in payload.items() if k in known})
 
 
+def _match(key: str, value: Any) -> models.FieldCondition:
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+
 class DocumentRegistry:
     def __init__(self, client: QdrantClient, collection: str) -> None:
         self.client = client
         self.collection = f"{collection}-documents"
+        self._ensured = False
 
     @staticmethod
     def _id(doc_id: str) -> str:
         return str(uuid.uuid5(_NAMESPACE, doc_id))
 
     def ensure(self) -> None:
+        if self._ensured:
+            return
         if not self.client.collection_exists(self.collection):
             self.client.create_collection(self.collection, vectors_config={})
+        self._ensured = True
 
-    def get(self, doc_id: str) -> DocumentRecord | None:
-        if not self.client.collection_exists(self.collection):
+    # -- reads ------------------------------------------------------------------------------------
+    def get(self, doc_id: str, include_deleted: bool = False) -> DocumentRecord | None:
+        if not self._ensured and not self.client.collection_exists(self.collection):
             return None
         found = self.client.retrieve(self.collection, [self._id(doc_id)], with_payload=True)
-        return DocumentRecord.from_payload(found[0].payload) if found else None
+        if not found:
+            return None
+        record = DocumentRecord.from_payload(found[0].payload)
+        return record if include_deleted or record.status != DELETED else None
 
-    def put(self, record: DocumentRecord) -> DocumentRecord:
+    def all(self, status: str | None = None) -> Iterator[DocumentRecord]:
+        if not self.client.collection_exists(self.collection):
+            return
+        condition = models.Filter(must=[_match("status", status)]) if status is not None else None
+        offset = None
+        while True:
+            points, offset = self.client.scroll(self.collection, scroll_filter=condition, limit=256, offset=offset)
+            for point in points:
+                record = DocumentRecord.from_payload(point.payload or {})
+                if record.status != DELETED:
+                    yield record
+            if offset is None:
+                return
+
+    # -- writes -----------------------------------------------------------------------------------
+    def _upsert(self, record: DocumentRecord, condition: models.Filter | None) -> None:
         self.ensure()
         record.updated_at = time.time()
         self.client.upsert(
             self.collection,
             points=[models.PointStruct(id=self._id(record.doc_id), vector={}, payload=record.to_json())],
+            update_filter=condition,
             wait=True,
         )
+
+    def put(self, record: DocumentRecord) -> DocumentRecord:
+        """Unconditional write: for records no request owns (tests, migration)."""
+        self._upsert(record, None)
         return record
 
-    def update(self, doc_id: str, **changes: Any) -> DocumentRecord:
-        record = self.get(doc_id)
-        if record is None:
-            raise KeyError(doc_id)
-        for key, value in changes.items():
-            if not hasattr(record, key):
-                raise AttributeError(key)
-            setattr(record, key, value)
-        if record.status not in STATES:
-            raise ValueError(f"unknown document status {record.status!r}")
-        return self.put(record)
+    def claim(self, record: DocumentRecord) -> bool:
+        """Make ``record.request`` (with ``record.seq``) the owner, unless a newer request
+        already owns the document. Returns whether it now owns it."""
+        if record.request is None or record.seq is None:
+            raise ValueError("a claim needs a request id and a sequence number")
+        older = models.Filter(should=[
+            models.FieldCondition(key="seq", range=models.Range(lt=record.seq)),
+            models.IsEmptyCondition(is_empty=models.PayloadField(key="seq")),
+            models.IsNullCondition(is_null=models.PayloadField(key="seq")),
+        ])
+        self._upsert(record, older)
+        return self.owns(record.doc_id, record.request)
+
+    def write(self, record: DocumentRecord) -> bool:
+        """Compare-and-set: write ``record`` only while its request still owns the document.
+        Returns False (and writes nothing) when a newer request took it over. A record no request
+        owns (written by a korag before requests existed) is written as it is."""
+        if record.request is None:
+            self._upsert(record, None)
+            return True
+        self._upsert(record, models.Filter(must=[_match("request", record.request)]))
+        return self.owns(record.doc_id, record.request)
+
+    def owns(self, doc_id: str, request: str) -> bool:
+        current = self.get(doc_id, include_deleted=True)
+        return current is not None and current.request == request
 
     def delete(self, doc_id: str) -> None:
+        """Remove the record outright (tombstones included)."""
         if self.client.collection_exists(self.collection):
             self.client.delete(self.collection, points_selector=[self._id(doc_id)], wait=True)
-
-    def all(self, status: str | None = None) -> Iterator[DocumentRecord]:
-        if not self.client.collection_exists(self.collection):
-            return
-        condition = (
-            models.Filter(must=[models.FieldCondition(key="status", match=models.MatchValue(value=status))])
-            if status is not None
-            else None
-        )
-        offset = None
-        while True:
-            points, offset = self.client.scroll(self.collection, scroll_filter=condition, limit=256, offset=offset)
-            for point in points:
-                yield DocumentRecord.from_payload(point.payload or {})
-            if offset is None:
-                return
-
-
-MID_FLIGHT = ("parsing", "embedding")
 
 
 def note_interruption(registry: DocumentRegistry, record: DocumentRecord, max_crashes: int) -> bool:
     """``record`` was found mid-flight by someone who knows no worker is on it any more (a new
-    delivery, or the sweeper): its last worker died. Count that once; past ``max_crashes``,
-    fail the document. Returns True when it gave up."""
+    delivery of the same attempt, or the sweeper): its last worker died. Count that once; past
+    ``max_crashes``, fail the document. Returns True when it gave up."""
     record.crashes += 1
     gave_up = record.crashes >= max_crashes
     if gave_up:
@@ -133,5 +214,5 @@ def note_interruption(registry: DocumentRegistry, record: DocumentRecord, max_cr
         )
     else:
         record.status = "queued"
-    registry.put(record)
+    registry.write(record)
     return gave_up

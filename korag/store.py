@@ -33,6 +33,7 @@ SPARSE = "sparse"  # Kiwi BM25 term weights; Qdrant applies IDF at query time
 _POINT_NAMESPACE = uuid.UUID("6f2b1c1e-6d1f-4d38-9b8e-6b6f7261670a")
 _INDEXED_FIELDS = ("doc_id", "source")
 TENANT_FIELD = "tenant"
+SEQ_FIELD = "ingest_seq"  # the sequence number of the request that wrote a chunk
 
 
 @dataclass(frozen=True)
@@ -46,10 +47,35 @@ class Fusion:
     k: int = 2
     prefetch: int = 50
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Fusion":
+        return cls(settings.fusion_dense_weight, settings.fusion_sparse_weight, settings.fusion_k, settings.fusion_prefetch)
 
-def point_id(doc_id: str, chunk_index: int) -> str:
-    """Deterministic: a redelivered task rewrites the same points instead of adding new ones."""
-    return str(uuid.uuid5(_POINT_NAMESPACE, f"{doc_id}:{chunk_index}"))
+
+def point_id(doc_id: str, chunk_index: int, request: str | None = None) -> str:
+    """Deterministic per request: a redelivered task rewrites the same points instead of adding
+    new ones, and two requests for one document (two versions) never write over each other."""
+    key = f"{doc_id}:{chunk_index}" if request is None else f"{doc_id}:{request}:{chunk_index}"
+    return str(uuid.uuid5(_POINT_NAMESPACE, key))
+
+
+def _doc(doc_id: str) -> models.FieldCondition:
+    return models.FieldCondition(key="metadata.doc_id", match=models.MatchValue(value=doc_id))
+
+
+def _version(doc_id: str, content_hash: str, seq: int | None) -> models.Filter:
+    must = [_doc(doc_id), models.FieldCondition(key="metadata.content_hash", match=models.MatchValue(value=content_hash))]
+    if seq is not None:
+        must.append(models.FieldCondition(key=f"metadata.{SEQ_FIELD}", match=models.MatchValue(value=seq)))
+    return models.Filter(must=must)
+
+
+def _older_than(seq: int) -> models.Filter:
+    """Chunks written by a request older than ``seq`` (or by korag before requests had one)."""
+    return models.Filter(should=[
+        models.FieldCondition(key=f"metadata.{SEQ_FIELD}", range=models.Range(lt=seq)),
+        models.IsEmptyCondition(is_empty=models.PayloadField(key=f"metadata.{SEQ_FIELD}")),
+    ])
 
 
 def open_client(settings: Settings) -> QdrantClient:
@@ -58,15 +84,50 @@ def open_client(settings: Settings) -> QdrantClient:
     if settings.qdrant_url == ":memory:":
         return QdrantClient(location=":memory:")
     if settings.qdrant_url is not None:
-        return QdrantClient(url=settings.qdrant_url, api_key=settings.qdrant_api_key)
-    settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+        key = settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key is not None else None
+        return QdrantClient(url=settings.qdrant_url, api_key=key)
+    import json
+    import pickle
+    import sqlite3
+
+    from korag.errors import StoreError
+
+    path = settings.qdrant_path
     try:
-        return QdrantClient(path=str(settings.qdrant_path))
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # KORAG_DATA_DIR is a file, or not writable
+        raise StoreError(
+            f"embedded Qdrant storage {path} cannot be created: {exc.strerror or exc} (KORAG_DATA_DIR="
+            f"{settings.data_dir} must be a writable directory)"
+        ) from exc
+    try:
+        return QdrantClient(path=str(path))
     except RuntimeError as exc:  # portalocker: "already accessed by another instance"
         raise StoreBusyError(
-            f"embedded Qdrant storage {settings.qdrant_path} is in use by another process ({exc}); "
+            f"embedded Qdrant storage {path} is in use by another process ({exc}); "
             "the embedded engine allows one process at a time: stop the other process, or run a "
             "Qdrant server and set KORAG_QDRANT_URL"
+        ) from exc
+    except (OSError, ValueError, KeyError, TypeError, sqlite3.DatabaseError, pickle.UnpicklingError, EOFError) as exc:
+        # Name the broken file: meta.json (the collection list) or a collection's storage.sqlite.
+        broken = path / "meta.json"
+        try:
+            json.loads(broken.read_text(encoding="utf-8"))["collections"]
+            for db in sorted(path.glob("collection/*/storage.sqlite")):
+                broken = db
+                conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+                try:
+                    row = conn.execute("SELECT point FROM points LIMIT 1").fetchone()
+                    if row is not None:
+                        pickle.loads(row[0])
+                finally:
+                    conn.close()
+            broken = path
+        except Exception:
+            pass
+        raise StoreError(
+            f"embedded Qdrant storage {path} cannot be opened: {broken} is damaged or unreadable "
+            f"({type(exc).__name__}: {exc}); restore it from a backup, or move {path} away and ingest again"
         ) from exc
 
 
@@ -75,16 +136,10 @@ def _sparse(vector: Any) -> models.SparseVector:
 
 
 def _filter(filters: dict[str, Any] | None) -> models.Filter | None:
-    if not filters:
-        return None
-    must = []
-    for key, value in filters.items():
-        field = f"metadata.{key}"
-        if isinstance(value, (list, tuple, set)):
-            must.append(models.FieldCondition(key=field, match=models.MatchAny(any=list(value))))
-        else:
-            must.append(models.FieldCondition(key=field, match=models.MatchValue(value=value)))
-    return models.Filter(must=must)
+    """Typed: ``{"page_number": "3"}`` matches a stored 3 and a stored "3" (korag.metadata)."""
+    from korag.metadata import build_filter
+
+    return build_filter(filters)
 
 
 class QdrantStore:
@@ -109,6 +164,9 @@ class QdrantStore:
                     self.client.create_payload_index(
                         self.collection, f"metadata.{field}", models.PayloadSchemaType.KEYWORD
                     )
+                self.client.create_payload_index(
+                    self.collection, f"metadata.{SEQ_FIELD}", models.PayloadSchemaType.INTEGER
+                )
                 self.client.create_payload_index(
                     self.collection,
                     f"metadata.{TENANT_FIELD}",
@@ -153,20 +211,46 @@ class QdrantStore:
         for start in range(0, len(points), self.upsert_batch_size):
             self.client.upsert(self.collection, points=points[start : start + self.upsert_batch_size], wait=True)
 
-    def delete_other_versions(self, doc_id: str, content_hash: str) -> None:
-        """After a new version is written: remove the document's chunks of any other content."""
-        selector = models.Filter(
-            must=[models.FieldCondition(key="metadata.doc_id", match=models.MatchValue(value=doc_id))],
-            must_not=[models.FieldCondition(key="metadata.content_hash", match=models.MatchValue(value=content_hash))],
-        )
+    def delete_older_versions(self, doc_id: str, seq: int) -> None:
+        """After a request's version is recorded as indexed: remove the document's chunks written
+        by older requests. Chunks of a newer request are never touched."""
+        selector = models.Filter(must=[_doc(doc_id), _older_than(seq)])
         self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
 
-    def delete_document(self, doc_id: str) -> int:
-        """Remove every chunk of a document; returns how many there were."""
+    def delete_version(self, doc_id: str, seq: int) -> None:
+        """Remove the chunks one request wrote (it lost the document to a newer request)."""
+        selector = models.Filter(must=[_doc(doc_id), models.FieldCondition(
+            key=f"metadata.{SEQ_FIELD}", match=models.MatchValue(value=seq))])
+        self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
+
+    def count_version(self, doc_id: str, content_hash: str, seq: int | None) -> int:
+        """Chunks stored for one indexed version (``seq`` None: written before requests had one)."""
+        return self.client.count(self.collection, count_filter=_version(doc_id, content_hash, seq), exact=True).count
+
+    def version_metadata(self, doc_id: str, content_hash: str, seq: int | None) -> dict[str, Any] | None:
+        """The metadata of one stored chunk of a version (they all carry the same caller metadata)."""
+        points, _ = self.client.scroll(self.collection, scroll_filter=_version(doc_id, content_hash, seq), limit=1,
+                                       with_payload=True)
+        return (points[0].payload or {}).get("metadata", {}) if points else None
+
+    def update_metadata(self, doc_id: str, values: dict[str, Any], remove: Sequence[str] = ()) -> None:
+        """Change the caller's metadata on every chunk of a document, without embedding again."""
+        selector = models.FilterSelector(filter=models.Filter(must=[_doc(doc_id)]))
+        if remove:
+            self.client.delete_payload(self.collection, keys=[f"metadata.{k}" for k in remove], points=selector, wait=True)
+        if values:
+            self.client.set_payload(self.collection, payload=values, points=selector, key="metadata", wait=True)
+
+    def delete_document(self, doc_id: str, before_seq: int | None = None) -> int:
+        """Remove every chunk of a document (written by a request older than ``before_seq``,
+        when given); returns how many there were."""
         if not self.exists():
             return 0
-        count = self.count({"doc_id": doc_id})
-        selector = models.Filter(must=[models.FieldCondition(key="metadata.doc_id", match=models.MatchValue(value=doc_id))])
+        must: list[Any] = [_doc(doc_id)]
+        if before_seq is not None:
+            must.append(_older_than(before_seq))
+        selector = models.Filter(must=must)
+        count = self.client.count(self.collection, count_filter=selector, exact=True).count
         self.client.delete(self.collection, points_selector=models.FilterSelector(filter=selector), wait=True)
         return count
 

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from korag.metadata import printable
 from korag.types import SearchResult
 
 
 def citation(result: SearchResult) -> str:
+    """``규정.pdf, p. 3, 제2장``; unprintable characters of a file name or section are escaped."""
     meta = result.metadata
-    parts = [str(meta.get("source", "?"))]
+    parts = [printable(meta.get("source", "?"))]
     if meta.get("page_number") is not None:
-        parts.append(f"p. {meta['page_number']}")
+        parts.append(f"p. {printable(meta['page_number'])}")
     if meta.get("section"):
-        parts.append(str(meta["section"]))
+        parts.append(printable(meta["section"]))
     return ", ".join(parts)
 
 

@@ -120,7 +120,7 @@ class Evaluation:
         Each channel is queried once per query; the fusion is then recomputed here for every
         setting with Qdrant's own weighted-RRF formula (``rrf_score``), so a grid costs two
         searches per query, not two per query and setting."""
-        base = self.settings.fusion()
+        base = Fusion.from_settings(self.settings)
         channels: dict[str, tuple[list, list]] = {}
         sources: dict[str, str] = {}
         for qid in self.dataset.qrels:

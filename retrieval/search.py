@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from ingest.embedder import Embedder
 from ingest.sparse import SparseEncoder
 from korag.errors import StoreError
+from korag.metadata import check_tenant
 from korag.store import MODES, Fusion, QdrantStore
 from korag.types import SearchResult
+
+
+@dataclass(frozen=True)
+class SearchResponse:
+    """Results, and a note for the caller when the query had to be adapted (cut for the dense channel)."""
+
+    results: list[SearchResult]
+    notice: str | None = None
 
 
 class Retriever:
@@ -39,7 +49,8 @@ class Retriever:
 
     @classmethod
     def from_settings(cls, embedder: Embedder, store: QdrantStore, settings) -> "Retriever":
-        return cls(embedder, store, settings.sparse_encoder(), settings.search_mode, settings.fusion())
+        return cls(embedder, store, SparseEncoder.from_settings(settings), settings.search_mode,
+                   Fusion.from_settings(settings))
 
     def search(
         self,
@@ -50,8 +61,21 @@ class Retriever:
         tenant: str | None = None,
     ) -> list[SearchResult]:
         """Top ``k`` chunks for ``query``, best first. ``filters`` match metadata fields exactly
-        (a list value matches any of its items), e.g. ``{"source": "규정.pdf"}``; ``tenant``
-        restricts the search to that tenant's documents; ``mode`` is dense, sparse or hybrid."""
+        (a list value matches any of its items; ``"3"`` also matches a stored 3, ``"true"`` a stored
+        True), e.g. ``{"source": "규정.pdf"}``; ``tenant`` restricts the search to that tenant's
+        documents; ``mode`` is dense, sparse or hybrid. A query longer than the model's limit is
+        cut for the dense channel only (see :meth:`search_with_notes` to learn when)."""
+        return self.search_with_notes(query, k, filters, mode, tenant).results
+
+    def search_with_notes(
+        self,
+        query: str,
+        k: int = 5,
+        filters: dict[str, Any] | None = None,
+        mode: str | None = None,
+        tenant: str | None = None,
+    ) -> SearchResponse:
+        """:meth:`search`, plus a notice when the query was cut to fit the dense channel."""
         mode = mode if mode is not None else self.mode
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
@@ -59,15 +83,18 @@ class Retriever:
             raise ValueError("k must be >= 1")
         if not query.strip():
             raise ValueError("empty query")
+        check_tenant(tenant)
         if not self.store.exists():
-            return []
+            return SearchResponse([])
         if tenant is not None:
-            filters = {**(filters or {}), "tenant": tenant}
+            filters = {**(filters if filters is not None else {}), "tenant": tenant}
         if mode != "dense" and not self._has_sparse():
             raise StoreError(
                 f"collection {self.store.collection!r} has no keyword (sparse) vectors: it was created by an "
                 "older korag; search with --mode dense, or re-ingest into a new collection"
             )
-        vector = self.embedder.embed_queries([query])[0] if mode != "sparse" else None
+        fit = self.embedder.fit_query(query) if mode != "sparse" else None
+        vector = self.embedder.embed_queries([fit.text])[0] if fit is not None else None
         sparse = self.sparse.encode_query(query) if mode != "dense" else None
-        return self.store.search(vector, k, filters, sparse=sparse, mode=mode, fusion=self.fusion)
+        results = self.store.search(vector, k, filters, sparse=sparse, mode=mode, fusion=self.fusion)
+        return SearchResponse(results, fit.notice() if fit is not None else None)

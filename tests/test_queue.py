@@ -79,3 +79,28 @@ def test_without_wait_documents_are_reported_queued(tmp_path, env, worker):
             break
         time.sleep(1)
     assert listed.stdout.strip(), "the worker never indexed the queued document"
+
+
+def test_deleting_a_queued_document_outlives_its_message(tmp_path, env):
+    """`korag delete` while the document waits in the queue (no worker yet); then a worker starts
+    and takes the message: the document stays deleted."""
+    docs.make_markdown(tmp_path / "a.md")
+    queued = korag_cli(["ingest", "a.md", "--json"], env, tmp_path)
+    (line,) = [json.loads(l) for l in queued.stdout.splitlines()]
+    assert line["status"] == "queued", queued.stderr
+    deleted = korag_cli(["delete", line["doc_id"], "--json"], env, tmp_path)
+    assert deleted.returncode == 0, deleted.stderr
+    w = Worker(env, tmp_path, tmp_path / "worker.log").start()
+    try:
+        docs.make_text(tmp_path / "b.txt", text="두 번째 문서입니다. 이 문서는 남습니다.")
+        after = korag_cli(["ingest", "b.txt", "--wait", "--json"], env, tmp_path)  # queued behind a.md
+        assert json.loads(after.stdout)["status"] == "indexed", after.stderr
+    finally:
+        w.stop()
+    assert "deleted before it was ingested" in (tmp_path / "worker.log").read_text()
+    listed = korag_cli(["docs", "--json"], env, tmp_path)
+    assert [json.loads(l)["source"] for l in listed.stdout.splitlines()] == ["b.txt"]
+    chunks = korag_cli(["chunks", "--doc-id", line["doc_id"], "--json"], env, tmp_path)
+    assert chunks.stdout.strip() == ""
+    status = korag_cli(["status", line["doc_id"], "--json"], env, tmp_path)
+    assert status.returncode != 0 and "no document" in status.stderr

@@ -6,6 +6,7 @@ import pytest
 
 from ingest.pipeline import Pipeline
 from korag.errors import ModelMismatchError
+from korag.registry import DocumentRegistry
 from korag.store import QdrantStore, open_client, point_id
 from retrieval import Retriever, format_context
 from tests import documents as docs
@@ -49,7 +50,9 @@ def test_long_document_is_chunked_and_its_last_sentence_is_retrievable(tmp_path,
 def test_payload_has_the_langchain_layout_and_metadata(tmp_path, pipeline, store):
     result = pipeline.ingest_path(docs.make_pdf(tmp_path / "a.pdf", [["제1장 총칙", "첫 쪽입니다."], [docs.SECRET_SENTENCE]]))
     (point,) = [c for c in store.iter_chunks({"doc_id": result.doc_id})]
-    assert point.id == point_id(result.doc_id, 0)
+    record = DocumentRegistry(store.client, store.collection).get(result.doc_id)
+    assert point.id == point_id(result.doc_id, 0, record.request)  # a redelivery of the request rewrites it
+    assert point.metadata["ingest_seq"] == record.seq == record.indexed_seq
     for key in ("doc_id", "source", "chunk_index", "token_count", "page_number", "section", "content_hash"):
         assert key in point.metadata
     assert point.metadata["page_number"] == 1

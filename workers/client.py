@@ -3,19 +3,47 @@
 
 from __future__ import annotations
 
-import uuid
+import os
+import stat
+import time
+import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 from celery import Celery
+from celery.exceptions import OperationalError
+from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
 from ingest.pipeline import DocumentInfo, doc_id_for, too_large
 from korag.blobs import BlobStore
-from korag.registry import DocumentRecord, DocumentRegistry
+from korag.errors import KoragError
+from korag.lifecycle import queue_request
+from korag.registry import DocumentRegistry
 from korag.types import IngestResult
 
 TASK_NAME = "korag.ingest_document"
+BROKER_PROBE_S = 3.0
+
+
+class BrokerUnreachableError(KoragError):
+    """KORAG_BROKER_URL names a broker that does not answer. A setup error: nothing was queued."""
+
+
+def check_broker(app: Celery, timeout_s: float = BROKER_PROBE_S) -> None:
+    """Connect to the broker once, within ``timeout_s``, before anything is recorded as queued."""
+    connection = app.connection_for_write(connect_timeout=timeout_s)
+    try:
+        connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=timeout_s)
+    except Exception as exc:  # kombu OperationalError, socket errors, a malformed URL
+        raise BrokerUnreachableError(
+            f"the broker {connection.as_uri()} (KORAG_BROKER_URL) does not answer within {timeout_s:g} s "
+            f"({type(exc).__name__}: {exc}); nothing was queued. Start it, fix KORAG_BROKER_URL, or unset "
+            "it to ingest in-process"
+        ) from exc
+    finally:
+        connection.release()
 
 
 @dataclass
@@ -31,20 +59,41 @@ class Enqueued:
         return IngestResult(self.source, self.doc_id, "queued", extra={"task_id": self.task.id})
 
     def wait(self, timeout: float | None = None) -> IngestResult:
+        """The worker's result; after ``timeout`` seconds without one, ``queued`` with an error."""
+        return self._wait(timeout, timeout)
+
+    def _wait(self, remaining_s: float | None, total_s: float | None) -> IngestResult:
         if self.task is None:
             return self.pending_result()
-        value = self.task.get(timeout=timeout, propagate=False)
+        try:
+            if remaining_s is not None and remaining_s <= 0 and not self.task.ready():
+                raise CeleryTimeoutError()  # Celery reads a timeout of 0 as "wait forever"
+            value = self.task.get(timeout=remaining_s, propagate=False)
+        except CeleryTimeoutError:
+            return IngestResult(
+                self.source, self.doc_id, "queued", extra={"task_id": self.task.id},
+                error=f"no result within {total_s:g} s: is a worker running? The document stays queued for the "
+                      f"workers (korag status {self.doc_id})",
+            )
         if self.task.failed():
             return IngestResult(self.source, self.doc_id, "failed", error=f"worker error: {type(value).__name__}: {value}")
         return IngestResult.from_json(value)
 
 
+def wait_all(sent: Iterable[Enqueued], timeout_s: float) -> Iterator[IngestResult]:
+    """Results in order, waiting ``timeout_s`` seconds in all; what has no result by then comes
+    back ``queued`` with an error (it stays in the queue for the workers)."""
+    deadline = time.monotonic() + timeout_s
+    for item in sent:
+        yield item._wait(deadline - time.monotonic(), timeout_s)
+
+
 def send(app: Celery, blob: str, filename: str, source: str, doc_id: str, tenant: str | None,
-         meta: dict[str, str], request: str | None = None) -> AsyncResult:
+         meta: dict[str, str], request: str | None = None, seq: int | None = None) -> AsyncResult:
     return app.send_task(
         TASK_NAME,
         kwargs={"blob": blob, "filename": filename, "source": source, "doc_id": doc_id, "tenant": tenant,
-                "meta": meta, "request": request},
+                "meta": meta, "request": request, "seq": seq},
     )
 
 
@@ -61,18 +110,27 @@ def enqueue(
     info = info if info is not None else DocumentInfo()
     doc_id = doc_id_for(source, info.tenant)
     try:
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):  # reading a FIFO would block; a device never ends
+            return Enqueued(source, doc_id, None, "not a regular file (a directory, FIFO, socket or device)")
         size = Path(path).stat().st_size
         if size > max_file_bytes:
             return Enqueued(source, doc_id, None, too_large(size, max_file_bytes))
         blob = blobs.put(Path(path).read_bytes())
     except OSError as exc:
         return Enqueued(source, doc_id, None, f"cannot read file: {exc.strerror or exc}")
-    filename = PurePath(path).name
-    request = None
-    if registry is not None:
-        request = uuid.uuid4().hex
-        record = registry.get(doc_id) or DocumentRecord(doc_id=doc_id, source=source, status="queued")
-        record.status, record.blob, record.filename, record.request = "queued", blob, filename, request
-        record.source, record.tenant, record.meta, record.crashes = source, info.tenant, dict(info.meta), 0
-        registry.put(record)
-    return Enqueued(source, doc_id, send(app, blob, filename, source, doc_id, info.tenant, dict(info.meta), request))
+    filename = unicodedata.normalize("NFC", PurePath(path).name)  # macOS spells names in NFD
+    request = seq = None
+    if registry is not None:  # the new request owns the document from now on (korag.lifecycle)
+        claimed = queue_request(registry, doc_id, source, filename, blob, info.tenant, dict(info.meta))
+        if claimed is None:
+            return Enqueued(source, doc_id, None, "superseded by a newer ingest of this document")
+        request, seq = claimed
+    try:
+        task = send(app, blob, filename, source, doc_id, info.tenant, dict(info.meta), request, seq)
+    except OperationalError as exc:  # the broker went away after check_broker
+        raise BrokerUnreachableError(
+            f"the broker stopped answering while {source} was being queued ({exc}); documents recorded as queued "
+            "are sent again by `korag sweep` (or a worker's start) once it is back"
+        ) from exc
+    return Enqueued(source, doc_id, task)

@@ -8,6 +8,7 @@ import time
 
 from celery import Celery
 
+from korag.lifecycle import reap_dead_owners
 from korag.registry import (
     MID_FLIGHT,
     UNFINISHED,
@@ -21,7 +22,7 @@ from workers.client import send
 
 def sweep(registry: DocumentRegistry, app: Celery | None, settings: Settings, now: float | None = None) -> list[DocumentRecord]:
     cutoff = (now if now is not None else time.time()) - settings.sweep_age_s
-    swept = []
+    swept = reap_dead_owners(registry)  # an in-process ingest that died: no need to wait
     for status in UNFINISHED:
         for record in registry.all(status):
             if record.updated_at > cutoff:
@@ -31,12 +32,14 @@ def sweep(registry: DocumentRegistry, app: Celery | None, settings: Settings, no
                 continue
             if app is not None and record.blob and record.filename:
                 record.status = "queued"
-                registry.put(record)
+                if not registry.write(record):
+                    continue
                 send(app, record.blob, record.filename, record.source, record.doc_id, record.tenant, record.meta,
-                     record.request)
+                     record.request, record.seq)
             else:
                 record.status = "failed"
                 record.error = "interrupted: the process ingesting it ended before it finished; ingest it again"
-                registry.put(record)
+                if not registry.write(record):
+                    continue
             swept.append(record)
     return swept

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import replace
 from functools import cache
 from pathlib import PurePath
 
-from ingest.parsing import offline_nlp
+from ingest.parsing import offline_nlp, script_rules
 from ingest.parsing.blocks import Block, Refusal
 from ingest.parsing.from_unstructured import blocks_from_elements
 from ingest.parsing.sniff import check_content
 from ingest.parsing.text_cleaning import clean_text
-from ingest.parsing.text_decoding import decode_text
+from ingest.parsing.text_decoding import decode
 from korag.errors import DocumentError, EmptyDocumentError, UnsupportedFormatError
 
+log = logging.getLogger("korag.parsing")
 _OBJECT_REPR = re.compile(r":?\s*<[\w.]+ object at 0x[0-9a-f]+>")
 
 __all__ = ["Block", "SUPPORTED_SUFFIXES", "parse_document", "warm_up"]
@@ -46,24 +48,27 @@ def _xlsx(data: bytes) -> list[Block]:
     return blocks_from_elements(partition_xlsx(file=io.BytesIO(data), infer_table_structure=True))
 
 
-def _html(data: bytes) -> list[Block]:
-    from unstructured.partition.html import partition_html
+def _html(text: str) -> list[Block]:
+    from ingest.parsing.html_input import partition_html_fully
 
-    text, _ = decode_text(data)
-    return blocks_from_elements(partition_html(text=text))
-
-
-def _markdown(data: bytes) -> list[Block]:
-    from unstructured.partition.md import partition_md
-
-    text, _ = decode_text(data)
-    return blocks_from_elements(partition_md(text=text))
+    return blocks_from_elements(partition_html_fully(text))
 
 
-def _plain_text(data: bytes) -> list[Block]:
+def _markdown(text: str) -> list[Block]:
+    """Markdown becomes HTML as in unstructured's ``partition_md``, then takes the HTML path, so
+    deep nesting (a list 300 levels deep) is read in full or refused, never cut."""
+    import markdown
+    from unstructured.partition import md
+
+    from ingest.parsing.html_input import partition_html_fully
+
+    extensions = getattr(md, "_DEFAULT_MARKDOWN_EXTENSIONS", ["tables"])
+    return blocks_from_elements(partition_html_fully(markdown.markdown(text, extensions=extensions)))
+
+
+def _plain_text(text: str) -> list[Block]:
     from unstructured.partition.text import partition_text
 
-    text, _ = decode_text(data)
     return blocks_from_elements(partition_text(text=text))
 
 
@@ -93,17 +98,19 @@ _PARSERS: dict[str, Callable[[bytes], list[Block]]] = {
     ".docx": _docx,
     ".pptx": _pptx,
     ".xlsx": _xlsx,
+    ".hwp": _hwp,
+    ".hwpx": _hwpx,
+}
+_TEXT_PARSERS: dict[str, Callable[[str], list[Block]]] = {  # these get the decoded text
     ".html": _html,
     ".htm": _html,
     ".md": _markdown,
     ".markdown": _markdown,
     ".txt": _plain_text,
     ".text": _plain_text,
-    ".hwp": _hwp,
-    ".hwpx": _hwpx,
 }
 
-SUPPORTED_SUFFIXES = frozenset(_PARSERS)
+SUPPORTED_SUFFIXES = frozenset(_PARSERS) | frozenset(_TEXT_PARSERS)
 
 
 @cache
@@ -111,6 +118,7 @@ def warm_up() -> None:
     """Load the parsers' lazy parts (imports, unstructured's spaCy model) once in this process,
     so forked parser children inherit them instead of loading them for every document."""
     offline_nlp.ensure_spacy_model()
+    script_rules.install()
     import unstructured.partition.docx  # noqa: F401
     import unstructured.partition.html  # noqa: F401
     import unstructured.partition.md  # noqa: F401
@@ -126,6 +134,14 @@ def warm_up() -> None:
     parse_document("준비. Warm-up sentence for the classifier.".encode(), "warm-up.txt")
 
 
+def _decoded(data: bytes, source: str) -> str:
+    decoded = decode(data)
+    if decoded.replaced:
+        log.warning("%s: %d undecodable byte(s) replaced with U+FFFD (%s; the first at byte offset %d)",
+                    source, decoded.replaced, decoded.encoding, decoded.first_bad)
+    return decoded.text
+
+
 def parse_document(data: bytes, filename: str, source: str | None = None) -> list[Block]:
     """Blocks of one document. ``filename`` picks the format; ``source`` names it in errors.
 
@@ -134,16 +150,17 @@ def parse_document(data: bytes, filename: str, source: str | None = None) -> lis
     """
     source = source if source is not None else filename
     suffix = PurePath(filename).suffix.lower()
-    parser = _PARSERS.get(suffix)
-    if parser is None:
+    if suffix not in SUPPORTED_SUFFIXES:
         supported = ", ".join(sorted(SUPPORTED_SUFFIXES))
         raise UnsupportedFormatError(source, f"unsupported file type {suffix or '(none)'!r}; korag reads {supported}")
     if not data:
         raise EmptyDocumentError(source, "empty file")
     offline_nlp.ensure_spacy_model()
+    script_rules.install()  # Korean paragraphs are classified without spaCy
     try:
         check_content(data, suffix)
-        blocks = [cleaned for block in parser(data) if (cleaned := _clean(block)) is not None]
+        raw = _TEXT_PARSERS[suffix](_decoded(data, source)) if suffix in _TEXT_PARSERS else _PARSERS[suffix](data)
+        blocks = [cleaned for block in raw if (cleaned := _clean(block)) is not None]
     except DocumentError:
         raise
     except Refusal as exc:

@@ -1,36 +1,134 @@
-"""PDF text layer with pdfminer.six, classified into unstructured elements page by page.
+"""PDF text layer, read with pypdfium2 (PDFium) and classified into unstructured elements page by page.
 
 unstructured's own ``partition_pdf`` imports ``unstructured_inference`` (and with it timm,
 torchvision and a matching torch) even for the text-only "fast" strategy. korag reads the text
-layer itself, which is what "fast" does, and lets unstructured's text partitioner classify each
-page's paragraphs (titles, list items, narrative text). See the README for the measured trade-off.
+layer itself and lets unstructured's text partitioner classify each page's paragraphs (titles,
+list items, narrative text).
+
+Two readers give the same thing, a list of paragraphs per page: :func:`pdfium_pages` (the one
+korag uses: PDFium's text in content order, lines grouped into paragraphs by their vertical
+spacing) and :func:`pdfminer_pages` (pdfminer.six's layout analysis, korag's reader until it was
+measured against PDFium: docs/parsing.md and ``bench/parse_bench.py``).
 """
 
 from __future__ import annotations
 
 import io
+import re
+from collections.abc import Callable, Iterable, Iterator
+from typing import NamedTuple
 
-from pdfminer.high_level import extract_pages
-from pdfminer.layout import LAParams, LTTextContainer
 from unstructured.documents.elements import Element
 from unstructured.partition.text import partition_text
 
-
-def _page_paragraphs(page) -> list[str]:
-    paragraphs = []
-    for item in page:
-        if isinstance(item, LTTextContainer):
-            # pdfminer breaks lines inside a text box; Korean wraps mid-phrase, so join with spaces.
-            text = " ".join(item.get_text().split())
-            if text:
-                paragraphs.append(text)
-    return paragraphs
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # PDFium marks soft hyphens with \x02
+LINE_GAP = 0.5  # a vertical gap above this share of the line height starts a paragraph (pdfminer's line_margin)
 
 
-def partition_pdf_text(data: bytes) -> list[Element]:
+class _Line(NamedTuple):
+    text: str
+    left: float
+    bottom: float
+    right: float
+    top: float
+
+
+def _lines(textpage) -> list[_Line]:
+    """The page's text lines in content order, each with its box (PDF units, y grows upwards)."""
+    text = textpage.get_text_range()
+    lines = []
+    start = 0
+    for raw in text.split("\n"):
+        end = start + len(raw)
+        line_start, start = start, end + 1  # past the "\n"
+        content = " ".join(_CONTROL.sub("", raw).split())
+        if not content:
+            continue
+        # the box runs from the first to the last character the page draws, spaces included (an
+        # indented list item starts at its leading space, as in pdfminer); PDFium's own
+        # line-break characters have no width
+        chars = [i for i in range(line_start, end) if text[i] not in "\r\n"]
+        first = _drawn_box(textpage, chars)
+        last = _drawn_box(textpage, reversed(chars))
+        if first is None or last is None:
+            continue
+        lines.append(_Line(content, min(first[0], last[0]), min(first[1], last[1]),
+                           max(first[2], last[2]), max(first[3], last[3])))
+    return lines
+
+
+def _drawn_box(textpage, indices: Iterable[int]) -> tuple[float, float, float, float] | None:
+    for index in indices:
+        box = textpage.get_charbox(index, loose=True)
+        if box[2] > box[0]:
+            return box
+    return None
+
+
+def _continues(previous: _Line, line: _Line) -> bool:
+    """``line`` goes on ``previous``'s paragraph: pdfminer's rule for grouping lines into a text
+    box — the same height, just below it, and aligned with it on the left, the right or the centre."""
+    height = max(previous.top - previous.bottom, 1.0)
+    slack = LINE_GAP * height
+    if abs((line.top - line.bottom) - height) > slack / 2:
+        return False
+    if line.top > previous.top or previous.bottom - line.top > slack:
+        return False
+    # alignment within one line height: PDFium's boxes are tighter than pdfminer's, and a
+    # hanging indent ("1. …" then its continuation) is about half a character
+    centre = abs((line.left + line.right) - (previous.left + previous.right)) / 2
+    return min(abs(line.left - previous.left), abs(line.right - previous.right), centre) <= height
+
+
+def _paragraphs(lines: list[_Line]) -> list[str]:
+    paragraphs: list[list[str]] = []
+    previous = None
+    for line in lines:
+        if previous is not None and _continues(previous, line):
+            paragraphs[-1].append(line.text)
+        else:
+            paragraphs.append([line.text])
+        previous = line
+    # Korean wraps mid-phrase (and mid-word), so lines join with spaces, as with pdfminer.
+    return [" ".join(p) for p in paragraphs]
+
+
+def pdfium_pages(data: bytes) -> Iterator[list[str]]:
+    """Paragraphs of each page, in page order, read by PDFium."""
+    import pypdfium2
+
+    pdf = pypdfium2.PdfDocument(data)
+    try:
+        for index in range(len(pdf)):
+            page = pdf[index]
+            textpage = page.get_textpage()
+            try:
+                yield _paragraphs(_lines(textpage))
+            finally:
+                textpage.close()
+                page.close()
+    finally:
+        pdf.close()
+
+
+def pdfminer_pages(data: bytes) -> Iterator[list[str]]:
+    """Paragraphs (pdfminer's text boxes) of each page, in page order, read by pdfminer.six."""
+    from pdfminer.high_level import extract_pages
+    from pdfminer.layout import LAParams, LTTextContainer
+
+    for page in extract_pages(io.BytesIO(data), laparams=LAParams()):
+        paragraphs = []
+        for item in page:
+            if isinstance(item, LTTextContainer):
+                text = " ".join(item.get_text().split())
+                if text:
+                    paragraphs.append(text)
+        yield paragraphs
+
+
+def partition_pdf_text(data: bytes, pages: Callable[[bytes], Iterator[list[str]]] = pdfium_pages) -> list[Element]:
     elements: list[Element] = []
-    for page_number, page in enumerate(extract_pages(io.BytesIO(data), laparams=LAParams()), start=1):
-        paragraphs = _page_paragraphs(page)
+    for page_number, paragraphs in enumerate(pages(data), start=1):
         if not paragraphs:
             continue
         page_elements = partition_text(text="\n\n".join(paragraphs), paragraph_grouper=False)

@@ -1,12 +1,22 @@
 """Cheap checks before any parser runs: does the content match its extension, and is an
 archive safe to open? Office files and HWPX are zip archives; their declared sizes and
 compression ratios are checked before anything is inflated, and their XML parts may not
-declare a DTD or entities (billion laughs)."""
+declare a DTD or entities (billion laughs).
+
+The guarantee for every ``.xml`` and ``.rels`` member: its whole prolog, everything before the
+root element's start tag, however long, is read (streamed, in the encoding its byte-order mark
+or first bytes say, UTF-16 included), and it holds nothing but whitespace, the XML declaration
+and other processing instructions, and comments. Any other ``<!`` markup there (``<!DOCTYPE``,
+``<!ENTITY``, ``<!ELEMENT``, ...) refuses the file. A DTD, and with it any entity declaration,
+can only appear in the prolog, so no parser of an accepted member meets one.
+"""
 
 from __future__ import annotations
 
+import codecs
 import io
 import zipfile
+from typing import IO
 
 from ingest.parsing.blocks import Refusal
 
@@ -28,7 +38,7 @@ _TEXT_FORMATS = {".txt", ".text", ".md", ".markdown", ".html", ".htm"}
 MAX_ENTRIES = 10_000
 MAX_TOTAL_UNCOMPRESSED = 512 * 1024 * 1024
 MAX_RATIO = 200.0
-_XML_HEAD = 4096
+_READ = 64 * 1024  # bytes of a member inflated at a time while its prolog is scanned
 
 
 def _what(data: bytes) -> str | None:
@@ -78,10 +88,69 @@ def check_zip(data: bytes, label: str = "zip") -> None:
             if info.filename.lower().endswith((".xml", ".rels")):
                 try:
                     with archive.open(info) as member:
-                        head = member.read(_XML_HEAD).lower()
+                        declaration = prolog_declaration(member)
                 except (zipfile.BadZipFile, EOFError, OSError, RuntimeError) as exc:  # zlib errors surface as these
                     raise Refusal(f"damaged or truncated {label} file ({info.filename}: {exc})") from None
                 except Exception as exc:
                     raise Refusal(f"damaged or truncated {label} file ({info.filename}: {type(exc).__name__})") from None
-                if b"<!doctype" in head or b"<!entity" in head:
-                    raise Refusal(f"refused as unsafe: {info.filename} declares a DTD or entities (XML entity expansion)")
+                if declaration is not None:
+                    raise Refusal(
+                        f"refused as unsafe: {info.filename} declares a DTD or entities ({declaration!r} before "
+                        "its root element; XML entity expansion)"
+                    )
+
+
+def _xml_encoding(head: bytes) -> str:
+    """The encoding to scan markup in: from the byte-order mark or the first bytes, else Latin-1
+    (every byte is one character, and ``<``, ``!``, ``?``, ``-`` are ASCII in every
+    ASCII-compatible encoding, UTF-8 included)."""
+    for prefix, encoding in (
+        (codecs.BOM_UTF32_LE, "utf-32-le"), (codecs.BOM_UTF32_BE, "utf-32-be"), (b"<\0\0\0", "utf-32-le"),
+        (b"\0\0\0<", "utf-32-be"), (codecs.BOM_UTF16_LE, "utf-16-le"), (codecs.BOM_UTF16_BE, "utf-16-be"),
+        (b"<\0", "utf-16-le"), (b"\0<", "utf-16-be"),
+    ):
+        if head.startswith(prefix):
+            return encoding
+    return "latin-1"
+
+
+def prolog_declaration(stream: IO[bytes]) -> str | None:
+    """The first markup in the XML prolog read from ``stream`` that is not a processing
+    instruction or a comment (``<!DOCTYPE``, ``<!ENTITY`` ...), or None when the root element
+    (or the end) comes first. Streams: memory stays bounded however long the prolog is."""
+    head = stream.read(4)
+    decoder = codecs.getincrementaldecoder(_xml_encoding(head))(errors="replace")
+    text = decoder.decode(head)
+
+    def more() -> bool:
+        nonlocal text
+        data = stream.read(_READ)
+        text += decoder.decode(data, final=not data)
+        return bool(data)
+
+    while True:
+        start = text.find("<")
+        if start < 0:
+            text = ""
+            if not more():
+                return None
+            continue
+        text = text[start:]
+        while len(text) < 10 and more():
+            pass
+        if text.startswith("<!--"):
+            end_mark, skip = "-->", 4
+        elif text.startswith("<?"):
+            end_mark, skip = "?>", 2
+        elif text.startswith("<!"):
+            return text[:10]
+        else:
+            return None  # the root element's start tag (or stray text): the prolog is over
+        end = text.find(end_mark, skip)
+        while end < 0:
+            text = text[-(len(end_mark) - 1):]  # a mark may straddle two reads
+            skip = 0
+            if not more():
+                return None
+            end = text.find(end_mark)
+        text = text[end + len(end_mark):]

@@ -1,0 +1,125 @@
+"""korag's Korean keyword channel through langchain-qdrant: ``QdrantVectorStore`` in HYBRID mode
+over a korag collection, with ``KoragSparseEmbeddings``, ranks like ``korag search --mode hybrid``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from langchain_qdrant import QdrantVectorStore, RetrievalMode
+
+from ingest.pipeline import Pipeline
+from korag.store import SPARSE, QdrantStore, open_client
+from retrieval.langchain import KoragEmbeddings, KoragSparseEmbeddings, korag_fusion
+from retrieval.search import Retriever
+from tests.conftest import korag_cli, korag_env, make_settings, offline_model_path
+
+LAWS = {
+    "법원조직법.txt": "법원조직법은 대법원과 각급 법원의 조직을 정한다. 대법원장은 대법관 중에서 임명한다.",
+    "도로교통법.txt": "도로교통법은 도로에서 일어나는 교통상의 위험과 장해를 방지한다. 운전자는 신호를 지켜야 한다.",
+    "근로기준법.txt": "근로기준법은 근로조건의 기준을 정한다. 사용자는 연차 유급휴가를 주어야 한다.",
+    "주택임대차보호법.txt": "주택임대차보호법은 주거용 건물의 임대차에 관한 특례를 정한다. 임차인의 보증금을 보호한다.",
+    "개인정보보호법.txt": "개인정보보호법은 개인정보의 처리와 보호에 관한 사항을 정한다. 정보주체의 동의를 받아야 한다.",
+    "식품위생법.txt": "식품위생법은 식품으로 인한 위생상의 위해를 방지한다. 영업자는 위생교육을 받아야 한다.",
+}
+QUESTIONS = {
+    "임차인의 보증금은 어떻게 보호되나요?": "주택임대차보호법.txt",
+    "대법원장은 누가 임명하나요": "법원조직법.txt",
+    "연차 유급휴가를 주어야 하나요": "근로기준법.txt",
+    "영업자가 받아야 하는 교육은?": "식품위생법.txt",
+}
+
+
+@pytest.fixture(scope="module")
+def collection(tmp_path_factory, minilm):
+    """The laws ingested by korag into a directory store, closed again so `korag search` can open it."""
+    tmp_path = tmp_path_factory.mktemp("langchain-hybrid")
+    settings = make_settings(tmp_path, qdrant_url=None)
+    client = open_client(settings)
+    pipeline = Pipeline.build(minilm, QdrantStore(client, settings.collection), settings)
+    for name, text in LAWS.items():
+        assert pipeline.ingest_bytes(text.encode(), name, name).status == "indexed"
+    client.close()
+    return settings
+
+
+@pytest.fixture(scope="module")
+def korag_search(collection, minilm):
+    """korag's own search as `korag search` builds it (its keyword encoder and fusion are the ones
+    the adapters must match), with the top 3 sources it gives for each question."""
+    client = open_client(collection)
+    try:
+        retriever = Retriever.from_settings(minilm, QdrantStore(client, collection.collection), collection)
+        top = {q: [r.metadata["source"] for r in retriever.search(q, k=3, mode="hybrid")] for q in QUESTIONS}
+    finally:
+        client.close()
+    return retriever.sparse, retriever.fusion, top
+
+
+def _langchain_qdrant(settings, minilm, encoder, mode=RetrievalMode.HYBRID) -> QdrantVectorStore:
+    return QdrantVectorStore.from_existing_collection(
+        settings.collection,
+        path=str(settings.qdrant_path),
+        embedding=KoragEmbeddings(minilm),
+        sparse_embedding=KoragSparseEmbeddings(encoder),
+        vector_name="dense",
+        sparse_vector_name="sparse",
+        retrieval_mode=mode,
+    )
+
+
+@pytest.mark.slow
+def test_langchain_qdrant_hybrid_ranks_like_korag_search(collection, korag_search, minilm, tmp_path):
+    settings = collection
+    encoder, fusion, korag_top = korag_search
+    question = next(iter(QUESTIONS))
+    env = korag_env({"KORAG_EMBEDDING_MODEL": offline_model_path(), "KORAG_DATA_DIR": str(settings.data_dir),
+                     "KORAG_EMBEDDING_DEVICE": "cpu"})
+    done = korag_cli(["search", question, "--mode", "hybrid", "-k", "3", "--json"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert [r["metadata"]["source"] for r in json.loads(done.stdout)["results"]] == korag_top[question]
+
+    hybrid = _langchain_qdrant(settings, minilm, encoder)
+    try:
+        for question, expected in QUESTIONS.items():
+            found = hybrid.similarity_search(question, k=3, hybrid_fusion=korag_fusion(fusion))
+            assert [d.metadata["source"] for d in found] == korag_top[question], question
+            assert found[0].metadata["source"] == expected, question
+    finally:
+        hybrid.client.close()
+
+
+def test_dense_alone_misses_what_the_keyword_channel_finds(collection, korag_search, minilm):
+    """Why the adapter matters: langchain-qdrant's dense mode misses a question the Korean
+    keyword channel answers (the offline model is English; KoE5 is stronger, the gap remains)."""
+    encoder, fusion, _ = korag_search
+    question = "영업자가 받아야 하는 교육은?"
+    dense = _langchain_qdrant(collection, minilm, encoder, RetrievalMode.DENSE)
+    try:
+        assert "식품위생법.txt" not in [d.metadata["source"] for d in dense.similarity_search(question, k=3)]
+    finally:
+        dense.client.close()
+    hybrid = _langchain_qdrant(collection, minilm, encoder)
+    try:
+        found = hybrid.similarity_search(question, k=1, hybrid_fusion=korag_fusion(fusion))
+        assert found[0].metadata["source"] == "식품위생법.txt"
+    finally:
+        hybrid.client.close()
+
+
+def test_sparse_adapter_gives_exactly_the_stored_keyword_vectors(collection, korag_search):
+    adapter = KoragSparseEmbeddings(korag_search[0])
+    client = open_client(collection)
+    try:
+        points, _ = client.scroll(collection.collection, limit=100, with_payload=True, with_vectors=[SPARSE])
+    finally:
+        client.close()
+    assert len(points) == len(LAWS)
+    for point in points:
+        stored = point.vector[SPARSE]
+        assert point.payload["metadata"].get("section") is None  # no header embedded with the text
+        (mine,) = adapter.embed_documents([point.payload["page_content"]])
+        assert mine.indices == list(stored.indices)
+        assert mine.values == pytest.approx(list(stored.values), rel=1e-6)
+    query = adapter.embed_query("임차인의 보증금은?")
+    assert query.values == [1.0] * len(query.indices) and len(query.indices) >= 2
