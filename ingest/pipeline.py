@@ -20,7 +20,8 @@ import stat
 import time
 import unicodedata
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -72,6 +73,29 @@ class Request:
     @classmethod
     def new(cls) -> "Request":
         return cls(uuid.uuid4().hex, new_seq())
+
+
+@dataclass
+class Pending:
+    """A document a request owns and still has to parse, embed and record (see :meth:`Pipeline.begin`)."""
+
+    record: DocumentRecord
+    own: Request
+    filename: str
+    content_hash: str
+    info: DocumentInfo
+    in_process: bool
+    data: bytes = b""  # until it is parsed
+
+    @contextmanager
+    def failing_on_error(self, pipeline: "Pipeline") -> Iterator[None]:
+        """An unexpected error of an in-process request is recorded (nobody will retry it), then raised."""
+        try:
+            yield
+        except Exception as exc:
+            if self.in_process:
+                pipeline.fail(self.record.doc_id, self.own, f"{type(exc).__name__}: {exc}")
+            raise
 
 
 @dataclass(frozen=True)
@@ -146,6 +170,13 @@ class Pipeline:
         info = info if info is not None else DocumentInfo()
         source = source if source is not None else normalize_source(str(path))
         doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant)
+        data = self.read(path, source, doc_id)
+        if isinstance(data, IngestResult):
+            return data
+        return self.ingest_bytes(data, unicodedata.normalize("NFC", PurePath(path).name), source, doc_id, info)
+
+    def read(self, path: str | Path, source: str, doc_id: str) -> bytes | IngestResult:
+        """A file's bytes, or its ``failed`` outcome: not a regular file, over the size limit, unreadable."""
         try:
             mode = os.stat(path).st_mode
             if not stat.S_ISREG(mode):
@@ -153,12 +184,11 @@ class Pipeline:
             size = Path(path).stat().st_size
             if size > self.limits.max_file_bytes:
                 raise DocumentError(source, self._too_large(size))
-            data = Path(path).read_bytes()
+            return Path(path).read_bytes()
         except OSError as exc:
             return IngestResult(source, doc_id, "failed", error=f"cannot read file: {exc.strerror or exc}")
         except DocumentError as exc:
             return IngestResult(source, doc_id, "failed", error=exc.reason)
-        return self.ingest_bytes(data, unicodedata.normalize("NFC", PurePath(path).name), source, doc_id, info)
 
     def ingest_bytes(
         self, data: bytes, filename: str, source: str, doc_id: str | None = None, info: DocumentInfo | None = None,
@@ -170,11 +200,30 @@ class Pipeline:
         ``failed`` with the reason, and whatever was indexed before stays. ``request``: the queued
         request this delivery runs (it must own the document); None: a new in-process request.
         Store or model failures propagate (they are not the document's fault, and a retry may succeed)."""
+        started = self.begin(data, filename, source, doc_id, info, blob, request)
+        if isinstance(started, IngestResult):
+            return started
+        with started.failing_on_error(self):
+            try:
+                chunks, sparse = self._prepare(data, filename, source)
+                if not self._state(started.record, "embedding"):
+                    return self._superseded(source, started.record.doc_id)
+                vectors, token_counts = self.embedder.embed_passages(chunks)
+            except (DocumentError, InputTooLongError) as exc:
+                return self.reject(started, exc.reason if isinstance(exc, DocumentError) else str(exc))
+            return self.finish(started, chunks, sparse, vectors, token_counts)
+
+    def begin(
+        self, data: bytes, filename: str, source: str, doc_id: str | None = None, info: DocumentInfo | None = None,
+        blob: str | None = None, request: Request | None = None,
+    ) -> IngestResult | Pending:
+        """Everything before parsing: the ``unchanged`` decision, taking ownership, the size
+        limit. Returns the outcome when there is nothing to parse, else the :class:`Pending`
+        document, recorded as ``parsing``."""
         info = info if info is not None else DocumentInfo()
         doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant)
         content_hash = hashlib.sha256(data).hexdigest()
-        meta = dict(info.meta)
-        described = {**meta, "source": source, "filename": filename}  # what the stored chunks must say
+        described = {**dict(info.meta), "source": source, "filename": filename}  # what the stored chunks must say
         in_process = request is None
         own = request if request is not None else Request.new()
 
@@ -186,14 +235,44 @@ class Pipeline:
         record = self._take(current, own, doc_id, source, filename, info, blob, in_process)
         if record is None:
             return self._superseded(source, doc_id)
-        try:
+        pending = Pending(record, own, filename, content_hash, info, in_process, data)
+        with pending.failing_on_error(self):
             if stored_meta is not None:
                 return self._settle_stored(record, own, stored_meta, described)
-            return self._index(record, own, data, filename, source, doc_id, content_hash, info)
-        except Exception as exc:
-            if in_process:  # nobody will retry this request: record why it stopped
-                self.fail(doc_id, own, f"{type(exc).__name__}: {exc}")
-            raise
+            if not self._state(record, "parsing"):
+                return self._superseded(source, doc_id)
+            if len(data) > self.limits.max_file_bytes:
+                return self.reject(pending, self._too_large(len(data)))
+        return pending
+
+    def reject(self, pending: Pending, reason: str) -> IngestResult:
+        """The document cannot be ingested: ``failed`` with the reason; the indexed version stays."""
+        record = pending.record
+        if not self._state(record, "failed", error=reason):
+            return self._superseded(record.source, record.doc_id)
+        return IngestResult(record.source, record.doc_id, "failed", error=reason)
+
+    def finish(self, pending: Pending, chunks: list[Chunk], sparse: list[SparseVector], vectors: Any,
+               token_counts: list[int]) -> IngestResult:
+        """Write the chunks, record the version as indexed, then delete older versions."""
+        record, own = pending.record, pending.own
+        doc_id, source = record.doc_id, record.source
+        payloads = [
+            self._payload(chunk, tokens, doc_id, source, pending.filename, pending.content_hash, len(chunks),
+                          pending.info, own.seq)
+            for chunk, tokens in zip(chunks, token_counts)
+        ]
+        self.store.upsert([point_id(doc_id, c.index, own.id) for c in chunks], vectors, payloads, sparse)
+        self.on_step("upserted")
+        recorded = self._state(record, "indexed", version=record.version + 1, content_hash=pending.content_hash,
+                               chunks=len(chunks), error=None, crashes=0, indexed_at=time.time(), indexed_seq=own.seq,
+                               settings_key=self.settings_key)
+        if not recorded:  # a newer request took over: what this one wrote is nobody's version
+            self.store.delete_version(doc_id, own.seq)
+            return self._superseded(source, doc_id)
+        self.store.delete_older_versions(doc_id, own.seq)  # write new, then delete old
+        self.on_step("cleaned")
+        return IngestResult(source, doc_id, "indexed", chunks=len(chunks))
 
     def fail(self, doc_id: str, request: Request, reason: str) -> None:
         """End ``request`` as failed (if it still owns the document) and remove what it wrote.
@@ -250,49 +329,17 @@ class Pipeline:
             return self._superseded(record.source, record.doc_id)
         return IngestResult(record.source, record.doc_id, "indexed" if changed else "unchanged", chunks=record.chunks)
 
-    def _index(self, record: DocumentRecord, own: Request, data: bytes, filename: str, source: str, doc_id: str,
-               content_hash: str, info: DocumentInfo) -> IngestResult:
-        if not self._state(record, "parsing"):
-            return self._superseded(source, doc_id)
-        try:
-            if len(data) > self.limits.max_file_bytes:
-                raise DocumentError(source, self._too_large(len(data)))
-            chunks, sparse = self._prepare(data, filename, source)
-            if not self._state(record, "embedding"):
-                return self._superseded(source, doc_id)
-            vectors, token_counts = self.embedder.embed_passages(chunks)
-        except (DocumentError, InputTooLongError) as exc:
-            reason = exc.reason if isinstance(exc, DocumentError) else str(exc)
-            if not self._state(record, "failed", error=reason):
-                return self._superseded(source, doc_id)
-            return IngestResult(source, doc_id, "failed", error=reason)
-        payloads = [
-            self._payload(chunk, tokens, doc_id, source, filename, content_hash, len(chunks), info, own.seq)
-            for chunk, tokens in zip(chunks, token_counts)
-        ]
-        self.store.upsert([point_id(doc_id, c.index, own.id) for c in chunks], vectors, payloads, sparse)
-        self.on_step("upserted")
-        recorded = self._state(record, "indexed", version=record.version + 1, content_hash=content_hash,
-                               chunks=len(chunks), error=None, crashes=0, indexed_at=time.time(), indexed_seq=own.seq,
-                               settings_key=self.settings_key)
-        if not recorded:  # a newer request took over: what this one wrote is nobody's version
-            self.store.delete_version(doc_id, own.seq)
-            return self._superseded(source, doc_id)
-        self.store.delete_older_versions(doc_id, own.seq)  # write new, then delete old
-        self.on_step("cleaned")
-        return IngestResult(source, doc_id, "indexed", chunks=len(chunks))
-
     def _prepare(self, data: bytes, filename: str, source: str) -> tuple[list[Chunk], list[SparseVector]]:
         """Parse, chunk and compute keyword vectors, in a guarded child process (time and memory
         limits) unless isolation is off: a pathological document costs one failed document."""
         if not self.limits.isolated:
-            return self._prepare_here(data, filename, source)
+            return self.prepare(data, filename, source)
         warm_up()
         kiwi()  # loaded once here, inherited by every forked child
-        return run_guarded(lambda: self._prepare_here(data, filename, source), source, self.limits.timeout_s,
+        return run_guarded(lambda: self.prepare(data, filename, source), source, self.limits.timeout_s,
                            self.limits.memory_bytes)
 
-    def _prepare_here(self, data: bytes, filename: str, source: str) -> tuple[list[Chunk], list[SparseVector]]:
+    def prepare(self, data: bytes, filename: str, source: str) -> tuple[list[Chunk], list[SparseVector]]:
         chunks = self.chunker.chunk(parse_document(data, filename, source))
         sparse = [self.sparse.encode_document(compose_input("", c.header, c.text)) for c in chunks]
         return chunks, sparse

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from korag.cli_bench import add_bench_commands
 from korag.cli_common import (
     DEFAULT_WAIT_S,
     EXIT_ERROR,
@@ -24,6 +25,7 @@ from korag.cli_common import (
     STORE_WAIT_S,
     print_json,
     progress,
+    progress_of,
 )
 from korag.cli_documents import cmd_delete, cmd_docs, cmd_status, cmd_sweep
 from korag.cli_eval import cmd_eval
@@ -178,21 +180,18 @@ def _pairs(values: list[str] | None, flag: str) -> list[tuple[str, str]]:
 
 
 def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, info, show_progress: bool) -> Iterator:
+    from ingest.batch import BatchIngest
     from ingest.embedder import Embedder
-    from ingest.pipeline import Pipeline, doc_id_for
+    from ingest.pipeline import Pipeline
     from korag.lifecycle import reap_dead_owners
     from korag.store import store_session
-    from korag.types import IngestResult
 
     embedder = Embedder.load(settings)
     with store_session(settings, wait_s=STORE_WAIT_S) as store:
         pipeline = Pipeline.build(embedder, store, settings)
         reap_dead_owners(pipeline.registry)
-        for path, source in progress(documents, show_progress, "ingest"):
-            try:
-                yield pipeline.ingest_path(path, source, info=info)
-            except Exception as exc:  # one document must not stop the batch
-                yield IngestResult(source, doc_id_for(source, info.tenant), "failed", error=f"{type(exc).__name__}: {exc}")
+        batch = BatchIngest(pipeline, workers=settings.parse_workers)
+        yield from progress_of(batch.run(documents, info), len(documents), show_progress, "ingest")
 
 
 def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, info, wait: bool,
@@ -347,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.add_argument("--tune", action="store_true", help="search hybrid fusion weights and print the best")
     p.set_defaults(func=cmd_eval)
+
+    add_bench_commands(sub)
 
     p = sub.add_parser("worker", help="run a Celery worker for KORAG_BROKER_URL")
     p.add_argument("--concurrency", type=int)

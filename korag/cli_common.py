@@ -16,6 +16,15 @@ def print_json(obj: object) -> None:
     print(json.dumps(obj, ensure_ascii=False), flush=True)
 
 
+def progress_of(items: Iterable, total: int, enabled: bool, desc: str) -> Iterable:
+    """A progress bar over an iterator of known length, on a terminal only."""
+    if not enabled or not sys.stderr.isatty():
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, total=total, desc=desc, unit="doc", file=sys.stderr)
+
+
 def progress(items: list, enabled: bool, desc: str) -> Iterable:
     if not enabled or not sys.stderr.isatty():
         return items

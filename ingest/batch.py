@@ -1,0 +1,163 @@
+"""Many documents through one pipeline, streaming: read → (warm parser pool: parse, chunk,
+keyword terms) → embed across document boundaries → upsert and record.
+
+The per-document steps are :class:`~ingest.pipeline.Pipeline`'s own (``begin``, ``prepare``,
+``finish``), so ownership, ``unchanged``, limits and failures behave exactly as for one document;
+what changes is the cost around them. Parsing runs in a pool of warm processes (one per core by
+default) under the same time and memory limits, instead of a fork per document, and keeps
+working while the model embeds; the model gets the chunks of many documents per call. One
+bad document never stalls or fails its neighbours. Results come out in input order.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import unicodedata
+from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+
+from ingest.parsing import warm_up
+from ingest.parsing.pool import ParserPool
+from ingest.pipeline import DocumentInfo, Pending, Pipeline, doc_id_for
+from ingest.sentences import kiwi
+from korag.errors import DocumentError, InputTooLongError
+from korag.types import Chunk, IngestResult
+
+log = logging.getLogger("korag.ingest")
+
+
+@dataclass
+class _Prepared:
+    index: int
+    pending: Pending
+    chunks: list[Chunk]
+    sparse: list
+
+
+class BatchIngest:
+    """``BatchIngest(pipeline).run([(path, source), ...], info)`` → one result per document."""
+
+    def __init__(self, pipeline: Pipeline, workers: int | None = None, batch_chunks: int = 256) -> None:
+        self.pipeline = pipeline
+        self.workers = workers if workers is not None else max(1, os.cpu_count() or 1)
+        self.batch_chunks = batch_chunks
+
+    def run(self, documents: Iterable[tuple[Path, str]], info: DocumentInfo | None = None) -> Iterator[IngestResult]:
+        info = info if info is not None else DocumentInfo()
+        done: dict[int, IngestResult] = {}
+        pending: dict[int, Pending] = {}
+        ready: list[_Prepared] = []
+        emitted = 0
+        with ExitStack() as stack:
+            pool = self._pool(stack)
+            for index, (path, source) in enumerate(documents):
+                started = self._start(path, source, info)
+                if isinstance(started, IngestResult):
+                    done[index] = started
+                elif pool is None:
+                    self._take(index, started, self._prepare_here(started, path), done, ready)
+                else:
+                    pending[index] = started
+                    pool.submit(index, started.record.source, started.data, started.filename, started.record.source)
+                while pool is not None and pool.pending >= 2 * self.workers:
+                    self._drain(pool, pending, done, ready, limit=1)
+                if sum(len(r.chunks) for r in ready) >= self.batch_chunks:
+                    self._embed(ready, done)
+                while emitted in done:
+                    yield done.pop(emitted)
+                    emitted += 1
+            if pool is not None:
+                self._drain(pool, pending, done, ready, limit=None)
+        self._embed(ready, done)
+        while emitted in done:
+            yield done.pop(emitted)
+            emitted += 1
+
+    # -- stages ---------------------------------------------------------------------------------
+    def _pool(self, stack: ExitStack) -> ParserPool | None:
+        limits = self.pipeline.limits
+        if not limits.isolated:
+            return None
+        warm_up()
+        kiwi()  # loaded once here, inherited by every worker
+        return stack.enter_context(ParserPool(self.pipeline.prepare, self.workers, limits.timeout_s,
+                                              limits.memory_bytes))
+
+    def _start(self, path: Path, source: str, info: DocumentInfo) -> IngestResult | Pending:
+        doc_id = doc_id_for(source, info.tenant)
+        data = self.pipeline.read(path, source, doc_id)
+        if isinstance(data, IngestResult):
+            return data
+        filename = unicodedata.normalize("NFC", PurePath(path).name)
+        try:
+            started = self.pipeline.begin(data, filename, source, doc_id, info)
+        except Exception as exc:  # the store failed for this document: it alone fails
+            return IngestResult(source, doc_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        return started
+
+    def _prepare_here(self, pending: Pending, path: Path):
+        try:
+            return self.pipeline.prepare(pending.data, pending.filename, pending.record.source)
+        except DocumentError as exc:
+            return exc
+
+    def _drain(self, pool: ParserPool, pending: dict[int, Pending], done: dict[int, IngestResult],
+               ready: list[_Prepared], limit: int | None) -> None:
+        taken = 0
+        for index, value in pool.results():
+            self._take(index, pending.pop(index), value, done, ready)
+            taken += 1
+            if limit is not None and taken >= limit:
+                return
+            if sum(len(r.chunks) for r in ready) >= self.batch_chunks:
+                self._embed(ready, done)
+
+    def _take(self, index: int, started: Pending, value, done: dict[int, IngestResult], ready: list[_Prepared]) -> None:
+        started.data = b""  # parsed: the bytes are not needed any more
+        if isinstance(value, DocumentError):
+            done[index] = self._guard(index, started, lambda: self.pipeline.reject(started, value.reason))
+            return
+        chunks, sparse = value
+        ready.append(_Prepared(index, started, chunks, sparse))
+
+    def _embed(self, ready: list[_Prepared], done: dict[int, IngestResult]) -> None:
+        """One model call for the chunks of every ready document; then each is written and recorded."""
+        if not ready:
+            return
+        batch, ready[:] = list(ready), []
+        embedder = self.pipeline.embedder
+        try:
+            vectors, counts = embedder.embed_passages([c for item in batch for c in item.chunks])
+        except InputTooLongError:  # find the document at fault: embed them one by one
+            for item in batch:
+                self._embed_one(item, done)
+            return
+        start = 0
+        for item in batch:
+            end = start + len(item.chunks)
+            done[item.index] = self._guard(item.index, item.pending, lambda: self.pipeline.finish(
+                item.pending, item.chunks, item.sparse, vectors[start:end], counts[start:end]))
+            start = end
+
+    def _embed_one(self, item: _Prepared, done: dict[int, IngestResult]) -> None:
+        def run() -> IngestResult:
+            try:
+                vectors, counts = self.pipeline.embedder.embed_passages(item.chunks)
+            except InputTooLongError as exc:
+                return self.pipeline.reject(item.pending, str(exc))
+            return self.pipeline.finish(item.pending, item.chunks, item.sparse, vectors, counts)
+
+        done[item.index] = self._guard(item.index, item.pending, run)
+
+    def _guard(self, index: int, pending: Pending, step) -> IngestResult:
+        """A store or model error costs this document only (recorded as failed, then reported)."""
+        record = pending.record
+        try:
+            with pending.failing_on_error(self.pipeline):
+                return step()
+        except Exception as exc:
+            log.exception("%s: ingest failed", record.source)
+            return IngestResult(record.source, record.doc_id, "failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,110 @@
+"""Many documents at once: the warm parser pool and embedding across document boundaries.
+
+Real parts: forked parser processes, the offline MiniLM model, qdrant-client's engine."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from ingest.batch import BatchIngest
+from ingest.parsing.pool import ParserPool
+from ingest.pipeline import Pipeline
+from korag.errors import DocumentError
+from korag.store import QdrantStore, open_client
+from tests import documents as docs
+from tests.conftest import make_settings
+
+
+# -- the pool ------------------------------------------------------------------------------------
+def _work(kind: str, value: int):
+    if kind == "sleep":
+        time.sleep(value)
+    elif kind == "crash":
+        os._exit(3)
+    elif kind == "memory":
+        return bytearray(value << 20)
+    elif kind == "refuse":
+        raise DocumentError("x", "no extractable text")
+    return os.getpid()
+
+
+def _run(pool: ParserPool, jobs: list[tuple[str, int]]) -> dict:
+    for i, job in enumerate(jobs):
+        pool.submit(i, f"doc{i}", *job)
+    return dict(pool.results())
+
+
+def test_workers_are_reused_not_forked_per_document():
+    with ParserPool(_work, size=2, timeout_s=30, memory_bytes=256 << 20) as pool:
+        out = _run(pool, [("pid", 0)] * 12)
+    assert len(out) == 12 and len(set(out.values())) <= 2 and os.getpid() not in out.values()
+
+
+def test_a_bad_document_costs_itself_only_and_its_worker_is_replaced():
+    jobs = [("pid", 0), ("sleep", 30), ("crash", 0), ("memory", 2048), ("refuse", 0), ("pid", 0), ("pid", 0)]
+    with ParserPool(_work, size=2, timeout_s=1.5, memory_bytes=256 << 20) as pool:
+        out = _run(pool, jobs)
+    assert "longer than 1.5 s" in out[1].reason
+    assert "crashed" in out[2].reason
+    assert "memory" in out[3].reason
+    assert out[4].reason == "no extractable text"
+    assert all(isinstance(out[i], int) for i in (0, 5, 6))
+
+
+def test_results_arrive_as_documents_finish():
+    with ParserPool(_work, size=2, timeout_s=30, memory_bytes=256 << 20) as pool:
+        pool.submit("slow", "slow", "sleep", 2)
+        pool.submit("quick", "quick", "pid", 0)
+        order = [key for key, _ in pool.results()]
+    assert order == ["quick", "slow"]
+
+
+# -- the batch ------------------------------------------------------------------------------------
+@pytest.fixture
+def pipeline(tmp_path, minilm):
+    settings = make_settings(tmp_path)
+    return Pipeline.build(minilm, QdrantStore(open_client(settings), settings.collection), settings)
+
+
+def test_a_batch_indexes_like_one_by_one_and_keeps_the_input_order(tmp_path, pipeline):
+    folder = tmp_path / "in"
+    made = docs.all_formats(folder)
+    (folder / "broken.docx").write_bytes(b"PK\x03\x04 truncated")
+    (folder / "empty.txt").write_bytes(b"")
+    paths = sorted(folder.iterdir())
+    results = list(BatchIngest(pipeline, workers=2).run([(p, f"in/{p.name}") for p in paths]))
+    assert [r.source for r in results] == [f"in/{p.name}" for p in paths]
+    by_source = {r.source: r for r in results}
+    assert by_source["in/broken.docx"].status == "failed" and "DOCX" in by_source["in/broken.docx"].error
+    assert by_source["in/empty.txt"].status == "failed" and "empty" in by_source["in/empty.txt"].error
+    for path in made.values():
+        result = by_source[f"in/{path.name}"]
+        assert result.status == "indexed" and result.chunks == pipeline.store.count({"doc_id": result.doc_id})
+        # the same document ingested alone under another name gives the same chunks
+        alone = pipeline.ingest_path(path, source=f"alone/{path.name}")
+        assert alone.chunks == result.chunks
+        batch_texts = sorted(c.text for c in pipeline.store.iter_chunks({"doc_id": result.doc_id}))
+        alone_texts = sorted(c.text for c in pipeline.store.iter_chunks({"doc_id": alone.doc_id}))
+        assert batch_texts == alone_texts
+        assert pipeline.registry.get(result.doc_id).status == "indexed"
+    again = list(BatchIngest(pipeline, workers=2).run([(p, f"in/{p.name}") for p in paths]))
+    assert {r.source: r.status for r in again if r.status != "failed"} == {f"in/{p.name}": "unchanged" for p in made.values()}
+
+
+def test_the_model_sees_many_documents_per_call(tmp_path, pipeline):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(12):
+        docs.make_text(folder / f"{i:02d}.txt", text=f"문서 {i}번입니다. 내용이 짧습니다.")
+    calls = []
+    embed = pipeline.embedder.embed_passages
+    pipeline.embedder.embed_passages = lambda chunks: calls.append(len(chunks)) or embed(chunks)
+    try:
+        results = list(BatchIngest(pipeline, workers=2).run([(p, p.name) for p in sorted(folder.iterdir())]))
+    finally:
+        del pipeline.embedder.embed_passages
+    assert [r.status for r in results] == ["indexed"] * 12
+    assert sum(calls) == 12 and len(calls) == 1
