@@ -39,7 +39,7 @@ test-fast: setup
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 bench: setup
-	$(PY) bench/ingest_bench.py
+	HF_HUB_OFFLINE=1 $(VENV)/bin/korag bench ingest
 
 compose-check:
 	@if docker compose version >/dev/null 2>&1; then \
