@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ingest.engine import EmbeddingEngine
 from ingest.tokens import TokenBudget, compose_input
 from korag.errors import InputTooLongError, ModelLoadError
 from korag.settings import Settings
@@ -118,6 +119,7 @@ class Embedder:
         self.passage_budget = TokenBudget(model.tokenizer, limit, settings.passage_prefix)
         self.query_budget = TokenBudget(model.tokenizer, limit, settings.query_prefix)
         self.batch_size = settings.embedding_batch_size
+        self.engine = EmbeddingEngine.build(model, settings)
 
     @classmethod
     def load(cls, settings: Settings) -> "Embedder":
@@ -167,7 +169,8 @@ class Embedder:
 
     # -- internals -----------------------------------------------------------------------------
     def _encode(self, texts: list[str], budget: TokenBudget) -> tuple[np.ndarray, list[int]]:
-        counts = [budget.input_tokens(t) for t in texts]
+        tokens = self.engine.tokenize(texts, truncate=False)  # one tokenization: the counts and the forward
+        counts = [len(ids) for ids in tokens.input_ids]
         for text, count in zip(texts, counts):
             if count > budget.max_input_tokens:
                 raise InputTooLongError(
@@ -176,12 +179,8 @@ class Embedder:
                 )
         if not texts:
             return np.zeros((0, self.info.dimension), dtype=np.float32), []
-        # sentence-transformers sorts inputs by length before batching, so batches are length-grouped.
-        vectors = self.model.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float32), counts
+        return self.engine.encode(texts, tokens), counts
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision

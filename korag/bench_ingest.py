@@ -88,6 +88,11 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
         vectors, _ = embedder.embed_passages(embedded)
         model_s = time.perf_counter() - t0
 
+        # The naive baseline and the cosine reference: sentence-transformers as loaded, fp32
+        # (the embedder may have cast its own copy to a lower precision).
+        from sentence_transformers import SentenceTransformer
+
+        plain = SentenceTransformer(settings.embedding_model, device=str(embedder.model.device))
         by_doc: dict[str, list[str]] = {}
         for chunk in store.iter_chunks():
             source = chunk.metadata["source"]
@@ -97,11 +102,11 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
         for _, source in documents:
             doc_chunks = [compose_input(settings.passage_prefix, None, t) for t in by_doc.get(source, [])]
             if doc_chunks:
-                embedder.model.encode(doc_chunks, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+                plain.encode(doc_chunks, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
         naive_s = time.perf_counter() - t0
 
         sample = texts[:256]
-        reference = embedder.model.encode(sample, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
+        reference = plain.encode(sample, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
         cosine = float(np.min(np.sum(np.asarray(vectors[: len(sample)]) * reference, axis=1))) if sample else 1.0
 
     n_docs, n_chunks = len(documents), len(embedded)
@@ -112,7 +117,7 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
         "corpus": str(corpus),
         "model": embedder.info.name,
         "device": str(embedder.model.device),
-        "precision": getattr(embedder, "precision", "fp32"),
+        "precision": embedder.precision,
         "documents": n_docs,
         "failed": failed,
         "chunks": n_chunks,

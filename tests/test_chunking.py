@@ -133,12 +133,11 @@ def test_embedder_refuses_instead_of_truncating(embedder):
 
 
 def test_prefixes_are_applied(minilm):
-    import numpy as np
 
     raw = minilm.model.encode(["query: 비밀번호", "passage: 비밀번호"], normalize_embeddings=True)
     query = minilm.embed_queries(["비밀번호"])[0]
     passage, counts = minilm.embed_passages([Chunk(text="비밀번호", index=0)])
-    assert np.allclose(query, raw[0], atol=1e-5)
-    assert np.allclose(passage[0], raw[1], atol=1e-5)
-    assert not np.allclose(query, passage[0], atol=1e-3)
+    # the embedder may run at reduced precision (KORAG_EMBEDDING_PRECISION=auto): compare directions
+    assert float(query @ raw[0]) >= 0.999 and float(passage[0] @ raw[1]) >= 0.999
+    assert float(query @ passage[0]) < float(query @ raw[0]) - 0.001
     assert counts == [len(minilm.model.tokenizer("passage: 비밀번호")["input_ids"])]

@@ -1,0 +1,295 @@
+"""One embedding engine for every device: precision, token-budget batches, optional compile.
+
+``EmbeddingEngine.encode(texts)`` returns the vectors ``SentenceTransformer.encode(texts,
+normalize_embeddings=True)`` would, in input order, computed faster: the texts are tokenized
+once, sorted by length, grouped into batches by a token budget (padded length x rows <=
+``batch_tokens``), run through the transformer at the chosen precision, pooled as the model's
+Pooling module says (mean or CLS, fp32 accumulation) and L2-normalised. Module stacks it does
+not understand (a Dense layer, another pooling mode, a default prompt ...) are handed to
+``model.encode`` unchanged. Prefixes and the refusal of over-long inputs stay with the Embedder.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ingest.batching import Batch, plan_batches
+from ingest.precision import CHECK_SENTENCES, MIN_AGREEMENT, Precision, min_cosine, resolve
+
+if TYPE_CHECKING:  # the engine imports without pydantic-settings (bench/gpu_check.py on a bare GPU machine)
+    from korag.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Measured (docs/engine.md): on 2 CPU cores MiniLM gains little past 16k-token batches, and larger CPU
+# batches cost attention memory (rows x heads x length^2 floats). A GPU wants large batches: the
+# reference script's best raw bf16 figure (563k tok/s, one H200) used 128k-token batches.
+DEFAULT_BATCH_TOKENS = {"cpu": 16384, "cuda": 131072}
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Unpadded token ids per input (and token type ids where the model takes them)."""
+
+    input_ids: list[list[int]]
+    type_ids: list[list[int]] | None
+
+
+@dataclass(frozen=True)
+class Stack:
+    """What the engine reads from a SentenceTransformer: its transformer and pooling."""
+
+    transformer: Any  # sentence-transformers' Transformer module
+    pooling: str  # "mean" or "cls"
+    lower_case: bool
+    max_length: int
+
+
+def understand(model: Any) -> Stack | str:
+    """The model's module stack as a :class:`Stack`, or why the engine cannot reproduce it."""
+    try:
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:  # sentence-transformers 5.x
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+    modules = list(model)
+    if len(modules) not in (2, 3):
+        return f"{len(modules)} modules (the engine knows Transformer, Pooling[, Normalize])"
+    transformer, pooling = modules[0], modules[1]
+    if not isinstance(transformer, Transformer) or not isinstance(pooling, Pooling):
+        return f"modules {[type(m).__name__ for m in modules]} (the engine knows Transformer, Pooling[, Normalize])"
+    if len(modules) == 3 and not isinstance(modules[2], Normalize):
+        return f"third module {type(modules[2]).__name__} (the engine knows Normalize)"
+    text = getattr(transformer, "modality_config", {"text": {"method": "forward"}}).get("text")
+    if text is None or text.get("method") != "forward" or text.get("method_output_name", "last_hidden_state") not in (
+            "last_hidden_state", ("last_hidden_state",), ["last_hidden_state"]):
+        return f"transformer output {text!r} (the engine reads forward().last_hidden_state)"
+    mode = getattr(pooling, "pooling_mode", None)
+    if mode is None and hasattr(pooling, "get_pooling_mode_str"):
+        mode = pooling.get_pooling_mode_str()
+    if mode not in ("mean", "cls"):
+        return f"pooling mode {mode!r} (the engine knows mean and cls)"
+    if getattr(model, "default_prompt_name", None) is not None:
+        return f"default prompt {model.default_prompt_name!r}"
+    if transformer.tokenizer is None or transformer.max_seq_length is None:
+        return "no tokenizer or max_seq_length"
+    return Stack(transformer, mode, bool(getattr(transformer, "do_lower_case", False)), int(transformer.max_seq_length))
+
+
+class EmbeddingEngine:
+    """Build with :meth:`build` (from Settings) or directly; then call :meth:`encode`."""
+
+    def __init__(self, model: Any, precision: str = "auto", batch_tokens: int | None = None,
+                 compile_bucket: int | None = None, fallback_batch_size: int = 32) -> None:
+        import torch
+
+        self.model = model
+        self.device = torch.device(str(model.device))
+        self.batch_tokens = batch_tokens if batch_tokens is not None else DEFAULT_BATCH_TOKENS.get(
+            self.device.type, DEFAULT_BATCH_TOKENS["cpu"])
+        self.fallback_batch_size = fallback_batch_size
+        self.compile_bucket = compile_bucket
+        self.agreement: float | None = None  # min cosine vs fp32 on CHECK_SENTENCES, when checked
+        stack = understand(model)
+        self.stack = stack if isinstance(stack, Stack) else None
+        self.fallback_reason = stack if isinstance(stack, str) else None
+        self.precision: Precision = resolve(precision, str(self.device))
+        if self.stack is None:
+            log.warning("embedding engine: model.encode at fp32 for this model: %s", self.fallback_reason)
+            self.precision = "fp32"
+            self._module = None
+            return
+        self._module = self.stack.transformer.auto_model
+        self._module.eval()
+        if self.device.type == "cuda":
+            self._use_sdpa()
+        self._type_ids = "token_type_ids" in inspect.signature(self._module.forward).parameters
+        self._apply_precision(checked=precision == "auto")
+        if compile_bucket is not None:
+            self._module = torch.compile(self._module, dynamic=False)
+            self._allow_recompiles(len(self.bucket_lengths()) + 8)
+
+    @classmethod
+    def build(cls, model: Any, settings: Settings) -> "EmbeddingEngine":
+        return cls(model, settings.embedding_precision, settings.embedding_batch_tokens,
+                   fallback_batch_size=settings.embedding_batch_size)
+
+    def describe(self) -> str:
+        if self.stack is None:
+            return f"model.encode fp32 on {self.device} ({self.fallback_reason})"
+        checked = f", cosine {self.agreement:.4f} vs fp32 at load" if self.agreement is not None else ""
+        compiled = f", compiled, {self.compile_bucket}-token buckets" if self.compile_bucket is not None else ""
+        return f"{self.precision} on {self.device}, {self.batch_tokens}-token batches{compiled}{checked}"
+
+    # -- the one call ------------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str], tokens: Tokens | None = None) -> np.ndarray:
+        """Unit vectors (float32, one row per text, input order). ``tokens``: what
+        ``tokenize(texts)`` returned, when the caller has it already (tokenize once)."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        if self.stack is None:
+            vectors = self.model.encode(texts, batch_size=self.fallback_batch_size, normalize_embeddings=True,
+                                        convert_to_numpy=True, show_progress_bar=False)
+            return np.asarray(vectors, dtype=np.float32)
+        tokens = tokens if tokens is not None else self.tokenize(texts)
+        if len(tokens.input_ids) != len(texts):
+            raise ValueError(f"{len(tokens.input_ids)} tokenized inputs for {len(texts)} texts")
+        lengths = [len(x) for x in tokens.input_ids]
+        if max(lengths) > self.stack.max_length:
+            raise ValueError(f"an input of {max(lengths)} tokens exceeds max_seq_length {self.stack.max_length}: "
+                             "refuse it, or tokenize with truncate=True")
+        return self._run(tokens.input_ids, tokens.type_ids, self.plan(lengths))
+
+    @property
+    def dimension(self) -> int:
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return int(dimension())
+
+    def tokenize(self, texts: Sequence[str], truncate: bool = True) -> Tokens:
+        """Token ids as the model's Transformer module makes them (special tokens, lower-casing,
+        truncation at max_seq_length unless ``truncate`` is False), without padding. One batched
+        call; ``len(input_ids[i])`` is the count a limit check needs."""
+        texts = list(texts)
+        if not texts:
+            return Tokens([], None)
+        lower = self.stack.lower_case if self.stack is not None else bool(getattr(self.model[0], "do_lower_case", False))
+        if lower:
+            texts = [t.lower() for t in texts]
+        limit = {"truncation": True, "max_length": int(self.model.max_seq_length)} if truncate else {}
+        encoded = self.model.tokenizer(texts, add_special_tokens=True, padding=False, verbose=False, **limit)
+        type_ids = encoded.get("token_type_ids") if self.stack is not None and self._type_ids else None
+        return Tokens(encoded["input_ids"], type_ids)
+
+    def plan(self, lengths: Sequence[int]) -> list[Batch]:
+        """The batches :meth:`encode` runs for inputs of these token lengths."""
+        if self.compile_bucket is None:
+            return plan_batches(lengths, self.batch_tokens)
+        max_length = self.stack.max_length if self.stack is not None else None
+        return plan_batches(lengths, self.batch_tokens, self.compile_bucket, max_length, fixed_rows=True)
+
+    def bucket_lengths(self) -> list[int]:
+        if self.compile_bucket is None or self.stack is None:
+            return []
+        top = self.stack.max_length
+        return sorted({min(n, top) for n in range(self.compile_bucket, top + self.compile_bucket, self.compile_bucket)})
+
+    def warm_up(self) -> None:
+        """Compile every bucket shape now, outside the hot path (no-op without compile)."""
+        for length in self.bucket_lengths():
+            rows = max(1, self.batch_tokens // length)
+            self._run([[self.model.tokenizer.cls_token_id or 0] * length] * rows, None,
+                      [Batch(tuple(range(rows)), length, rows)])
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _run(self, ids: list[list[int]], type_ids: list[list[int]] | None, batches: list[Batch]) -> np.ndarray:
+        """Forward ``batches`` and return the vectors in input order. On CUDA nothing here waits for
+        the GPU until the end: inputs go up from pinned memory, vectors stay on the device, so the
+        next batch is packed while the GPU runs the last one."""
+        import torch
+
+        if not ids:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        cuda = self.device.type == "cuda"
+        pad = self.model.tokenizer.pad_token_id if self.model.tokenizer.pad_token_id is not None else 0
+        pooled: list[Any] = []
+        with torch.inference_mode():
+            for batch in batches:
+                rows = [batch.indices[r] if r < len(batch.indices) else batch.indices[0] for r in range(batch.rows)]
+                input_ids = torch.full((batch.rows, batch.length), pad, dtype=torch.long)
+                mask = torch.zeros((batch.rows, batch.length), dtype=torch.long)
+                types = torch.zeros((batch.rows, batch.length), dtype=torch.long) if type_ids is not None else None
+                for r, i in enumerate(rows):
+                    n = len(ids[i])
+                    input_ids[r, :n] = torch.as_tensor(ids[i])
+                    mask[r, :n] = 1
+                    if types is not None:
+                        types[r, :n] = torch.as_tensor(type_ids[i])
+                features = {"input_ids": input_ids, "attention_mask": mask}
+                if types is not None:
+                    features["token_type_ids"] = types
+                if cuda:
+                    features = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in features.items()}
+                hidden = self._module(**features).last_hidden_state
+                pooled.append(self._pool(hidden, features["attention_mask"])[: len(batch.indices)])
+            vectors = torch.cat(pooled).cpu().numpy()
+        out = np.empty_like(vectors)
+        out[np.fromiter((i for b in batches for i in b.indices), dtype=np.int64, count=len(vectors))] = vectors
+        return out
+
+    def _pool(self, hidden: Any, mask: Any) -> Any:
+        """The Pooling module's mean (or CLS), summed in fp32 as sentence-transformers does, then
+        L2-normalised in fp32."""
+        import torch
+
+        if self.stack is not None and self.stack.pooling == "cls":
+            pooled = hidden[:, 0].float()
+        else:
+            weights = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = torch.sum(hidden * weights, dim=1, dtype=torch.float32) / weights.sum(1, dtype=torch.float32).clamp(
+                min=1e-9)
+        return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
+    def _encode_check(self) -> np.ndarray:
+        tokens = self.tokenize(CHECK_SENTENCES)
+        return self._run(tokens.input_ids, tokens.type_ids, plan_batches([len(x) for x in tokens.input_ids],
+                                                                         self.batch_tokens))
+
+    def _apply_precision(self, checked: bool) -> None:
+        """Cast or quantize the transformer for ``self.precision``. When ``checked`` (``auto``),
+        compare with fp32 on CHECK_SENTENCES first and stay at fp32 below MIN_AGREEMENT."""
+        import torch
+
+        if self.precision == "fp32":
+            return
+        reference = self._encode_check() if checked else None
+        saved = {k: v.detach().to("cpu", copy=True) for k, v in self._module.state_dict().items()} if checked else None
+        fp32_module = self._module
+        if self.precision == "int8":
+            import warnings
+
+            from torch.ao.quantization import quantize_dynamic
+
+            with warnings.catch_warnings():  # torch.ao's deprecation notice, once per load
+                warnings.simplefilter("ignore")
+                self._module = quantize_dynamic(fp32_module, {torch.nn.Linear}, dtype=torch.qint8, inplace=False)
+        else:
+            dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
+            self._module = fp32_module.to(dtype)  # in place: the model's own weights, no second copy
+        if reference is None:
+            return
+        self.agreement = min_cosine(reference, self._encode_check())
+        if self.agreement >= MIN_AGREEMENT:
+            log.info("embedding engine: %s (cosine %.4f vs fp32 on built-in Korean sentences)",
+                     self.precision, self.agreement)
+            return
+        log.warning("embedding engine: %s reached only cosine %.4f vs fp32 (< %.2f); using fp32",
+                    self.precision, self.agreement, MIN_AGREEMENT)
+        fp32_module.to(torch.float32).load_state_dict(saved)
+        self._module, self.precision = fp32_module, "fp32"
+
+    def _use_sdpa(self) -> None:
+        """PyTorch's fused attention, as the reference script runs; models loaded with eager
+        attention are switched where transformers allows it."""
+        config = getattr(self._module, "config", None)
+        if getattr(config, "_attn_implementation", "sdpa") == "sdpa" or not hasattr(self._module,
+                                                                                    "set_attn_implementation"):
+            return
+        try:
+            self._module.set_attn_implementation("sdpa")
+        except (ValueError, ImportError) as exc:  # an architecture without SDPA support
+            log.info("embedding engine: keeping %s attention (%s)", config._attn_implementation, exc)
+
+    @staticmethod
+    def _allow_recompiles(count: int) -> None:
+        import torch._dynamo
+
+        config = torch._dynamo.config
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(config, name):
+                setattr(config, name, max(getattr(config, name), count))
