@@ -141,6 +141,7 @@ class BatchIngest:
             done[item.index] = self._guard(item.index, item.pending, lambda: self.pipeline.finish(
                 item.pending, item.chunks, item.sparse, vectors[start:end], counts[start:end]))
             start = end
+        self.pipeline.store.maintain()  # bounded index building, when a segment filled up
 
     def _embed_one(self, item: _Prepared, done: dict[int, IngestResult]) -> None:
         def run() -> IngestResult:

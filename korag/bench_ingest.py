@@ -3,7 +3,7 @@ same documents and chunks, in one run.
 
 - **pipeline**: every passage of a BEIR corpus as one ``.txt`` document through korag's batch
   ingest (warm parser pool, embedding across documents, upsert and registry) into a throwaway
-  in-memory store;
+  embedded store (Qdrant Edge, as `korag ingest` uses);
 - **model_only**: the same chunk inputs through the same embedder in one call (same precision);
 - **naive**: sentence-transformers as most RAG code uses it, fp32, one ``encode`` per document,
   batch 32 — the baseline the pipeline should beat;
@@ -56,8 +56,8 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
             path = folder / f"{i:06d}.txt"
             path.write_text(f"{passage.get('title', '')}\n\n{passage['text']}".strip(), encoding="utf-8")
             documents.append((path, str(passage["_id"])))
-        settings = Settings(embedding_model=model if model is not None else _offline_model(), qdrant_url=":memory:",
-                            data_dir=Path(tmp) / "data", **(settings_overrides or {}))
+        settings = Settings(embedding_model=model if model is not None else _offline_model(), qdrant_url=None,
+                            data_dir=Path(tmp) / "data", **(settings_overrides or {}))  # the embedded default
         embedder = Embedder.load(settings)
         store = QdrantStore(open_client(settings), settings.collection)
         pipeline = Pipeline.build(embedder, store, settings)
@@ -108,6 +108,7 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
         sample = texts[:256]
         reference = plain.encode(sample, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
         cosine = float(np.min(np.sum(np.asarray(vectors[: len(sample)]) * reference, axis=1))) if sample else 1.0
+        store.client.close()  # the embedded store's directory is released before it is removed
 
     n_docs, n_chunks = len(documents), len(embedded)
     pipeline_rates = _rates(pipeline_s, n_docs, n_chunks, tokens)

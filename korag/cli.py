@@ -29,6 +29,7 @@ from korag.cli_common import (
 )
 from korag.cli_documents import cmd_delete, cmd_docs, cmd_status, cmd_sweep
 from korag.cli_eval import cmd_eval
+from korag.cli_store import add_commands as add_store_commands
 from korag.errors import KoragError
 from korag.metadata import build_filter, check_tenant, normalize_source, printable
 from korag.settings import Settings
@@ -347,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tune", action="store_true", help="search hybrid fusion weights and print the best")
     p.set_defaults(func=cmd_eval)
 
-    add_bench_commands(sub)
+    bench = add_bench_commands(sub)
+    add_store_commands(sub, bench)  # korag migrate, korag bench store
 
     p = sub.add_parser("worker", help="run a Celery worker for KORAG_BROKER_URL")
     p.add_argument("--concurrency", type=int)

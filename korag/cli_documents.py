@@ -49,7 +49,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from korag.registry import STATES
 
     with ExitStack() as stack:
-        _, registry = _registry_session(settings, stack)
+        store, registry = _registry_session(settings, stack)
+        backend = store.backend
         if args.doc_id:
             record = registry.get(args.doc_id)
             if record is None:
@@ -65,11 +66,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         counts = Counter(r.status for r in registry.all())
     total = sum(counts.values())
     done = counts["indexed"] + counts["failed"]
-    summary = {"total": total, "done": done, "by_status": {s: counts.get(s, 0) for s in STATES}}
+    summary = {"total": total, "done": done, "by_status": {s: counts.get(s, 0) for s in STATES}, "backend": backend}
     if args.json:
         print_json(summary)
     else:
         print(f"{done} of {total} documents finished: " + ", ".join(f"{s} {n}" for s, n in summary["by_status"].items()))
+        print(f"store: {backend}")
     return 0
 
 

@@ -177,29 +177,38 @@ def test_ingest_of_a_tree_never_blocks_nor_leaves_it(tmp_path):
 
 # -- 11: setup errors: one line, exit 2, nothing half-recorded ------------------------------------------
 def _filled_store(tmp_path: Path) -> Path:
-    from qdrant_client import QdrantClient, models
+    """An embedded store (Qdrant Edge) with a korag-shaped registry collection."""
+    from korag.edge_client import EdgeClient
+    from korag.registry import DocumentRecord, DocumentRegistry
 
     path = tmp_path / "data" / "qdrant"
-    client = QdrantClient(path=str(path))
-    client.create_collection("korag", vectors_config={})
-    client.upsert("korag", points=[models.PointStruct(id=i, vector={}, payload={"page_content": "x" * 200})
-                                   for i in range(40)])
+    client = EdgeClient(path)
+    registry = DocumentRegistry(client, "korag")
+    for i in range(5):
+        registry.put(DocumentRecord(doc_id=f"d{i}", source=f"{i}.txt", status="indexed"))
     client.close()
     return path
 
 
 def test_damaged_embedded_store_files_are_named(tmp_path, monkeypatch, capsys):
     path = _filled_store(tmp_path)
-    database = path / "collection" / "korag" / "storage.sqlite"
-    with open(database, "r+b") as f:
-        f.truncate(database.stat().st_size // 2)
+    code, out, _ = run(monkeypatch, capsys, ["docs"], **local_env(tmp_path))
+    assert code == 0 and len(out.splitlines()) == 5
+    spec = path / "collections" / "korag-documents" / "collection.json"
+    spec.write_text("{not json", encoding="utf-8")
     code, _, err = run(monkeypatch, capsys, ["docs"], **local_env(tmp_path))
     assert code == 2 and len(err.splitlines()) == 1
-    assert str(database) in err and "damaged" in err
+    assert str(spec) in err and "damaged" in err
 
-    (path / "meta.json").write_text("{not json", encoding="utf-8")
+
+def test_a_store_of_the_old_local_mode_says_how_to_migrate(tmp_path, monkeypatch, capsys):
+    from qdrant_client import QdrantClient
+
+    client = QdrantClient(path=str(tmp_path / "data" / "qdrant"))
+    client.create_collection("korag-documents", vectors_config={})
+    client.close()
     code, _, err = run(monkeypatch, capsys, ["docs"], **local_env(tmp_path))
-    assert code == 2 and len(err.splitlines()) == 1 and str(path / "meta.json") in err
+    assert code == 2 and len(err.splitlines()) == 1 and "korag migrate" in err
 
 
 def test_data_dir_that_is_a_file_is_a_setup_error(tmp_path, monkeypatch, capsys):

@@ -3,7 +3,7 @@ over a korag collection, with ``KoragSparseEmbeddings``, ranks like ``korag sear
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 
 import pytest
 from langchain_qdrant import QdrantVectorStore, RetrievalMode
@@ -12,7 +12,7 @@ from ingest.pipeline import Pipeline
 from korag.store import SPARSE, QdrantStore, open_client
 from retrieval.langchain import KoragEmbeddings, KoragSparseEmbeddings, korag_fusion
 from retrieval.search import Retriever
-from tests.conftest import korag_cli, korag_env, make_settings, offline_model_path
+from tests.conftest import make_settings
 
 LAWS = {
     "법원조직법.txt": "법원조직법은 대법원과 각급 법원의 조직을 정한다. 대법원장은 대법관 중에서 임명한다.",
@@ -31,35 +31,35 @@ QUESTIONS = {
 
 
 @pytest.fixture(scope="module")
-def collection(tmp_path_factory, minilm):
-    """The laws ingested by korag into a directory store, closed again so `korag search` can open it."""
-    tmp_path = tmp_path_factory.mktemp("langchain-hybrid")
-    settings = make_settings(tmp_path, qdrant_url=None)
+def collection(minilm):
+    """The laws ingested by korag into a qdrant-client store — the client langchain-qdrant speaks,
+    as against a Qdrant server (korag's server path; no server can run here, so its in-memory
+    engine stands in). korag's embedded Qdrant Edge is read by korag itself, not langchain-qdrant."""
+    settings = make_settings(Path("/nonexistent"))
     client = open_client(settings)
-    pipeline = Pipeline.build(minilm, QdrantStore(client, settings.collection), settings)
+    store = QdrantStore(client, settings.collection)
+    pipeline = Pipeline.build(minilm, store, settings)
     for name, text in LAWS.items():
         assert pipeline.ingest_bytes(text.encode(), name, name).status == "indexed"
+    yield settings, store
     client.close()
-    return settings
 
 
 @pytest.fixture(scope="module")
 def korag_search(collection, minilm):
     """korag's own search as `korag search` builds it (its keyword encoder and fusion are the ones
     the adapters must match), with the top 3 sources it gives for each question."""
-    client = open_client(collection)
-    try:
-        retriever = Retriever.from_settings(minilm, QdrantStore(client, collection.collection), collection)
-        top = {q: [r.metadata["source"] for r in retriever.search(q, k=3, mode="hybrid")] for q in QUESTIONS}
-    finally:
-        client.close()
+    settings, store = collection
+    retriever = Retriever.from_settings(minilm, store, settings)
+    top = {q: [r.metadata["source"] for r in retriever.search(q, k=3, mode="hybrid")] for q in QUESTIONS}
     return retriever.sparse, retriever.fusion, top
 
 
-def _langchain_qdrant(settings, minilm, encoder, mode=RetrievalMode.HYBRID) -> QdrantVectorStore:
-    return QdrantVectorStore.from_existing_collection(
+def _langchain_qdrant(collection, minilm, encoder, mode=RetrievalMode.HYBRID) -> QdrantVectorStore:
+    settings, store = collection
+    return QdrantVectorStore(
+        store.client,
         settings.collection,
-        path=str(settings.qdrant_path),
         embedding=KoragEmbeddings(minilm),
         sparse_embedding=KoragSparseEmbeddings(encoder),
         vector_name="dense",
@@ -69,24 +69,13 @@ def _langchain_qdrant(settings, minilm, encoder, mode=RetrievalMode.HYBRID) -> Q
 
 
 @pytest.mark.slow
-def test_langchain_qdrant_hybrid_ranks_like_korag_search(collection, korag_search, minilm, tmp_path):
-    settings = collection
+def test_langchain_qdrant_hybrid_ranks_like_korag_search(collection, korag_search, minilm):
     encoder, fusion, korag_top = korag_search
-    question = next(iter(QUESTIONS))
-    env = korag_env({"KORAG_EMBEDDING_MODEL": offline_model_path(), "KORAG_DATA_DIR": str(settings.data_dir),
-                     "KORAG_EMBEDDING_DEVICE": "cpu"})
-    done = korag_cli(["search", question, "--mode", "hybrid", "-k", "3", "--json"], env, tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert [r["metadata"]["source"] for r in json.loads(done.stdout)["results"]] == korag_top[question]
-
-    hybrid = _langchain_qdrant(settings, minilm, encoder)
-    try:
-        for question, expected in QUESTIONS.items():
-            found = hybrid.similarity_search(question, k=3, hybrid_fusion=korag_fusion(fusion))
-            assert [d.metadata["source"] for d in found] == korag_top[question], question
-            assert found[0].metadata["source"] == expected, question
-    finally:
-        hybrid.client.close()
+    hybrid = _langchain_qdrant(collection, minilm, encoder)
+    for question, expected in QUESTIONS.items():
+        found = hybrid.similarity_search(question, k=3, hybrid_fusion=korag_fusion(fusion))
+        assert [d.metadata["source"] for d in found] == korag_top[question], question
+        assert found[0].metadata["source"] == expected, question
 
 
 def test_dense_alone_misses_what_the_keyword_channel_finds(collection, korag_search, minilm):
@@ -95,25 +84,16 @@ def test_dense_alone_misses_what_the_keyword_channel_finds(collection, korag_sea
     encoder, fusion, _ = korag_search
     question = "영업자가 받아야 하는 교육은?"
     dense = _langchain_qdrant(collection, minilm, encoder, RetrievalMode.DENSE)
-    try:
-        assert "식품위생법.txt" not in [d.metadata["source"] for d in dense.similarity_search(question, k=3)]
-    finally:
-        dense.client.close()
+    assert "식품위생법.txt" not in [d.metadata["source"] for d in dense.similarity_search(question, k=3)]
     hybrid = _langchain_qdrant(collection, minilm, encoder)
-    try:
-        found = hybrid.similarity_search(question, k=1, hybrid_fusion=korag_fusion(fusion))
-        assert found[0].metadata["source"] == "식품위생법.txt"
-    finally:
-        hybrid.client.close()
+    found = hybrid.similarity_search(question, k=1, hybrid_fusion=korag_fusion(fusion))
+    assert found[0].metadata["source"] == "식품위생법.txt"
 
 
 def test_sparse_adapter_gives_exactly_the_stored_keyword_vectors(collection, korag_search):
     adapter = KoragSparseEmbeddings(korag_search[0])
-    client = open_client(collection)
-    try:
-        points, _ = client.scroll(collection.collection, limit=100, with_payload=True, with_vectors=[SPARSE])
-    finally:
-        client.close()
+    settings, store = collection
+    points, _ = store.client.scroll(settings.collection, limit=100, with_payload=True, with_vectors=[SPARSE])
     assert len(points) == len(LAWS)
     for point in points:
         stored = point.vector[SPARSE]

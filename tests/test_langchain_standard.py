@@ -57,7 +57,9 @@ def law_store(tmp_path_factory, minilm):
     client.close()
 
 
-class TestKoragEmbeddingsUnit(EmbeddingsUnitTests):
+class _KoragEmbeddingsUnderTest:
+    """How both embeddings suites build KoragEmbeddings: over the real offline model."""
+
     @pytest.fixture(autouse=True)
     def _embedder(self, minilm):
         self.embedder = minilm
@@ -71,18 +73,12 @@ class TestKoragEmbeddingsUnit(EmbeddingsUnitTests):
         return {"embedder": self.embedder}
 
 
-class TestKoragEmbeddingsIntegration(EmbeddingsIntegrationTests):
-    @pytest.fixture(autouse=True)
-    def _embedder(self, minilm):
-        self.embedder = minilm
+class TestKoragEmbeddingsUnit(_KoragEmbeddingsUnderTest, EmbeddingsUnitTests):
+    pass
 
-    @property
-    def embeddings_class(self) -> type[KoragEmbeddings]:
-        return KoragEmbeddings
 
-    @property
-    def embedding_model_params(self) -> dict:
-        return {"embedder": self.embedder}
+class TestKoragEmbeddingsIntegration(_KoragEmbeddingsUnderTest, EmbeddingsIntegrationTests):
+    pass
 
 
 class TestKoragRetrieverIntegration(RetrieversIntegrationTests):

@@ -91,7 +91,9 @@ def ingest_blob(
         except FileNotFoundError as exc:
             return IngestResult(source, doc_id, "failed", error=str(exc)).to_json()
         try:
-            return pipeline.ingest_bytes(data, filename, source, doc_id, info, blob=blob, request=request).to_json()
+            result = pipeline.ingest_bytes(data, filename, source, doc_id, info, blob=blob, request=request).to_json()
+            store.maintain()  # bounded index building on the embedded engine, when a segment filled up
+            return result
         except SoftTimeLimitExceeded:
             reason = f"stopped after {settings.task_soft_time_limit} s (KORAG_TASK_SOFT_TIME_LIMIT)"
             if request is not None:

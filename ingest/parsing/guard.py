@@ -75,14 +75,7 @@ def run_guarded(parse: Callable[[], T], source: str, timeout_s: float, memory_by
             os.close(read_fd)
             limit = _mapped_bytes() + memory_bytes
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-            try:
-                result: tuple = ("ok", parse())
-            except DocumentError as exc:
-                result = ("document", exc.reason)
-            except MemoryError:
-                result = ("memory", None)
-            except BaseException as exc:  # noqa: BLE001 - everything becomes the document's error
-                result = ("error", f"{type(exc).__name__}: {exc}")
+            result = attempt(parse)
             with os.fdopen(write_fd, "wb") as out:
                 out.write(pickle.dumps(result))
         except BaseException:  # noqa: BLE001
@@ -121,10 +114,28 @@ def run_guarded(parse: Callable[[], T], source: str, timeout_s: float, memory_by
             raise too_slow from None
         how = f"signal {signalled}" if signalled is not None else f"exit {os.WEXITSTATUS(wait_status)}"
         raise DocumentError(source, f"the parser crashed ({how}); memory limit {limit_mb} MiB (KORAG_PARSE_MEMORY_MB)") from None
+    return unwrap(kind, value, source, memory_bytes)
+
+
+def attempt(work: Callable[[], T]) -> tuple[str, object]:
+    """In a parser process: run ``work`` and turn its outcome into a picklable ``(kind, value)``."""
+    try:
+        return ("ok", work())
+    except DocumentError as exc:
+        return ("document", exc.reason)
+    except MemoryError:
+        return ("memory", None)
+    except BaseException as exc:  # noqa: BLE001 - everything becomes the document's error
+        return ("error", f"{type(exc).__name__}: {exc}")
+
+
+def unwrap(kind: str, value, source: str, memory_bytes: int):
+    """In the parent: the value of an ``attempt``, or the DocumentError it stands for."""
     if kind == "ok":
         return value
     if kind == "document":
         raise DocumentError(source, value)
     if kind == "memory":
+        limit_mb = memory_bytes // (1024 * 1024)
         raise DocumentError(source, f"parsing needed more than {limit_mb} MiB of memory (KORAG_PARSE_MEMORY_MB)")
     raise DocumentError(source, f"parser error: {value}")

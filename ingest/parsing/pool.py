@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, Pipe, wait
 from typing import Any
 
-from ingest.parsing.guard import GRACE_S, _mapped_bytes, _prctl
+from ingest.parsing.guard import GRACE_S, _mapped_bytes, _prctl, attempt, unwrap
 from korag.errors import DocumentError
 
 _PR_SET_PDEATHSIG = 1
@@ -52,14 +52,7 @@ def _serve(conn: Connection, work: Callable[..., Any], parent: int, timeout_s: f
         except EOFError:
             os._exit(0)
         signal.alarm(math.ceil(timeout_s) + GRACE_S)  # even a stopped parent cannot keep it running
-        try:
-            result: tuple = ("ok", work(*args))
-        except DocumentError as exc:
-            result = ("document", exc.reason)
-        except MemoryError:
-            result = ("memory", None)
-        except BaseException as exc:  # noqa: BLE001 - everything becomes the document's error
-            result = ("error", f"{type(exc).__name__}: {exc}")
+        result = attempt(lambda: work(*args))
         signal.alarm(0)
         try:
             conn.send(result)
@@ -171,13 +164,10 @@ class ParserPool:
             self._retire(worker)
         else:
             self._idle.append(worker)
-        if kind == "ok":
-            return key, value
-        if kind == "document":
-            return key, DocumentError(source, value)
-        if kind == "memory":
-            return key, DocumentError(source, f"parsing needed more than {limit_mb} MiB of memory (KORAG_PARSE_MEMORY_MB)")
-        return key, DocumentError(source, f"parser error: {value}")
+        try:
+            return key, unwrap(kind, value, source, self.memory_bytes)
+        except DocumentError as exc:
+            return key, exc
 
     def _retire(self, worker: _Worker) -> int | None:
         try:
