@@ -19,10 +19,8 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-from ingest.parsing import warm_up
 from ingest.parsing.pool import ParserPool
 from ingest.pipeline import DocumentInfo, Pending, Pipeline, doc_id_for
-from ingest.sentences import kiwi
 from korag.errors import DocumentError, InputTooLongError
 from korag.types import Chunk, IngestResult
 
@@ -58,13 +56,13 @@ class BatchIngest:
                 if isinstance(started, IngestResult):
                     done[index] = started
                 elif pool is None:
-                    self._take(index, started, self._prepare_here(started, path), done, ready)
+                    self._take(index, started, self._prepare_here(started), done, ready)
                 else:
                     pending[index] = started
                     pool.submit(index, started.record.source, started.data, started.filename, started.record.source)
                 while pool is not None and pool.pending >= 2 * self.workers:
                     self._drain(pool, pending, done, ready, limit=1)
-                if sum(len(r.chunks) for r in ready) >= self.batch_chunks:
+                if self._full(ready):
                     self._embed(ready, done)
                 while emitted in done:
                     yield done.pop(emitted)
@@ -81,8 +79,7 @@ class BatchIngest:
         limits = self.pipeline.limits
         if not limits.isolated:
             return None
-        warm_up()
-        kiwi()  # loaded once here, inherited by every worker
+        self.pipeline.warm_up_for_fork()
         return stack.enter_context(ParserPool(self.pipeline.prepare, self.workers, limits.timeout_s,
                                               limits.memory_bytes))
 
@@ -98,7 +95,7 @@ class BatchIngest:
             return IngestResult(source, doc_id, "failed", error=f"{type(exc).__name__}: {exc}")
         return started
 
-    def _prepare_here(self, pending: Pending, path: Path):
+    def _prepare_here(self, pending: Pending):
         try:
             return self.pipeline.prepare(pending.data, pending.filename, pending.record.source)
         except DocumentError as exc:
@@ -112,8 +109,11 @@ class BatchIngest:
             taken += 1
             if limit is not None and taken >= limit:
                 return
-            if sum(len(r.chunks) for r in ready) >= self.batch_chunks:
+            if self._full(ready):
                 self._embed(ready, done)
+
+    def _full(self, ready: list[_Prepared]) -> bool:
+        return sum(len(r.chunks) for r in ready) >= self.batch_chunks
 
     def _take(self, index: int, started: Pending, value, done: dict[int, IngestResult], ready: list[_Prepared]) -> None:
         started.data = b""  # parsed: the bytes are not needed any more

@@ -55,6 +55,23 @@ def too_large(size: int, limit: int) -> str:
     return f"file of {size} bytes is over the limit of {limit} bytes (KORAG_MAX_FILE_BYTES)"
 
 
+def read_document(path: str | Path, max_file_bytes: int) -> bytes:
+    """A file's bytes. Raises ``ValueError`` with the reason for what korag does not read (not a
+    regular file: reading a FIFO would block, a device never ends; over the size limit) and
+    ``OSError`` when it cannot be read."""
+    status = os.stat(path)
+    if not stat.S_ISREG(status.st_mode):
+        raise ValueError("not a regular file (a directory, FIFO, socket or device)")
+    if status.st_size > max_file_bytes:
+        raise ValueError(too_large(status.st_size, max_file_bytes))
+    return Path(path).read_bytes()
+
+
+def unreadable(exc: OSError | ValueError) -> str:
+    """The reason a document failed in :func:`read_document`."""
+    return str(exc) if isinstance(exc, ValueError) else f"cannot read file: {exc.strerror or exc}"
+
+
 def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
     options = ChunkingOptions(overlap_tokens=settings.chunk_overlap_tokens, embed_header=settings.embed_section_header)
     return Chunker(embedder.passage_budget, options)
@@ -178,17 +195,9 @@ class Pipeline:
     def read(self, path: str | Path, source: str, doc_id: str) -> bytes | IngestResult:
         """A file's bytes, or its ``failed`` outcome: not a regular file, over the size limit, unreadable."""
         try:
-            mode = os.stat(path).st_mode
-            if not stat.S_ISREG(mode):
-                raise DocumentError(source, "not a regular file (a directory, FIFO, socket or device)")
-            size = Path(path).stat().st_size
-            if size > self.limits.max_file_bytes:
-                raise DocumentError(source, self._too_large(size))
-            return Path(path).read_bytes()
-        except OSError as exc:
-            return IngestResult(source, doc_id, "failed", error=f"cannot read file: {exc.strerror or exc}")
-        except DocumentError as exc:
-            return IngestResult(source, doc_id, "failed", error=exc.reason)
+            return read_document(path, self.limits.max_file_bytes)
+        except (OSError, ValueError) as exc:
+            return IngestResult(source, doc_id, "failed", error=unreadable(exc))
 
     def ingest_bytes(
         self, data: bytes, filename: str, source: str, doc_id: str | None = None, info: DocumentInfo | None = None,
@@ -238,7 +247,7 @@ class Pipeline:
         pending = Pending(record, own, filename, content_hash, info, in_process, data)
         with pending.failing_on_error(self):
             if stored_meta is not None:
-                return self._settle_stored(record, own, stored_meta, described)
+                return self._settle_stored(record, stored_meta, described)
             if not self._state(record, "parsing"):
                 return self._superseded(source, doc_id)
             if len(data) > self.limits.max_file_bytes:
@@ -317,8 +326,7 @@ class Pipeline:
         current.attempt, current.owner = own.attempt, None
         return current
 
-    def _settle_stored(self, record: DocumentRecord, own: Request, stored: dict[str, Any],
-                       described: dict[str, Any]) -> IngestResult:
+    def _settle_stored(self, record: DocumentRecord, stored: dict[str, Any], described: dict[str, Any]) -> IngestResult:
         """These bytes are stored: only the description (metadata, source, file name) may change."""
         changed = stored != described
         if changed:
@@ -334,10 +342,15 @@ class Pipeline:
         limits) unless isolation is off: a pathological document costs one failed document."""
         if not self.limits.isolated:
             return self.prepare(data, filename, source)
-        warm_up()
-        kiwi()  # loaded once here, inherited by every forked child
+        self.warm_up_for_fork()
         return run_guarded(lambda: self.prepare(data, filename, source), source, self.limits.timeout_s,
                            self.limits.memory_bytes)
+
+    @staticmethod
+    def warm_up_for_fork() -> None:
+        """Load the parsers and Kiwi once in this process, so every forked parser inherits them."""
+        warm_up()
+        kiwi()
 
     def prepare(self, data: bytes, filename: str, source: str) -> tuple[list[Chunk], list[SparseVector]]:
         chunks = self.chunker.chunk(parse_document(data, filename, source))

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 import time
 import unicodedata
 from collections.abc import Iterable, Iterator
@@ -16,7 +14,7 @@ from celery.exceptions import OperationalError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
-from ingest.pipeline import DocumentInfo, doc_id_for, too_large
+from ingest.pipeline import DocumentInfo, doc_id_for, read_document, unreadable
 from korag.blobs import BlobStore
 from korag.errors import KoragError
 from korag.lifecycle import queue_request
@@ -110,15 +108,9 @@ def enqueue(
     info = info if info is not None else DocumentInfo()
     doc_id = doc_id_for(source, info.tenant)
     try:
-        mode = os.stat(path).st_mode
-        if not stat.S_ISREG(mode):  # reading a FIFO would block; a device never ends
-            return Enqueued(source, doc_id, None, "not a regular file (a directory, FIFO, socket or device)")
-        size = Path(path).stat().st_size
-        if size > max_file_bytes:
-            return Enqueued(source, doc_id, None, too_large(size, max_file_bytes))
-        blob = blobs.put(Path(path).read_bytes())
-    except OSError as exc:
-        return Enqueued(source, doc_id, None, f"cannot read file: {exc.strerror or exc}")
+        blob = blobs.put(read_document(path, max_file_bytes))
+    except (OSError, ValueError) as exc:
+        return Enqueued(source, doc_id, None, unreadable(exc))
     filename = unicodedata.normalize("NFC", PurePath(path).name)  # macOS spells names in NFD
     request = seq = None
     if registry is not None:  # the new request owns the document from now on (korag.lifecycle)
