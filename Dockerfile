@@ -19,6 +19,7 @@ COPY korag ./korag
 COPY ingest ./ingest
 COPY retrieval ./retrieval
 COPY workers ./workers
+COPY api ./api
 RUN pip install .
 
 RUN useradd --create-home --uid 1000 korag && mkdir -p /data /blobs /models && chown korag /data /blobs /models

@@ -15,6 +15,7 @@ import logging
 import os
 import unicodedata
 from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -42,6 +43,8 @@ class BatchIngest:
         self.pipeline = pipeline
         self.workers = workers if workers is not None else max(1, os.cpu_count() or 1)
         self.batch_chunks = batch_chunks
+        self._model: ThreadPoolExecutor | None = None  # runs the model call while parsing goes on
+        self._inflight: tuple[list[_Prepared], Future] | None = None  # the one model call under way
 
     def run(self, documents: Iterable[tuple[Path, str]], info: DocumentInfo | None = None) -> Iterator[IngestResult]:
         info = info if info is not None else DocumentInfo()
@@ -51,6 +54,11 @@ class BatchIngest:
         emitted = 0
         with ExitStack() as stack:
             pool = self._pool(stack)
+            # With a parser pool, the model runs in a thread of its own: the parsers keep being
+            # fed while it embeds (torch releases the GIL). Without one, parsing shares this
+            # thread (and the tokenizer) with the model, so the model call stays in line.
+            self._model = stack.enter_context(ThreadPoolExecutor(1, "korag-embed")) if pool is not None else None
+            stack.callback(self._settle, done)  # the last model call is written before the thread goes
             for index, (path, source) in enumerate(documents):
                 started = self._start(path, source, info)
                 if isinstance(started, IngestResult):
@@ -69,7 +77,8 @@ class BatchIngest:
                     emitted += 1
             if pool is not None:
                 self._drain(pool, pending, done, ready, limit=None)
-        self._embed(ready, done)
+            self._embed(ready, done)
+        self._model = None
         while emitted in done:
             yield done.pop(emitted)
             emitted += 1
@@ -124,29 +133,60 @@ class BatchIngest:
         ready.append(_Prepared(index, started, chunks, sparse))
 
     def _embed(self, ready: list[_Prepared], done: dict[int, IngestResult]) -> None:
-        """One model call for the chunks of every ready document; then each is written and recorded."""
+        """One model call for the chunks of every ready document; then each is written and
+        recorded. With a model thread the call runs there, one at a time, and the documents of
+        the previous call are written while it runs; this one's when the next starts or the run ends."""
         if not ready:
             return
         batch, ready[:] = list(ready), []
-        embedder = self.pipeline.embedder
+        chunks = [c for item in batch for c in item.chunks]
+        if self._model is None:
+            future: Future = Future()
+            try:
+                future.set_result(self.pipeline.embedder.embed_passages(chunks))
+            except Exception as exc:  # noqa: BLE001 - raised again by _settle, as from the thread
+                future.set_exception(exc)
+            self._inflight = (batch, future)
+            self._settle(done)
+            return
+        future = self._model.submit(self.pipeline.embedder.embed_passages, chunks)  # queued behind the last call
+        self._settle(done)  # the last call's documents are written while this one runs
+        self._inflight = (batch, future)
+
+    def _settle(self, done: dict[int, IngestResult]) -> None:
+        """Wait for the model call under way, if any, and write and record its documents."""
+        if self._inflight is None:
+            return
+        batch, future = self._inflight
+        self._inflight = None
         try:
-            vectors, counts = embedder.embed_passages([c for item in batch for c in item.chunks])
+            vectors, counts = future.result()
         except InputTooLongError:  # find the document at fault: embed them one by one
             for item in batch:
                 self._embed_one(item, done)
             return
-        start = 0
+        parts, start = [], 0
         for item in batch:
             end = start + len(item.chunks)
-            done[item.index] = self._guard(item.index, item.pending, lambda: self.pipeline.finish(
-                item.pending, item.chunks, item.sparse, vectors[start:end], counts[start:end]))
+            parts.append((item, vectors[start:end], counts[start:end]))
             start = end
+        try:  # one upsert and one registry write for the whole batch
+            results = self.pipeline.finish_many([(item.pending, item.chunks, item.sparse, v, c) for item, v, c in parts])
+        except Exception:  # the store failed somewhere: each document on its own, so it costs that one only
+            log.warning("writing %d documents at once failed; writing them one by one", len(batch), exc_info=True)
+            for item, v, c in parts:
+                done[item.index] = self._guard(item.index, item.pending, lambda: self.pipeline.finish(
+                    item.pending, item.chunks, item.sparse, v, c))
+        else:
+            for item, result in zip(batch, results):
+                done[item.index] = result
         self.pipeline.store.maintain()  # bounded index building, when a segment filled up
 
     def _embed_one(self, item: _Prepared, done: dict[int, IngestResult]) -> None:
         def run() -> IngestResult:
-            try:
-                vectors, counts = self.pipeline.embedder.embed_passages(item.chunks)
+            embed = self.pipeline.embedder.embed_passages
+            try:  # in the model thread when there is one: never two model calls at once
+                vectors, counts = self._model.submit(embed, item.chunks).result() if self._model else embed(item.chunks)
             except InputTooLongError as exc:
                 return self.pipeline.reject(item.pending, str(exc))
             return self.pipeline.finish(item.pending, item.chunks, item.sparse, vectors, counts)

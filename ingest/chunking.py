@@ -18,15 +18,18 @@ where there is some, so a 50 MB line costs fifty times a 1 MB one, in time and i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from ingest.parsing.blocks import Block
-from ingest.sentences import split_sentences
-from ingest.tokens import TokenBudget
+from ingest.sentences import Analysis, Morph, analyse
+from ingest.tokens import TokenBudget, compose_input
 from korag.types import Chunk
 
 _MAX_HEADER_SHARE = 4  # a section header may take at most 1/4 of the body budget
+_GROUP_CHARS = 65536  # blocks analysed and counted together (one tokenizer call), at most this much text
+Terms = Callable[[Sequence[Morph]], list[str]]  # morphemes -> the keyword terms a chunk keeps
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,7 @@ class _Unit:
     page: int | None
     block: int  # index of the block it came from: units of one block join with " "
     kind: str
+    terms: tuple[str, ...] = ()  # keyword terms of the text (from Kiwi's morphemes), when asked for
 
 
 @dataclass(frozen=True)
@@ -56,81 +60,155 @@ class Chunker:
         bare = budget.body_budget(None)
         # The smallest body budget any header can leave: every unit must fit under every header.
         self._max_unit = bare - bare // _MAX_HEADER_SHARE - 2
+        # Per section header, computed once (a header repeats in every chunk of its section).
+        self._embedded_header = lru_cache(maxsize=1024)(self._header_of)
+        self._body_budget = lru_cache(maxsize=1024)(budget.body_budget)
+        self._terms: Terms | None = None
 
     # -- public -----------------------------------------------------------------------------
     def chunk(self, blocks: Sequence[Block]) -> list[Chunk]:
-        chunks: list[Chunk] = []
-        for header, units in self._sections(blocks):
-            self._pack(header, units, chunks)
-        return chunks
+        return [chunk for chunk, _ in self._chunk(blocks, None)]
+
+    def chunk_with_terms(self, blocks: Sequence[Block], terms: Terms) -> list[tuple[Chunk, list[str]]]:
+        """The chunks, each with the keyword terms of what is embedded for it (header and text),
+        taken by ``terms`` from the same Kiwi analysis that found the sentence boundaries: no
+        second pass over the text for the keyword channel."""
+        return self._chunk(blocks, terms)
+
+    def _chunk(self, blocks: Sequence[Block], terms: Terms | None) -> list[tuple[Chunk, list[str]]]:
+        self._terms = terms
+        out: list[tuple[Chunk, list[str]]] = []
+        for header, header_terms, units in self._sections(blocks):
+            self._pack(header, header_terms, units, out)
+        self._check([chunk for chunk, _ in out])
+        return out
 
     # -- sections -----------------------------------------------------------------------------
     def _sections(self, blocks: Sequence[Block]):
-        """Yield ``(header, units)`` per section. No title is dropped: a heading with no body
-        of its own, or one that follows a section too small to stand alone, stays as text."""
-        trail: list[tuple[int, str]] = []  # (depth, text) of the open headings
+        """Yield ``(header, header terms, units)`` per section. No title is dropped: a heading
+        with no body of its own, or one that follows a section too small to stand alone, stays
+        as text."""
+        trail: list[tuple[int, str, tuple[str, ...]]] = []  # (depth, text, terms) of the open headings
         header: str | None = None
+        header_terms: tuple[str, ...] = ()
         units: list[_Unit] = []
         bare_title: Block | None = None  # the last heading, while no body has followed it
-        for i, block in enumerate(blocks):
+        for i, block, block_units in self._units_of(blocks):
             if block.kind != "title":
-                units.extend(self._units(block, i))
+                units.extend(block_units)
                 bare_title = None
                 continue
             if units and sum(u.tokens for u in units) >= self.options.min_section_tokens:
-                yield header, units
+                yield header, header_terms, units
                 units = []
             if units or (bare_title is not None and block.depth <= bare_title.depth):
-                units.extend(self._units(block, i))
+                units.extend(block_units)
                 continue
-            trail = [(d, t) for d, t in trail if d < block.depth] + [(block.depth, block.text)]
-            header = " > ".join(t for _, t in trail)
-            if self.options.embed_header and self._embedded_header(header) != header:
-                units.extend(self._units(block, i))  # too long for a header: keep it as text too
+            title_terms = tuple(term for unit in block_units for term in unit.terms)
+            trail = [entry for entry in trail if entry[0] < block.depth] + [(block.depth, block.text, title_terms)]
+            header = " > ".join(text for _, text, _ in trail)
+            embedded = self._embedded_header(header)
+            if embedded == header:  # the titles' own terms: no analysis of the header
+                header_terms = tuple(term for _, _, terms in trail for term in terms)
+            else:
+                header_terms = self._terms_of(embedded) if embedded else ()
+            if self.options.embed_header and embedded != header:
+                units.extend(block_units)  # too long for a header: keep it as text too
             bare_title = block
         if units:
-            yield header, units
+            yield header, header_terms, units
         elif bare_title is not None:
-            yield None, self._units(Block("text", " > ".join(t for _, t in trail), bare_title.page_number), -1)
+            lone = Block("text", " > ".join(text for _, text, _ in trail), bare_title.page_number)
+            yield None, (), next(self._units_of([lone]))[2]
 
-    def _embedded_header(self, section: str | None) -> str | None:
+    def _terms_of(self, text: str) -> tuple[str, ...]:
+        return tuple(self._terms(analyse(text).morphs)) if self._terms is not None else ()
+
+    def _header_of(self, section: str | None) -> str | None:
         """The part of the section path embedded in front of each chunk (None: nothing)."""
         if not self.options.embed_header or not section:
             return None
-        limit = max(1, self.budget.body_budget(None) // _MAX_HEADER_SHARE)
+        limit = max(1, self._body_budget(None) // _MAX_HEADER_SHARE)
         # The first piece lies within the first window: never tokenize the rest of a huge title.
         pieces = self.budget.split(section[: self.budget.window_chars(limit)], limit)
         return pieces[0] if pieces else None
 
-    def _units(self, block: Block, index: int) -> list[_Unit]:
-        if block.kind == "table":
-            parts = [block.text] if self._fits_unit(block.text) else list(block.rows)
-        else:
-            parts = split_sentences(block.text)
+    def _units_of(self, blocks: Sequence[Block]) -> Iterator[tuple[int, Block, list[_Unit]]]:
+        """``(index, block, units)`` for every block, in order. Blocks are taken in groups of
+        up to :data:`_GROUP_CHARS` characters: one Kiwi pass per block, one tokenizer call for
+        the sentences of the whole group (one per document for most documents)."""
+        group: list[tuple[int, Block]] = []
+        size = 0
+        for i, block in enumerate(blocks):
+            group.append((i, block))
+            size += len(block.text)
+            if size >= _GROUP_CHARS:
+                yield from self._group_units(group)
+                group, size = [], 0
+        if group:
+            yield from self._group_units(group)
+
+    def _group_units(self, group: list[tuple[int, Block]]) -> Iterator[tuple[int, Block, list[_Unit]]]:
+        planned = []  # per block: its analysis and its parts, (start in the block's text, text)
+        for _, block in group:
+            analysis = analyse(block.text)
+            if block.kind == "table":
+                parts = [(0, block.text)], _rows(block)  # whole, or by rows when it does not fit
+            else:
+                parts = [(a, block.text[a:b]) for a, b in analysis.sentences], None
+            planned.append((analysis, parts))
+        texts = [text for _, (parts, rows) in planned for _, text in [*parts, *(rows or ())]]
+        counts = iter(self._counts(texts))
+        for (i, block), (analysis, (parts, rows)) in zip(group, planned):
+            counted = [(start, text, next(counts)) for start, text in parts]
+            counted_rows = [(start, text, next(counts)) for start, text in rows or ()]
+            if rows is not None and counted[0][2] > self._max_unit:
+                counted = counted_rows
+            yield i, block, self._block_units(block, i, analysis, counted)
+
+    def _block_units(self, block: Block, index: int, analysis: Analysis,
+                     counted: list[tuple[int, str, int]]) -> list[_Unit]:
+        def terms(start: int, text: str) -> tuple[str, ...]:
+            if self._terms is None:
+                return ()
+            if start < 0:  # not located in the block's text: analysed on its own
+                return self._terms_of(text)
+            return tuple(self._terms(analysis.morphs_in(start, start + len(text))))
+
         units = []
-        for part in parts:
-            for piece in self._cut(part):
-                units.append(_Unit(piece, self.budget.count(piece), block.page_number, index, block.kind))
+        for start, part, count in counted:
+            if count <= self._max_unit:
+                units.append(_Unit(part, count, block.page_number, index, block.kind, terms(start, part)))
+                continue
+            pieces = self.budget.split(part, self._max_unit)
+            at = 0
+            for piece, piece_count in zip(pieces, self._counts(pieces)):
+                found = part.find(piece, at)  # pieces are slices of the part, in order
+                at = found + len(piece) if found >= 0 else at
+                piece_start = start + found if start >= 0 and found >= 0 else -1
+                units.append(_Unit(piece, piece_count, block.page_number, index, block.kind, terms(piece_start, piece)))
         return units
 
-    def _cut(self, text: str) -> list[str]:
-        return [text] if self._fits_unit(text) else self.budget.split(text, self._max_unit)
-
-    def _fits_unit(self, text: str) -> bool:
-        """``text`` fits one unit; text longer than one tokenizer window never counts as fitting
-        (it is split instead), so no count tokenizes an unbounded string."""
-        return len(text) <= self.budget.window_chars(self._max_unit) and self.budget.count(text) <= self._max_unit
+    def _counts(self, parts: list[str]) -> list[int]:
+        """Token counts of ``parts``, in one tokenizer call. A part longer than one tokenizer
+        window is never counted (it gets a count over any budget, and is split instead), so no
+        count tokenizes an unbounded string."""
+        window = self.budget.window_chars(self._max_unit)
+        short = [p for p in parts if len(p) <= window]
+        counts = iter(self.budget.counts(short))
+        return [next(counts) if len(p) <= window else self._max_unit + 1 for p in parts]
 
     # -- packing --------------------------------------------------------------------------------
-    def _pack(self, section: str | None, units: list[_Unit], out: list[Chunk]) -> None:
+    def _pack(self, section: str | None, header_terms: tuple[str, ...], units: list[_Unit],
+              out: list[tuple[Chunk, list[str]]]) -> None:
         header = self._embedded_header(section)
-        limit = self.budget.body_budget(header)
+        limit = self._body_budget(header)
         current: list[_Unit] = []
         fresh = 0  # units in `current` not carried over as overlap
         for unit in units:
             if current and not self._room_for(header, limit, current, unit):
                 if fresh:
-                    out.append(self._make(section, header, current, len(out)))
+                    out.append(self._make(section, header, header_terms, current, len(out)))
                 current = self._overlap(current) if fresh else []
                 fresh = 0
                 while current and not self._fits(header, current + [unit]):
@@ -138,7 +216,7 @@ class Chunker:
             current.append(unit)
             fresh += 1
         if fresh:
-            out.append(self._make(section, header, current, len(out)))
+            out.append(self._make(section, header, header_terms, current, len(out)))
 
     def _room_for(self, header: str | None, limit: int, current: list[_Unit], unit: _Unit) -> bool:
         # Token counts of joined pieces are nearly additive: tokenize the joined text only
@@ -161,11 +239,10 @@ class Chunker:
             total += unit.tokens
         return kept
 
-    def _make(self, section: str | None, header: str | None, units: list[_Unit], index: int) -> Chunk:
-        if not self._fits(header, units):  # the estimate above was wrong: check, never assume
-            raise AssertionError(f"chunk {index} exceeds the model's limit; this is a korag bug")
+    def _make(self, section: str | None, header: str | None, header_terms: tuple[str, ...], units: list[_Unit],
+              index: int) -> tuple[Chunk, list[str]]:
         pages = [u.page for u in units if u.page is not None]
-        return Chunk(
+        chunk = Chunk(
             text=_join(units),
             index=index,
             section=section,
@@ -173,6 +250,27 @@ class Chunker:
             page_number=pages[0] if pages else None,
             element_types=tuple(dict.fromkeys(u.kind for u in units)),
         )
+        terms = [*(header_terms if header else ()), *(t for u in units for t in u.terms)]
+        return chunk, terms
+
+    def _check(self, chunks: list[Chunk]) -> None:
+        """Every chunk's embedded input fits (one tokenizer call for all): the packing estimates
+        are checked, never assumed."""
+        inputs = [compose_input(self.budget.prefix, c.header, c.text) for c in chunks]
+        for chunk, tokens in zip(chunks, self.budget.input_counts(inputs)):
+            if tokens > self.budget.max_input_tokens:
+                raise AssertionError(f"chunk {chunk.index} exceeds the model's limit; this is a korag bug")
+
+
+def _rows(block: Block) -> list[tuple[int, str]]:
+    """A table's rows with where each starts in the block's text (rows are joined by line
+    breaks); -1 for a row not found there."""
+    rows, at = [], 0
+    for row in block.rows:
+        found = block.text.find(row, at)
+        rows.append((found, row))
+        at = found + len(row) if found >= 0 else at
+    return rows
 
 
 def _join(units: list[_Unit]) -> str:

@@ -22,7 +22,7 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -32,7 +32,6 @@ from ingest.parsing import parse_document, warm_up
 from ingest.parsing.guard import run_guarded
 from ingest.sentences import kiwi
 from ingest.sparse import SparseEncoder, SparseVector
-from ingest.tokens import compose_input
 from korag.errors import DocumentError, InputTooLongError
 from korag.metadata import RESERVED_FIELDS, normalize_source
 from korag.registry import DELETED, DocumentRecord, DocumentRegistry, new_seq, this_process
@@ -248,7 +247,12 @@ class Pipeline:
         with pending.failing_on_error(self):
             if stored_meta is not None:
                 return self._settle_stored(record, stored_meta, described)
-            if not self._state(record, "parsing"):
+            if in_process and (current is None or current.status == DELETED):
+                # A new document: the claim itself wrote it as ``parsing`` and read back that this
+                # request owns it, so a second write would change nothing (a takeover shows at the next one).
+                log.info("%s: %s", source, "parsing")
+                self.on_step("parsing")
+            elif not self._state(record, "parsing"):
                 return self._superseded(source, doc_id)
             if len(data) > self.limits.max_file_bytes:
                 return self.reject(pending, self._too_large(len(data)))
@@ -282,6 +286,58 @@ class Pipeline:
         self.store.delete_older_versions(doc_id, own.seq)  # write new, then delete old
         self.on_step("cleaned")
         return IngestResult(source, doc_id, "indexed", chunks=len(chunks))
+
+    def finish_many(self, batch: list[tuple[Pending, list[Chunk], list[SparseVector], Any, list[int]]]) -> list[IngestResult]:
+        """:meth:`finish` for many documents, ``(pending, chunks, sparse, vectors, token_counts)``
+        each: one upsert of all their chunks and one registry write (see
+        :meth:`DocumentRegistry.write_many`) instead of one of each per document; the same order
+        (write new, record, then delete old) and the same outcome per document. An error is
+        raised for the whole batch: the caller finishes the documents one by one instead (point
+        ids and records are the same, so what was written is rewritten, not duplicated)."""
+        import numpy as np
+
+        ids: list[str] = []
+        payloads: list[dict[str, Any]] = []
+        sparse_all: list[SparseVector] = []
+        for pending, chunks, sparse, _, token_counts in batch:
+            record, own = pending.record, pending.own
+            ids.extend(point_id(record.doc_id, c.index, own.id) for c in chunks)
+            payloads.extend(self._payload(chunk, tokens, record.doc_id, record.source, pending.filename,
+                                          pending.content_hash, len(chunks), pending.info, own.seq)
+                            for chunk, tokens in zip(chunks, token_counts))
+            sparse_all.extend(sparse)
+        vectors = np.concatenate([np.asarray(item[3]) for item in batch]) if batch else np.zeros((0, 0))
+        self.store.upsert(ids, vectors, payloads, sparse_all)
+        now = time.time()
+        indexed = []  # new records, kept apart until written: a failed batch leaves the old ones as they were
+        for pending, chunks, *_ in batch:
+            self.on_step("upserted")
+            log.info("%s: %s", pending.record.source, "indexed")
+            indexed.append(replace(pending.record, status="indexed", version=pending.record.version + 1,
+                                   content_hash=pending.content_hash, chunks=len(chunks), error=None, crashes=0,
+                                   indexed_at=now, indexed_seq=pending.own.seq, settings_key=self.settings_key))
+        recorded = self.registry.write_many(indexed)
+        results = []
+        for (pending, chunks, *_), record, owned in zip(batch, indexed, recorded):
+            pending.record = record
+            own = pending.own
+            if not owned:  # a newer request took over: what this one wrote is nobody's version
+                self.store.delete_version(record.doc_id, own.seq)
+                results.append(self._superseded(record.source, record.doc_id))
+                continue
+            self.on_step("indexed")
+            self.store.delete_older_versions(record.doc_id, own.seq)  # write new, then delete old
+            self.on_step("cleaned")
+            results.append(IngestResult(record.source, record.doc_id, "indexed", chunks=len(chunks)))
+        return results
+
+    def advance(self, pending: Pending, status: str, **changes: Any) -> IngestResult | None:
+        """Record the next state of a document this request works on (``embedding``; ``queued``
+        when it waits for an embed worker). Returns its outcome instead when a newer request or a
+        deletion took the document over meanwhile."""
+        if self._state(pending.record, status, **changes):
+            return None
+        return self._superseded(pending.record.source, pending.record.doc_id)
 
     def fail(self, doc_id: str, request: Request, reason: str) -> None:
         """End ``request`` as failed (if it still owns the document) and remove what it wrote.
@@ -353,8 +409,9 @@ class Pipeline:
         kiwi()
 
     def prepare(self, data: bytes, filename: str, source: str) -> tuple[list[Chunk], list[SparseVector]]:
-        chunks = self.chunker.chunk(parse_document(data, filename, source))
-        sparse = [self.sparse.encode_document(compose_input("", c.header, c.text)) for c in chunks]
+        analysed = self.chunker.chunk_with_terms(parse_document(data, filename, source), self.sparse.terms_of)
+        chunks = [chunk for chunk, _ in analysed]
+        sparse = [self.sparse.encode_terms(terms) for _, terms in analysed]  # from the chunker's Kiwi pass
         return chunks, sparse
 
     def _state(self, record: DocumentRecord, status: str, **changes: Any) -> bool:

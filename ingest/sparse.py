@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -51,8 +52,13 @@ class SparseEncoder:
         return cls(tags=tags, avg_terms=settings.sparse_avg_terms)
 
     def terms(self, text: str) -> list[str]:
+        return self.terms_of(kiwi().tokenize(text))
+
+    def terms_of(self, morphs: Iterable) -> list[str]:
+        """The keyword terms among Kiwi morphemes (anything with ``form`` and ``tag``: Kiwi's
+        tokens, :class:`ingest.sentences.Morph`)."""
         out = []
-        for token in kiwi().tokenize(text):
+        for token in morphs:
             if token.tag in self.tags:
                 form = token.form.lower() if token.tag == "SL" else token.form
                 # Verb/adjective stems get a marker so 가(다) does not collide with the noun 가.
@@ -68,6 +74,11 @@ class SparseEncoder:
 
     def encode_document(self, text: str) -> SparseVector:
         return _vector(self.bm25_weights(self.terms(text)))
+
+    def encode_terms(self, terms: list[str]) -> SparseVector:
+        """:meth:`encode_document` from terms already taken (the chunker's, see
+        :meth:`ingest.chunking.Chunker.chunk_with_terms`): no second Kiwi pass."""
+        return _vector(self.bm25_weights(terms))
 
     def encode_query(self, text: str) -> SparseVector:
         return _vector({t: 1.0 for t in set(self.terms(text))})

@@ -8,9 +8,12 @@ they come from tokenizing the very string the model will see.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from ingest.text_windows import windows
+
+BATCH = 512  # texts per tokenizer call when counting many: bounds the memory of one call
 
 
 def compose_input(prefix: str, header: str | None, body: str) -> str:
@@ -32,13 +35,33 @@ class TokenBudget:
         """Tokens of ``text`` alone, without special tokens."""
         return len(self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
 
+    def counts(self, texts: list[str]) -> list[int]:
+        """:meth:`count` of each text, in one tokenizer call per :data:`BATCH` texts (the fast
+        tokenizer batches natively)."""
+        return self._batched(texts, False)
+
+    def input_counts(self, texts: list[str]) -> list[int]:
+        """:meth:`input_tokens` of each composed input, batched as :meth:`counts`."""
+        return self._batched(texts, True)
+
+    def _batched(self, texts: list[str], special: bool) -> list[int]:
+        out: list[int] = []
+        for start in range(0, len(texts), BATCH):
+            encoded = self.tokenizer(texts[start:start + BATCH], add_special_tokens=special, verbose=False)
+            out.extend(len(ids) for ids in encoded["input_ids"])
+        return out
+
     def input_tokens(self, text: str) -> int:
         """Tokens the model sees for an already-composed input, special tokens included."""
         return len(self.tokenizer(text, add_special_tokens=True, verbose=False)["input_ids"])
 
     def overhead(self, header: str | None) -> int:
         """Tokens spent on everything but the body: specials, prefix, header and its newline."""
-        return self.input_tokens(compose_input(self.prefix, header, "x")) - self.count("x")
+        return self.input_tokens(compose_input(self.prefix, header, "x")) - self._x_tokens
+
+    @cached_property
+    def _x_tokens(self) -> int:
+        return self.count("x")
 
     def body_budget(self, header: str | None) -> int:
         return self.max_input_tokens - self.overhead(header)

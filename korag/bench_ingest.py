@@ -7,12 +7,16 @@ same documents and chunks, in one run.
 - **model_only**: the same chunk inputs through the same embedder in one call (same precision);
 - **naive**: sentence-transformers as most RAG code uses it, fp32, one ``encode`` per document,
   batch 32 — the baseline the pipeline should beat;
-- ``cosine_vs_fp32_min``: the embedder's vectors against sentence-transformers fp32 on those chunks.
+- ``cosine_vs_fp32_min``: the embedder's vectors against sentence-transformers fp32 on those chunks;
+- ``cpu_stages``: parse + chunk + keyword terms alone, in this process, on the same documents: CPU
+  milliseconds per document and model tokens per CPU-second (per core), the figure that says how
+  many cores feed a given model speed.
 """
 
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import tempfile
 import time
@@ -77,13 +81,17 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
             from tqdm import tqdm
 
             results = tqdm(results, total=len(documents), desc="pipeline", unit="doc", file=sys.stderr)
+        usage0 = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
         t0 = time.perf_counter()
         failed = sum(r.status == "failed" for r in results)
         pipeline_s = time.perf_counter() - t0
+        usage1 = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
+        main_cpu, parsers_cpu = (_cpu(usage1[i]) - _cpu(usage0[i]) for i in (0, 1))  # parsers: once reaped
         del embedder.embed_passages
 
         texts = [compose_input(settings.passage_prefix, c.header, c.text) for c in embedded]
-        tokens = sum(embedder.passage_budget.input_tokens(t) for t in texts)
+        tokens = sum(embedder.passage_budget.input_counts(texts))
+        cpu_s = _cpu_stages(pipeline, documents)
         t0 = time.perf_counter()
         vectors, _ = embedder.embed_passages(embedded)
         model_s = time.perf_counter() - t0
@@ -130,8 +138,29 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
         "speedup_vs_naive": round(naive_s / pipeline_s, 3),
         "cosine_vs_fp32_min": round(cosine, 5),
         "fixed_ms_per_document": round(max(0.0, pipeline_s - model_s) * 1000 / n_docs, 2),
+        "cpu_ms_per_doc": {"main_process": round(main_cpu * 1000 / n_docs, 2),
+                           "parser_processes": round(parsers_cpu * 1000 / n_docs, 2)},
+        "cpu_stages": {"cpu_ms_per_doc": round(cpu_s * 1000 / n_docs, 2),
+                       "tokens_per_cpu_s": round(tokens / cpu_s, 1) if cpu_s else None},
         "parse_workers": batch.workers,
     }
+
+
+def _cpu(usage) -> float:
+    return usage.ru_utime + usage.ru_stime
+
+
+def _cpu_stages(pipeline, documents: list[tuple[Path, str]]) -> float:
+    """CPU seconds of parse + chunk + keyword terms over ``documents``, in this process (no
+    pool, no model, no store): what one core spends to feed the model."""
+    inputs = [(path.read_bytes(), path.name, source) for path, source in documents]
+    start = time.process_time()
+    for data, name, source in inputs:
+        try:
+            pipeline.prepare(data, name, source)
+        except Exception:  # noqa: BLE001 - a document that fails to parse costs what it cost
+            pass
+    return time.process_time() - start
 
 
 def _warm_up_file(folder: Path) -> Path:
@@ -152,3 +181,9 @@ def print_human(report: dict[str, Any]) -> None:
     print(f"ratio         pipeline at {report['ratio_to_model_only']:.2f}x model-only speed, "
           f"{report['speedup_vs_naive']:.2f}x the naive baseline; fixed cost "
           f"{report['fixed_ms_per_document']:.1f} ms per document; min cosine vs fp32 {report['cosine_vs_fp32_min']:.4f}")
+    used = report["cpu_ms_per_doc"]
+    print(f"cpu per doc   {used['main_process']:.1f} ms in this process (read, registry, embed, upsert), "
+          f"{used['parser_processes']:.1f} ms in the parser processes")
+    cpu = report["cpu_stages"]
+    print(f"cpu stages    parse + chunk + keyword terms: {cpu['cpu_ms_per_doc']:.1f} ms CPU per document, "
+          f"{cpu['tokens_per_cpu_s'] or 0:,.0f} model tokens per CPU-second (one core)")

@@ -3,7 +3,7 @@
     korag ingest PATH... [--wait [--timeout S]] [--json]
     korag search QUERY [-k N] [--json]
     korag chunks [--doc-id ID] [--json]
-    korag worker
+    korag worker [--queues parse|embed|parse,embed]
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ from korag.cli_common import (
 )
 from korag.cli_documents import cmd_delete, cmd_docs, cmd_status, cmd_sweep
 from korag.cli_eval import cmd_eval
+from korag.cli_keys import add_commands as add_keys_commands
+from korag.cli_serve import add_commands as add_serve_commands
 from korag.cli_store import add_commands as add_store_commands
 from korag.errors import KoragError
 from korag.metadata import build_filter, check_tenant, normalize_source, printable
@@ -137,6 +139,7 @@ def _walk(folder: Path, root: Path, given: str, top: Path, suffixes: frozenset[s
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     from ingest.pipeline import DocumentInfo, doc_id_for
+    from korag.schemas import IngestOutcome
     from korag.types import IngestResult
 
     info = DocumentInfo(tenant=args.tenant, meta=tuple(_pairs(args.meta, "--meta")))
@@ -160,7 +163,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
         total += 1
         failed += result.status == "failed" or result.error is not None
         if args.json:
-            print_json(result.to_json())
+            print_json(IngestOutcome.of(result).model_dump())
         elif result.error is not None:
             print(f"{result.status:<8} {printable(result.source)}: {printable(result.error)}")
         else:
@@ -229,6 +232,7 @@ def _open_retriever(settings: Settings, stack):
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import ExitStack
 
+    from korag.schemas import SearchHit, SearchOutput
     from retrieval.context import citation
 
     check_tenant(args.tenant)
@@ -241,7 +245,8 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
         results = response.results
         empty = not results and (not retriever.store.exists() or retriever.store.count() == 0)
     if args.json:
-        print_json({"query": args.query, "results": [r.to_json() for r in results], "notice": response.notice})
+        output = SearchOutput(query=args.query, results=[SearchHit.of(r) for r in results], notice=response.notice)
+        print_json(output.cli_json())
         return 0
     if response.notice is not None:
         print(f"note: {response.notice}", file=sys.stderr)
@@ -257,6 +262,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
+    from korag.schemas import ChunkOut
     from korag.store import store_session
 
     filters = {"doc_id": args.doc_id} if args.doc_id else None
@@ -265,7 +271,7 @@ def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
             return 0
         for chunk in store.iter_chunks(filters):
             if args.json:
-                print_json({"id": chunk.id, "text": chunk.text, "metadata": chunk.metadata})
+                print_json(ChunkOut.of(chunk).model_dump())
             else:
                 meta = chunk.metadata
                 print(f"{printable(meta.get('source'))} #{meta.get('chunk_index')} ({meta.get('token_count')} tokens) "
@@ -278,10 +284,17 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.broker_url is None:
         print("korag worker: set KORAG_BROKER_URL (e.g. redis://localhost:6379/0)", file=sys.stderr)
         return EXIT_ERROR
-    from workers.app import create_app
+    from workers.app import create_app, queues_for
 
+    try:
+        queues = queues_for(args.queues) if args.queues else None
+    except ValueError as exc:
+        print(f"korag worker: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     app = create_app(settings)
     argv = ["worker", f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency or settings.worker_concurrency}"]
+    if queues is not None:
+        argv.append(f"--queues={','.join(queues)}")
     if args.pool:
         argv.append(f"--pool={args.pool}")
     if args.hostname:
@@ -350,12 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = add_bench_commands(sub)
     add_store_commands(sub, bench)  # korag migrate, korag bench store
+    add_keys_commands(sub)  # korag keys add/list/revoke
+    add_serve_commands(sub)  # korag serve
 
     p = sub.add_parser("worker", help="run a Celery worker for KORAG_BROKER_URL")
     p.add_argument("--concurrency", type=int)
     p.add_argument("--pool", help="prefork (default), solo, threads")
     p.add_argument("--loglevel", default="INFO")
     p.add_argument("--hostname")
+    p.add_argument("--queues", metavar="ROLES",
+                   help="parse (CPU: parsing, chunking, keyword terms), embed (the model, upsert; GPU) or parse,embed "
+                        "(the default: a document from start to end)")
     p.set_defaults(func=cmd_worker)
     return parser
 

@@ -30,12 +30,14 @@ def _when(ts: float | None) -> str:
 def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import ExitStack
 
+    from korag.schemas import Document
+
     with ExitStack() as stack:
         _, registry = _registry_session(settings, stack)
         records = sorted(registry.all(), key=lambda r: r.created_at)
     for r in records:
         if args.json:
-            print_json(r.to_json())
+            print_json(Document.of(r).model_dump())
         else:
             print(f"{r.status:<9} v{r.version:<3} {r.chunks:>5} chunks  {_when(r.updated_at)}  {r.doc_id}  "
                   f"{printable(r.source)}" + (f"\n          error: {printable(r.error)}" if r.error else ""))
@@ -47,6 +49,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import ExitStack
 
     from korag.registry import STATES
+    from korag.schemas import Document, StatusSummary
 
     with ExitStack() as stack:
         store, registry = _registry_session(settings, stack)
@@ -57,7 +60,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                 print(f"korag status: no document {printable(args.doc_id)}", file=sys.stderr)
                 return EXIT_FAILED_DOCUMENTS
             if args.json:
-                print_json(record.to_json())
+                print_json(Document.of(record).model_dump())
             else:
                 print(f"{record.doc_id}  {printable(record.source)}\n  status {record.status}, version "
                       f"{record.version}, {record.chunks} chunks, updated {_when(record.updated_at)}"
@@ -66,7 +69,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         counts = Counter(r.status for r in registry.all())
     total = sum(counts.values())
     done = counts["indexed"] + counts["failed"]
-    summary = {"total": total, "done": done, "by_status": {s: counts.get(s, 0) for s in STATES}, "backend": backend}
+    summary = StatusSummary(total=total, done=done, by_status={s: counts.get(s, 0) for s in STATES},
+                            backend=backend).model_dump()
     if args.json:
         print_json(summary)
     else:
@@ -85,7 +89,9 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
         deletion = delete_document(store, registry, args.doc_id)  # leaves a tombstone for queued messages
     deleted = deletion.deleted_chunks
     if args.json:
-        print_json({"doc_id": args.doc_id, "deleted_chunks": deleted})
+        from korag.schemas import Deleted
+
+        print_json(Deleted(doc_id=args.doc_id, deleted_chunks=deleted).model_dump())
     else:
         print(f"deleted {printable(args.doc_id)}: {deleted} chunks")
     if not deletion.known:

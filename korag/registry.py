@@ -190,6 +190,43 @@ class DocumentRegistry:
         self._upsert(record, models.Filter(must=[_match("request", record.request)]))
         return self.owns(record.doc_id, record.request)
 
+    def write_many(self, records: list[DocumentRecord]) -> list[bool]:
+        """:meth:`write` for many records in two calls instead of two per record: one conditional
+        upsert in which each record's point is replaced only while its own request still owns
+        it (a ``should`` of per-point conditions: the point's id and its request), then one
+        read back. Returns, per record, whether it was written."""
+        owned = [r for r in records if r.request is not None]
+        for record in records:
+            if record.request is None:  # written by a korag before requests existed: as it is
+                self._upsert(record, None)
+        if owned:
+            self.ensure()
+            now = time.time()
+            for record in owned:
+                record.updated_at = now
+            condition = models.Filter(should=[
+                models.Filter(must=[models.HasIdCondition(has_id=[self._id(r.doc_id)]), _match("request", r.request)])
+                for r in owned
+            ])
+            self.client.upsert(
+                self.collection,
+                points=[models.PointStruct(id=self._id(r.doc_id), vector={}, payload=r.to_json()) for r in owned],
+                update_filter=condition,
+                wait=True,
+            )
+        current = self.get_many([r.doc_id for r in owned])
+        return [record.request is None or (current.get(record.doc_id) is not None
+                                            and current[record.doc_id].request == record.request)
+                for record in records]
+
+    def get_many(self, doc_ids: list[str]) -> dict[str, DocumentRecord]:
+        """The records of ``doc_ids`` that exist (tombstones included), in one call."""
+        if not doc_ids or (not self._ensured and not self.client.collection_exists(self.collection)):
+            return {}
+        found = self.client.retrieve(self.collection, [self._id(d) for d in dict.fromkeys(doc_ids)], with_payload=True)
+        records = (DocumentRecord.from_payload(point.payload) for point in found)
+        return {record.doc_id: record for record in records}
+
     def owns(self, doc_id: str, request: str) -> bool:
         current = self.get(doc_id, include_deleted=True)
         return current is not None and current.request == request

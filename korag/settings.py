@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     task_time_limit: int = Field(2100, ge=1, description="seconds before a task's process is killed")
     visibility_timeout: int = Field(7200, ge=1, description="Redis redelivers unacknowledged tasks after this")
     worker_concurrency: int = Field(1, ge=1)
+    worker_batch_documents: int = Field(
+        32, ge=1, description="queued documents one worker task takes at once (parsed together, embedded together)")
+    worker_batch_chunks: int = Field(
+        1024, ge=1, description="chunks per model call across documents, and what an embed task gathers")
 
     # -- parsing and failures --
     max_file_bytes: int = Field(100 * 1024 * 1024, ge=1, description="files above this size are refused")
@@ -75,12 +79,27 @@ class Settings(BaseSettings):
     max_crashes: int = Field(3, ge=1, description="deliveries a worker may die on before the document is failed")
     sweep_after_s: float | None = Field(None, gt=0, description="unfinished documents older than this are re-queued; default: task time limit + 60 s")
 
-    @field_validator("qdrant_url", "broker_url", "result_backend", "embedding_device", "sparse_tags")
+    # -- service keys and webhooks (korag.keys, korag.events) --
+    api_keys: SecretStr | None = Field(
+        None, description='"KEY=TENANT,..." accepted besides <data_dir>/keys.json; tenant * is an admin key')
+    webhook_url: str | None = Field(None, description="document.indexed/failed/deleted events are POSTed here")
+    webhook_secret: SecretStr | None = Field(None, description="HMAC-SHA256 key of the X-Korag-Signature header")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="one delivery attempt gives up after this")
+    webhook_max_attempts: int = Field(12, ge=1, description="attempts per event before it is set aside as dead")
+    webhook_backoff_s: float = Field(1.0, gt=0, description="wait before the first retry; doubles per attempt")
+    webhook_backoff_max_s: float = Field(300.0, gt=0, description="longest wait between two attempts")
+
+    # -- the HTTP service (korag serve) --
+    max_upload_bytes: int | None = Field(
+        None, ge=1, description="largest upload request body; default: KORAG_MAX_FILE_BYTES + 1 MiB")
+    api_max_files: int = Field(100, ge=1, description="files in one upload request")
+
+    @field_validator("qdrant_url", "broker_url", "result_backend", "embedding_device", "sparse_tags", "webhook_url")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value if value not in ("", None) else None
 
-    @field_validator("qdrant_api_key", mode="before")
+    @field_validator("qdrant_api_key", "api_keys", "webhook_secret", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
         secret = value.get_secret_value() if isinstance(value, SecretStr) else value

@@ -10,6 +10,7 @@ Payload layout follows langchain-qdrant: ``page_content`` and ``metadata``.
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 import warnings
@@ -125,6 +126,13 @@ def _filter(filters: dict[str, Any] | None) -> models.Filter | None:
     from korag.metadata import build_filter
 
     return build_filter(filters)
+
+
+def _and(*filters: models.Filter | None) -> models.Filter | None:
+    given = [f for f in filters if f is not None]
+    if len(given) <= 1:
+        return given[0] if given else None
+    return models.Filter(must=given)
 
 
 class QdrantStore:
@@ -269,10 +277,12 @@ class QdrantStore:
         sparse: Any | None = None,
         mode: SearchMode = "dense",
         fusion: Fusion | None = None,
+        where: models.Filter | None = None,
     ) -> list[SearchResult]:
         """One Qdrant query per call. ``hybrid`` prefetches both channels and fuses them
-        server-side with weighted RRF."""
-        query_filter = _filter(filters)
+        server-side with weighted RRF. ``where`` (a Qdrant filter, e.g. from
+        korag.query_filter.parse_filter) must match too, besides ``filters``."""
+        query_filter = _and(_filter(filters), where)
         if mode == "dense":
             response = self.client.query_points(
                 self.collection, query=vector.tolist(), using=DENSE, limit=k, query_filter=query_filter, with_payload=True
@@ -324,6 +334,42 @@ class QdrantStore:
 
     def count(self, filters: dict[str, Any] | None = None) -> int:
         return self.client.count(self.collection, count_filter=_filter(filters), exact=True).count
+
+
+class StoreKeeper:
+    """How a long-running process (a worker) holds its store. A Qdrant server's client is opened on
+    first use and kept for the process's lifetime (its connection pool too); the embedded engine's
+    directory is opened per use and released, because the CLI, the sweeper and the other workers
+    share it in turn (one process per directory at a time). After a fork the child opens its own."""
+
+    def __init__(self, settings: Settings, wait_s: float = 0.0) -> None:
+        self.settings = settings
+        self.wait_s = wait_s
+        self._kept: QdrantStore | None = None
+        self._pid = 0
+        self.opened = 0  # how many times a client was opened (tests, diagnostics)
+
+    @property
+    def keeps(self) -> bool:
+        return self.settings.qdrant_url is not None
+
+    @contextmanager
+    def session(self) -> Iterator[QdrantStore]:
+        if not self.keeps:
+            self.opened += 1
+            with store_session(self.settings, self.wait_s) as store:
+                yield store
+            return
+        if self._kept is None or self._pid != os.getpid():
+            self.opened += 1
+            self._kept = QdrantStore(open_client(self.settings), self.settings.collection, self.settings.upsert_batch_size)
+            self._pid = os.getpid()
+        yield self._kept
+
+    def close(self) -> None:
+        if self._kept is not None and self._pid == os.getpid():
+            self._kept.client.close()
+        self._kept = None
 
 
 @contextmanager

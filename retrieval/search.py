@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from qdrant_client import models
+
 from ingest.embedder import Embedder
 from ingest.sparse import SparseEncoder
 from korag.errors import StoreError
@@ -59,13 +61,16 @@ class Retriever:
         filters: dict[str, Any] | None = None,
         mode: str | None = None,
         tenant: str | None = None,
+        where: models.Filter | None = None,
     ) -> list[SearchResult]:
         """Top ``k`` chunks for ``query``, best first. ``filters`` match metadata fields exactly
         (a list value matches any of its items; ``"3"`` also matches a stored 3, ``"true"`` a stored
         True), e.g. ``{"source": "규정.pdf"}``; ``tenant`` restricts the search to that tenant's
-        documents; ``mode`` is dense, sparse or hybrid. A query longer than the model's limit is
-        cut for the dense channel only (see :meth:`search_with_notes` to learn when)."""
-        return self.search_with_notes(query, k, filters, mode, tenant).results
+        documents; ``where`` is a Qdrant filter that must match as well (the service's filter
+        language: korag.query_filter.parse_filter); ``mode`` is dense, sparse or hybrid. A query
+        longer than the model's limit is cut for the dense channel only (see
+        :meth:`search_with_notes` to learn when)."""
+        return self.search_with_notes(query, k, filters, mode, tenant, where=where).results
 
     def search_with_notes(
         self,
@@ -74,6 +79,7 @@ class Retriever:
         filters: dict[str, Any] | None = None,
         mode: str | None = None,
         tenant: str | None = None,
+        where: models.Filter | None = None,
     ) -> SearchResponse:
         """:meth:`search`, plus a notice when the query was cut to fit the dense channel."""
         mode = mode if mode is not None else self.mode
@@ -96,5 +102,6 @@ class Retriever:
         fit = self.embedder.fit_query(query) if mode != "sparse" else None
         vector = self.embedder.embed_queries([fit.text])[0] if fit is not None else None
         sparse = self.sparse.encode_query(query) if mode != "dense" else None
-        results = self.store.search(vector, k, filters, sparse=sparse, mode=mode, fusion=self.fusion)
+        results = self.store.search(vector, k, filters, sparse=sparse, mode=mode, fusion=self.fusion,
+                                    where=where)
         return SearchResponse(results, fit.notice() if fit is not None else None)

@@ -108,3 +108,21 @@ def test_the_model_sees_many_documents_per_call(tmp_path, pipeline):
         del pipeline.embedder.embed_passages
     assert [r.status for r in results] == ["indexed"] * 12
     assert sum(calls) == 12 and len(calls) == 1
+
+
+def test_one_registry_write_for_many_documents_keeps_each_ones_ownership(pipeline):
+    """Batched state writes are a compare-and-set per document: the record a newer request took
+    over meanwhile is left as the newer request wrote it, the others are written."""
+    from korag.registry import DocumentRecord, new_seq
+
+    registry = pipeline.registry
+    mine = [DocumentRecord(doc_id=f"d{i}", source=f"s{i}", status="parsing", request=f"r{i}", seq=new_seq())
+            for i in range(3)]
+    assert all(registry.claim(r) for r in mine)
+    newer = DocumentRecord(doc_id="d1", source="s1", status="parsing", request="newer", seq=new_seq())
+    assert registry.claim(newer)
+    for record in mine:
+        record.status = "indexed"
+    assert registry.write_many(mine) == [True, False, True]
+    assert [registry.get(f"d{i}").status for i in range(3)] == ["indexed", "parsing", "indexed"]
+    assert registry.get("d1").request == "newer"

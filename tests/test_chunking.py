@@ -141,3 +141,31 @@ def test_prefixes_are_applied(minilm):
     assert float(query @ raw[0]) >= 0.999 and float(passage[0] @ raw[1]) >= 0.999
     assert float(query @ passage[0]) < float(query @ raw[0]) - 0.001
     assert counts == [len(minilm.model.tokenizer("passage: 비밀번호")["input_ids"])]
+
+
+def test_keyword_terms_come_from_the_sentence_analysis_with_no_second_pass(minilm, monkeypatch):
+    """One Kiwi analysis per text serves the sentence boundaries and the keyword terms: every
+    chunk's terms (its header's included) are those of Kiwi on the chunk's own text, and Kiwi
+    reads each character of the document once."""
+    from ingest import sentences
+    from ingest.sparse import SparseEncoder
+
+    analysed: list[int] = []
+    real = sentences.kiwi()
+
+    class Counting:
+        def split_into_sents(self, text, *args, **kwargs):
+            analysed.append(len(text))
+            return real.split_into_sents(text, *args, **kwargs)
+
+    monkeypatch.setattr(sentences, "kiwi", lambda: Counting())
+    sparse = SparseEncoder()
+    blocks = [*_blocks_from_text(long_korean_text(12)), Block("title", "제2장 보칙"),
+              Block("text", "이 장은 부칙에 관한 내용입니다. 시행일은 공포한 날입니다.")]
+    out = Chunker(minilm.passage_budget).chunk_with_terms(blocks, sparse.terms_of)
+    assert sum(analysed) == sum(len(b.text) for b in blocks)  # each block once; headers are not analysed again
+    monkeypatch.undo()
+    assert [c for c, _ in out] == Chunker(minilm.passage_budget).chunk(blocks)  # the same chunks as without terms
+    for chunk, terms in out:
+        assert sorted(terms) == sorted(sparse.terms(compose_input("", chunk.header, chunk.text)))
+    assert out[-1][0].header == "제2장 보칙" and "부칙" in out[-1][1] and "칙" in out[-1][1]

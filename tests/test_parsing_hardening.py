@@ -143,7 +143,7 @@ class _RecordingTokenizer:
         self.real, self.lengths = real, []
 
     def __call__(self, text, **kwargs):
-        self.lengths.append(len(text))
+        self.lengths.extend([len(t) for t in text] if isinstance(text, list) else [len(text)])  # a batch: each string
         return self.real(text, **kwargs)
 
     def __getattr__(self, name):

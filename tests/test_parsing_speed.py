@@ -155,3 +155,28 @@ def test_scanned_pdf_still_has_no_extractable_text(tmp_path):
     c.save()
     with pytest.raises(EmptyDocumentError, match=r"scan\.pdf: no extractable text"):
         _parse(tmp_path / "scan.pdf")
+
+
+def test_plain_text_elements_are_unstructureds_without_language_detection(tmp_path, monkeypatch):
+    """.txt files (and PDF pages) get exactly the elements unstructured's ``partition_text``
+    gives — same paragraphs, same classes, same text — without its per-document language
+    detection (langdetect), which korag never reads."""
+    from unstructured.partition.common import lang
+    from unstructured.partition.text import partition_text
+
+    from ingest.parsing.plain_text import partition_plain_text
+
+    parse_document(b"warm", "warm-up.txt")  # korag's offline spaCy model and script-aware rules, as in use
+    texts = [docs.make_text(tmp_path / "공지.txt").read_text(encoding="utf-8"), docs.long_korean_text(3),
+             "RISK FACTORS\n\nThe company faces many risks.\n\n• 첫째 항목\n• 둘째 항목\n\n1. 번호 항목\n\nkorag@example.com",
+             "줄이 끊긴\n문단입니다.\n레이아웃 때문에\n끊겼습니다."]
+    expected = [[(type(e), e.text) for e in partition_text(text=t)] for t in texts]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("language detection ran")
+
+    monkeypatch.setattr(lang, "detect_languages", refuse)
+    got = [[(type(e), e.text) for e in partition_plain_text(t)] for t in texts]
+    assert got == expected
+    assert {cls.__name__ for part in got for cls, _ in part} >= {"Title", "NarrativeText", "ListItem"}
+    _parse(docs.make_text(tmp_path / "again.txt"))  # the whole .txt path too

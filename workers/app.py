@@ -2,13 +2,34 @@
 
 ``celery -A workers.app worker`` and ``korag worker`` both use :data:`app`, configured from the
 environment (``KORAG_*``) when this module is imported.
+
+Two queues: ``parse`` (``korag.ingest_document``: read, parse, chunk, keyword terms — CPU work)
+and ``embed`` (``korag.embed_document``: the model, upsert, registry — GPU work). A worker that
+consumes both (the default) takes a document from parsing to the end itself; a parse-only worker
+hands each parsed document to the ``embed`` queue. ``celery`` is Celery's default queue, where
+messages queued by a korag before the split wait: parse workers consume it too.
 """
 
 from __future__ import annotations
 
 from celery import Celery
+from kombu import Queue
 
 from korag.settings import Settings
+
+PARSE_QUEUE = "parse"
+EMBED_QUEUE = "embed"
+LEGACY_QUEUE = "celery"
+ROLES = {"parse": (PARSE_QUEUE, LEGACY_QUEUE), "embed": (EMBED_QUEUE,)}
+
+
+def queues_for(roles: str) -> list[str]:
+    """``parse,embed`` → the queues a worker with those roles consumes. Raises ``ValueError``."""
+    names = [r.strip() for r in roles.split(",") if r.strip()]
+    unknown = [r for r in names if r not in ROLES]
+    if unknown or not names:
+        raise ValueError(f"unknown worker role(s) {', '.join(unknown) or repr(roles)}: use parse, embed or parse,embed")
+    return [queue for role in names for queue in ROLES[role]]
 
 
 def create_app(settings: Settings) -> Celery:
@@ -34,6 +55,9 @@ def create_app(settings: Settings) -> Celery:
         result_expires=7 * 24 * 3600,
         task_track_started=True,
         broker_connection_retry_on_startup=True,
+        task_queues=[Queue(LEGACY_QUEUE), Queue(PARSE_QUEUE), Queue(EMBED_QUEUE)],
+        task_default_queue=LEGACY_QUEUE,
+        task_routes={"korag.ingest_document": {"queue": PARSE_QUEUE}, "korag.embed_document": {"queue": EMBED_QUEUE}},
     )
     app.conf.korag_settings = settings
     return app

@@ -22,6 +22,7 @@ from korag.registry import DocumentRegistry
 from korag.types import IngestResult
 
 TASK_NAME = "korag.ingest_document"
+EMBED_TASK_NAME = "korag.embed_document"
 BROKER_PROBE_S = 3.0
 
 
@@ -87,12 +88,21 @@ def wait_all(sent: Iterable[Enqueued], timeout_s: float) -> Iterator[IngestResul
 
 
 def send(app: Celery, blob: str, filename: str, source: str, doc_id: str, tenant: str | None,
-         meta: dict[str, str], request: str | None = None, seq: int | None = None) -> AsyncResult:
+         meta: dict[str, str], request: str | None = None, seq: int | None = None,
+         countdown: float | None = None) -> AsyncResult:
     return app.send_task(
         TASK_NAME,
         kwargs={"blob": blob, "filename": filename, "source": source, "doc_id": doc_id, "tenant": tenant,
                 "meta": meta, "request": request, "seq": seq},
+        countdown=countdown,
     )
+
+
+def send_embed(app: Celery, prepared: str, doc_id: str, source: str, chunks: int, seq: int,
+               countdown: float | None = None) -> AsyncResult:
+    """Send a parsed document (its prepared file, named by its request) to the embed workers."""
+    return app.send_task(EMBED_TASK_NAME, kwargs={"prepared": prepared, "doc_id": doc_id, "source": source,
+                                                  "chunks": chunks, "seq": seq}, countdown=countdown)
 
 
 def enqueue(

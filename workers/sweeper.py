@@ -1,6 +1,11 @@
 """Find documents left unfinished (queued, parsing, embedding) longer than any task may run,
 and send them again, or, without a broker or stored content, mark them failed. A document
-found mid-flight counts as one interruption of its worker (see ``note_interruption``)."""
+found mid-flight counts as one interruption of its worker (see ``note_interruption``). A
+document already parsed (its prepared file is there) goes straight back to the embed queue.
+
+What is sent again waits ``RESEND_DELAY_S`` before it runs: the sweep runs as a worker starts,
+and a worker that took a document which may crash it again at once would not answer a health
+check (``celery inspect ping``; a solo worker is deaf while it runs a task) until it finished."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import time
 
 from celery import Celery
 
+from ingest.stages import PreparedStore
 from korag.lifecycle import reap_dead_owners
 from korag.registry import (
     MID_FLIGHT,
@@ -17,11 +23,14 @@ from korag.registry import (
     note_interruption,
 )
 from korag.settings import Settings
-from workers.client import send
+from workers.client import send, send_embed
+
+RESEND_DELAY_S = 5.0
 
 
 def sweep(registry: DocumentRegistry, app: Celery | None, settings: Settings, now: float | None = None) -> list[DocumentRecord]:
     cutoff = (now if now is not None else time.time()) - settings.sweep_age_s
+    prepared = PreparedStore.from_settings(settings)
     swept = reap_dead_owners(registry)  # an in-process ingest that died: no need to wait
     for status in UNFINISHED:
         for record in registry.all(status):
@@ -34,8 +43,13 @@ def sweep(registry: DocumentRegistry, app: Celery | None, settings: Settings, no
                 record.status = "queued"
                 if not registry.write(record):
                     continue
-                send(app, record.blob, record.filename, record.source, record.doc_id, record.tenant, record.meta,
-                     record.request, record.seq)
+                parsed = prepared.get(record.request) if prepared.exists(record.request) else None
+                if parsed is not None:
+                    send_embed(app, record.request, record.doc_id, record.source, len(parsed["chunks"]), record.seq or 0,
+                               countdown=RESEND_DELAY_S)
+                else:
+                    send(app, record.blob, record.filename, record.source, record.doc_id, record.tenant, record.meta,
+                         record.request, record.seq, countdown=RESEND_DELAY_S)
             else:
                 record.status = "failed"
                 record.error = "interrupted: the process ingesting it ended before it finished; ingest it again"

@@ -1,4 +1,11 @@
-"""Thin tasks: decode JSON arguments, call a plain function, return a plain dict.
+"""Thin tasks: decode JSON arguments, call a plain function (:mod:`ingest.stages`), return a plain dict.
+
+``korag.ingest_document`` (queue ``parse``) takes up to ``KORAG_WORKER_BATCH_DOCUMENTS`` queued
+documents at once (:class:`workers.batching.Batch`), parses them in a warm parser pool and, on a
+worker that also consumes ``embed``, embeds their chunks together and records them; a parse-only
+worker sends each parsed document on as ``korag.embed_document`` under the same task id, so a
+client waiting on the task gets the final outcome. ``korag.embed_document`` (queue ``embed``)
+gathers prepared documents up to ``KORAG_WORKER_BATCH_CHUNKS`` chunks for one model call.
 
 Heavy parts (the model) are built once per worker process, on first use, never at import.
 Transient failures (store or broker briefly unavailable) are retried with backoff; a document
@@ -8,11 +15,12 @@ ends ``failed`` instead of being redelivered forever.
 
 from __future__ import annotations
 
+import random
 from dataclasses import replace
 from functools import cache
 from typing import Any
 
-from celery.exceptions import SoftTimeLimitExceeded
+from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from celery.utils.log import get_task_logger
 from qdrant_client.http.exceptions import ResponseHandlingException
@@ -20,13 +28,33 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from ingest.embedder import Embedder
 from ingest.pipeline import DocumentInfo, Pipeline, Request
+from ingest.stages import (
+    BATCH_BYTES,
+    FORWARDED,
+    RELEASED,
+    STORE_WAIT_S,
+    Delivery,
+    EmbedOrder,
+    InFlight,
+    PreparedStore,
+    Stage,
+    blob_size,
+    embed_batch,
+    interrupted,
+    is_suspect,
+    prepare_batch,
+    settle_delivery,
+)
 from korag.blobs import BlobStore
 from korag.errors import StoreBusyError
-from korag.registry import DELETED, MID_FLIGHT, DocumentRegistry, new_seq, note_interruption
+from korag.registry import DocumentRegistry, new_seq
 from korag.settings import Settings
-from korag.store import store_session
+from korag.store import StoreKeeper
 from korag.types import IngestResult
-from workers.app import app
+from workers.app import EMBED_QUEUE, LEGACY_QUEUE, PARSE_QUEUE, app
+from workers.batching import Batch, Message
+
+__all__ = ["embed_document", "ingest_blob", "ingest_document", "settle_delivery"]
 
 log = get_task_logger(__name__)
 
@@ -44,26 +72,11 @@ def _embedder() -> Embedder:
     return Embedder.load(_settings())
 
 
-def settle_delivery(registry: DocumentRegistry, doc_id: str, request: Request | None, max_crashes: int) -> IngestResult | None:
-    """Decide whether this delivery should run. Returns the outcome to report instead, when:
-    the request was superseded by a newer one (or the document deleted), or already finished (a
-    redelivery after a crash or a sweep), or the document has now taken down ``max_crashes``
-    workers. Only a redelivery of the *same attempt* that finds the document mid-flight counts
-    as a crash; a retry after a transient error is a new attempt."""
-    record = registry.get(doc_id, include_deleted=True)
-    if record is None or request is None:
-        return None
-    if record.request != request.id or record.status == DELETED:
-        why = "deleted before it was ingested" if record.status == DELETED else "superseded by a newer ingest of this document"
-        return IngestResult(record.source, doc_id, "failed", error=why)
-    if record.status in ("indexed", "failed"):
-        status = "unchanged" if record.status == "indexed" else "failed"
-        return IngestResult(record.source, doc_id, status, chunks=record.chunks, error=record.error)
-    if record.status in MID_FLIGHT and record.attempt in (None, request.attempt):  # the last worker on it died
-        if note_interruption(registry, record, max_crashes):
-            return IngestResult(record.source, doc_id, "failed", error=record.error)
-        log.warning("document %s was interrupted %d time(s); trying again", doc_id, record.crashes)
-    return None
+@cache
+def _stores() -> StoreKeeper:
+    """The worker process's store: a Qdrant server's client opened once and kept; the embedded
+    directory opened per task, since the CLI and other workers share it in turn."""
+    return StoreKeeper(_settings(), wait_s=STORE_WAIT_S)
 
 
 def ingest_blob(
@@ -75,10 +88,12 @@ def ingest_blob(
     doc_id: str,
     info: DocumentInfo,
     request: Request | None = None,
+    stores: StoreKeeper | None = None,
 ) -> dict:
-    """The plain function behind the task: read the blob, run the pipeline, return the result.
-    A task stopped by its soft time limit ends the document ``failed`` with the reason."""
-    with store_session(settings, wait_s=10) as store:
+    """One queued document from its blob to the end, alone (the batch tasks below do the same for
+    many at once). A task stopped by its soft time limit ends the document ``failed`` with the reason."""
+    stores = stores if stores is not None else StoreKeeper(settings, wait_s=10)
+    with stores.session() as store:
         pipeline = Pipeline.build(embedder, store, settings)
         settled = settle_delivery(pipeline.registry, doc_id, request, settings.max_crashes)
         if settled is not None:
@@ -101,15 +116,63 @@ def ingest_blob(
             return IngestResult(source, doc_id, "failed", error=reason).to_json()
 
 
-@app.task(
-    bind=True,
-    name="korag.ingest_document",
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=8,
-)
+RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=60, retry_jitter=True, max_retries=8)
+EMBED_TASK = "korag.embed_document"
+
+
+def _consumed(task) -> set[str]:
+    """The queues this worker consumes (``-Q``; all of them by default). The task's own app: the
+    one the worker runs (``korag worker`` builds its own)."""
+    return set(task.app.amqp.queues.consume_from)
+
+
+def _delivery(kwargs: dict[str, Any], retries: int) -> Delivery:
+    """The document a parse message names; ``ValueError`` for metadata an older korag allowed."""
+    meta = kwargs.get("meta") or {}
+    info = DocumentInfo(tenant=kwargs.get("tenant"), meta=tuple(meta.items()))
+    request, seq = kwargs.get("request"), kwargs.get("seq")
+    own = Request(request, seq if seq is not None else 0, attempt=f"{request}:{retries}") if request is not None else None
+    return Delivery(kwargs["blob"], kwargs["filename"], kwargs["source"], kwargs["doc_id"], info, own)
+
+
+def _backoff(retries: int) -> float:
+    return random.uniform(0, min(60, 2 ** retries))
+
+
+def _settle(task, batch: Batch, outcomes: dict[int, Any], error: BaseException | None) -> dict:
+    """Settle every message of the batch; the lead's result is returned (or raised) to Celery."""
+    for index, message in enumerate(batch.messages[1:], start=1):
+        outcome = outcomes.get(index)
+        if outcome == FORWARDED:
+            batch.handed_on(message)
+        elif outcome == RELEASED:
+            continue  # unsettled: back to the front of its queue, for a task of its own
+        elif isinstance(outcome, IngestResult):
+            batch.done(message, outcome.to_json())
+        else:  # cut short: a new attempt of its own
+            batch.again(message, error if error is not None else RuntimeError("batch ended early"),
+                        _backoff(message.retries))
+    lead = outcomes.get(0)
+    if lead == FORWARDED:
+        raise Ignore()  # korag.embed_document reports the outcome under this task id
+    if isinstance(lead, IngestResult):
+        return lead.to_json()
+    if isinstance(error, SoftTimeLimitExceeded) or error is None:
+        raise task.retry(countdown=_backoff(task.request.retries or 0))
+    raise error
+
+
+def _cut_short(stage: Stage, docs: dict[int, InFlight], outcomes: dict[int, Any]) -> None:
+    """A time limit ended the batch: a document alone fails with the reason; several count one
+    interruption each (so each runs alone next time) and are sent again."""
+    reason = f"stopped after {stage.settings.task_soft_time_limit} s (KORAG_TASK_SOFT_TIME_LIMIT)"
+    left = {i: d for i, d in docs.items() if i not in outcomes}
+    for i, result in interrupted(stage, left, reason, alone=len(docs) == 1).items():
+        if result is not None:
+            outcomes[i] = result
+
+
+@app.task(bind=True, name="korag.ingest_document", **RETRY)
 def ingest_document(
     self,
     blob: str,
@@ -121,15 +184,75 @@ def ingest_document(
     request: str | None = None,
     seq: int | None = None,
 ) -> dict:
-    log.info("ingesting %s (blob %s)", source, blob[:12])
-    try:
-        info = DocumentInfo(tenant=tenant, meta=tuple((meta or {}).items()))
-    except ValueError as exc:  # a message queued by an older korag with a now-reserved key
-        return IngestResult(source, doc_id, "failed", error=str(exc)).to_json()
-    delivery = None
-    if request is not None:
-        delivery = Request(request, seq if seq is not None else 0, attempt=f"{request}:{self.request.retries or 0}")
-    return ingest_blob(_settings(), _embedder(), blob, filename, source, doc_id, info, delivery)
+    settings = _settings()
+    consumed = _consumed(self)
+    kwargs = {"blob": blob, "filename": filename, "source": source, "doc_id": doc_id, "tenant": tenant,
+              "meta": meta, "request": request, "seq": seq}
+    stage = Stage(settings, _embedder(), stores=_stores())
+    with Batch(self.app, self, kwargs) as batch:
+        if not is_suspect(stage, doc_id):  # a document that took a worker down before runs alone
+            batch.take([q for q in (PARSE_QUEUE, LEGACY_QUEUE) if q in consumed], settings.worker_batch_documents - 1,
+                       weight=lambda kw: blob_size(settings, kw.get("blob")), budget=BATCH_BYTES)
+        log.info("ingesting %d document(s), %s first (blob %s)", len(batch.messages), source, blob[:12])
+        outcomes: dict[int, Any] = {}
+        deliveries: dict[int, Delivery] = {}
+        for index, message in enumerate(batch.messages):
+            try:
+                deliveries[index] = _delivery(message.kwargs, message.retries)
+            except (ValueError, KeyError, TypeError) as exc:  # a message from an older korag, or malformed
+                outcomes[index] = IngestResult(str(message.kwargs.get("source")), str(message.kwargs.get("doc_id")),
+                                               "failed", error=str(exc))
+        order = list(deliveries)
+
+        def forward(position: int, prepared: EmbedOrder) -> None:
+            self.app.send_task(EMBED_TASK, kwargs=prepared.to_json(), task_id=batch.messages[order[position]].task_id)
+
+        found: dict[int, Any] = {}
+        error: BaseException | None = None
+        try:
+            prepare_batch(stage, [deliveries[i] for i in order], found, EMBED_QUEUE in consumed, forward,
+                          releasable=lambda position: order[position] != 0)
+        except SoftTimeLimitExceeded as exc:
+            error = exc
+            outcomes.update({order[p]: r for p, r in found.items()})
+            _cut_short(stage, {i: InFlight(d.doc_id, d.source, d.request.id if d.request else None,
+                                           d.request.seq if d.request else 0) for i, d in deliveries.items()}, outcomes)
+        except Exception as exc:
+            error = exc
+        outcomes.update({order[p]: r for p, r in found.items()})
+        return _settle(self, batch, outcomes, error)
+
+
+@app.task(bind=True, name=EMBED_TASK, **RETRY)
+def embed_document(self, prepared: str, doc_id: str, source: str, chunks: int = 0, seq: int = 0) -> dict:
+    settings = _settings()
+    kwargs = {"prepared": prepared, "doc_id": doc_id, "source": source, "chunks": chunks, "seq": seq}
+    stage = Stage(settings, _embedder(), stores=_stores())
+    with Batch(self.app, self, kwargs) as batch:
+        if not is_suspect(stage, doc_id):
+            batch.take([EMBED_QUEUE], settings.worker_batch_chunks, weight=lambda kw: int(kw.get("chunks") or 0),
+                       budget=settings.worker_batch_chunks)
+        orders = [(_order(m), f"{m.kwargs.get('prepared')}:e{m.retries}") for m in batch.messages]
+        outcomes: dict[int, Any] = {}
+        error: BaseException | None = None
+        try:
+            embed_batch(stage, orders, outcomes, releasable=lambda index: index != 0)
+        except SoftTimeLimitExceeded as exc:
+            error = exc
+            _cut_short(stage, {i: InFlight(o.doc_id, o.source, o.key, o.seq) for i, (o, _) in enumerate(orders)},
+                       outcomes)
+            for i, (order, _) in enumerate(orders):
+                if isinstance(outcomes.get(i), IngestResult):
+                    PreparedStore.from_settings(settings).delete(order.key)
+        except Exception as exc:  # what is unfinished is sent again
+            error = exc
+        return _settle(self, batch, outcomes, error)
+
+
+def _order(message: Message) -> EmbedOrder:
+    kw = message.kwargs
+    return EmbedOrder(str(kw.get("prepared")), str(kw.get("doc_id")), str(kw.get("source")), int(kw.get("chunks") or 0),
+                      int(kw.get("seq") or 0))
 
 
 @worker_ready.connect
@@ -138,7 +261,7 @@ def _sweep_on_start(sender=None, **_):
     from workers.sweeper import sweep
 
     try:
-        with store_session(_settings(), wait_s=30) as store:
+        with _stores().session() as store:
             swept = sweep(DocumentRegistry(store.client, store.collection), app, _settings())
         if swept:
             log.warning("re-queued %d unfinished document(s)", len(swept))

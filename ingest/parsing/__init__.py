@@ -20,6 +20,9 @@ from korag.errors import DocumentError, EmptyDocumentError, UnsupportedFormatErr
 
 log = logging.getLogger("korag.parsing")
 _OBJECT_REPR = re.compile(r":?\s*<[\w.]+ object at 0x[0-9a-f]+>")
+# unstructured's partitioners detect the language of every document (langdetect) for a metadata
+# field korag never reads; on a short Korean document that was the largest parsing cost.
+NO_LANGUAGE_DETECTION = [""]
 
 __all__ = ["Block", "SUPPORTED_SUFFIXES", "parse_document", "warm_up"]
 
@@ -33,19 +36,19 @@ def _pdf(data: bytes) -> list[Block]:
 def _docx(data: bytes) -> list[Block]:
     from unstructured.partition.docx import partition_docx
 
-    return blocks_from_elements(partition_docx(file=io.BytesIO(data), infer_table_structure=True))
+    return blocks_from_elements(partition_docx(file=io.BytesIO(data), infer_table_structure=True, languages=NO_LANGUAGE_DETECTION))
 
 
 def _pptx(data: bytes) -> list[Block]:
     from unstructured.partition.pptx import partition_pptx
 
-    return blocks_from_elements(partition_pptx(file=io.BytesIO(data), infer_table_structure=True))
+    return blocks_from_elements(partition_pptx(file=io.BytesIO(data), infer_table_structure=True, languages=NO_LANGUAGE_DETECTION))
 
 
 def _xlsx(data: bytes) -> list[Block]:
     from unstructured.partition.xlsx import partition_xlsx
 
-    return blocks_from_elements(partition_xlsx(file=io.BytesIO(data), infer_table_structure=True))
+    return blocks_from_elements(partition_xlsx(file=io.BytesIO(data), infer_table_structure=True, languages=NO_LANGUAGE_DETECTION))
 
 
 def _html(text: str) -> list[Block]:
@@ -67,9 +70,9 @@ def _markdown(text: str) -> list[Block]:
 
 
 def _plain_text(text: str) -> list[Block]:
-    from unstructured.partition.text import partition_text
+    from ingest.parsing.plain_text import partition_plain_text
 
-    return blocks_from_elements(partition_text(text=text))
+    return blocks_from_elements(partition_plain_text(text))
 
 
 def _hwp(data: bytes) -> list[Block]:

@@ -49,7 +49,7 @@ def partition_html_fully(text: str) -> list:
 
     if not text.strip():
         return []
-    elements = partition_html(text=_flattened(text))
+    elements = partition_html(text=_flattened(text), languages=[""])  # no language detection: unread metadata
     visible = visible_chars(text)
     kept = sum(_chars(e.text or "") for e in elements)
     if kept < visible * MIN_KEPT - _SLACK:

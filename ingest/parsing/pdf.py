@@ -2,7 +2,7 @@
 
 unstructured's own ``partition_pdf`` imports ``unstructured_inference`` (and with it timm,
 torchvision and a matching torch) even for the text-only "fast" strategy. korag reads the text
-layer itself and lets unstructured's text partitioner classify each page's paragraphs (titles,
+layer itself and lets unstructured's text classifier (:mod:`ingest.parsing.plain_text`) classify each page's paragraphs (titles,
 list items, narrative text).
 
 Two readers give the same thing, a list of paragraphs per page: :func:`pdfium_pages` (the one
@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from unstructured.documents.elements import Element
-from unstructured.partition.text import partition_text
+
+from ingest.parsing.plain_text import partition_plain_text
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # PDFium marks soft hyphens with \x02
 LINE_GAP = 0.5  # a vertical gap above this share of the line height starts a paragraph (pdfminer's line_margin)
@@ -131,8 +132,5 @@ def partition_pdf_text(data: bytes, pages: Callable[[bytes], Iterator[list[str]]
     for page_number, paragraphs in enumerate(pages(data), start=1):
         if not paragraphs:
             continue
-        page_elements = partition_text(text="\n\n".join(paragraphs), paragraph_grouper=False)
-        for element in page_elements:
-            element.metadata.page_number = page_number
-        elements.extend(page_elements)
+        elements.extend(partition_plain_text("\n\n".join(paragraphs), group_paragraphs=False, page_number=page_number))
     return elements

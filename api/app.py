@@ -1,0 +1,156 @@
+"""The FastAPI app of ``korag serve``: ``create_app(settings, service=...)``.
+
+Routes are thin over :class:`korag.service.Service`; errors are problem+json (api.errors); the
+caller's tenant comes from its key (api.auth). ``/healthz`` answers as soon as the process is up,
+``/readyz`` once the model is loaded and the store (and broker) answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from api import errors
+from api.auth import Caller, caller
+from api.errors import ApiError, responses
+from api.routes_dify import install as install_dify
+from api.routes_documents import router as documents_router
+from api.routes_documents import service_of
+from api.routes_search import router as search_router
+from korag.keys import KeyRing
+from korag.schemas import Health, Info, Limits, Ready
+from korag.settings import Settings
+
+log = logging.getLogger("korag.serve")
+STATIC = Path(__file__).resolve().parent / "static"
+
+
+def _version() -> str:
+    try:
+        return version("korag")
+    except PackageNotFoundError:
+        return "0"
+
+
+def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None, open_allowed: bool = True,
+               metrics=None) -> FastAPI:
+    """``service``: an opened :class:`korag.service.Service` (``korag serve`` opens it before
+    listening, so setup errors end the command); None: opened at start-up and closed at shutdown.
+    ``open_allowed``: run without keys (only when listening on a loopback address)."""
+    if metrics is None and service is not None:
+        metrics = service.metrics
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        owned = None
+        if app.state.service is None:
+            from korag.events import Webhooks
+            from korag.service import Service
+            from korag.telemetry import Metrics
+
+            app.state.metrics = app.state.metrics if app.state.metrics is not None else Metrics()
+            owned = await run_in_threadpool(Service.open, settings, app.state.metrics, Webhooks.from_settings(settings))
+            app.state.service = owned
+        try:
+            yield
+        finally:
+            if owned is not None:
+                await run_in_threadpool(owned.close)
+                app.state.service = None
+
+    app = FastAPI(title="korag", version=_version(), lifespan=lifespan,
+                  description="Korean-first document ingestion and retrieval. Errors are application/problem+json.")
+    app.state.settings = settings
+    app.state.service = service
+    app.state.keys = keys if keys is not None else KeyRing.from_settings(settings)
+    app.state.open_allowed = open_allowed
+    app.state.metrics = metrics
+    errors.install(app)
+    _install_metrics_middleware(app)
+
+    app.include_router(documents_router)
+    app.include_router(search_router)
+    install_dify(app)  # POST /v1/retrieval
+
+    @app.get("/healthz", response_model=Health, tags=["service"], summary="The process is up")
+    def healthz() -> Health:
+        return Health()
+
+    not_ready = {503: {"description": "not ready: the failing check, or a problem while starting", "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Ready"}},
+        errors.PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}}
+
+    @app.get("/readyz", response_model=Ready, tags=["service"], responses=not_ready,
+             summary="Model loaded, store open, broker reachable when configured")
+    def readyz(request: Request):
+        service = request.app.state.service
+        if service is None:
+            return errors.problem(503, "Starting", "loading the model and opening the store",
+                                  headers={"Retry-After": "5"})
+        checks = service.checks()
+        if all(v.startswith("ok") for v in checks.values()):
+            return Ready(ready=True, checks=checks)
+        return JSONResponse(Ready(ready=False, checks=checks).model_dump(), status_code=503)
+
+    @app.get("/v1/info", response_model=Info, tags=["service"], responses=responses(400, 401, 503),
+             summary="Model, dimension, token limit, file types and limits")
+    def info(request: Request, who: Caller = Depends(caller)) -> Info:
+        from ingest.parsing import SUPPORTED_SUFFIXES
+
+        service = service_of(request)
+        s = service.settings
+        embedder = service.embedder.info
+        return Info(
+            version=_version(), mode=service.mode, model=embedder.name, dimension=embedder.dimension,
+            max_input_tokens=embedder.max_input_tokens, search_modes=["dense", "sparse", "hybrid"],
+            default_search_mode=s.search_mode, file_types=sorted(SUPPORTED_SUFFIXES),
+            limits=Limits(max_file_bytes=s.max_file_bytes,
+                          max_upload_bytes=s.max_upload_bytes if s.max_upload_bytes is not None
+                          else s.max_file_bytes + 2**20,
+                          max_files=s.api_max_files, max_wait_s=600.0),
+            backend=service.store.backend, tenant=who.tenant)
+
+    @app.get("/metrics", tags=["service"], responses={200: {"content": {"text/plain": {}}}, **responses(400, 401, 503)},
+             summary="Prometheus metrics")
+    def prometheus(request: Request, who: Caller = Depends(caller)):
+        metrics = request.app.state.metrics
+        if metrics is None:
+            raise ApiError(503, "No metrics", "this service was started without metrics")
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    _mount_console(app)
+    return app
+
+
+def _install_metrics_middleware(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def observe(request: Request, call_next):
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await call_next(request)
+            status = response.status_code
+            return response
+        finally:
+            metrics = request.app.state.metrics
+            if metrics is not None:
+                route = request.scope.get("route")
+                template = getattr(route, "path", None)
+                metrics.observe_http(request.method, template, status, time.perf_counter() - started)
+
+
+def _mount_console(app: FastAPI) -> None:
+    """The console (api/static/) at ``/``."""
+    if not (STATIC / "index.html").is_file():
+        return
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/", StaticFiles(directory=STATIC, html=True), name="console")

@@ -1,0 +1,26 @@
+"""``POST /v1/search`` and ``POST /v1/retrieval`` (Dify's External Knowledge API)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Request
+
+from api.auth import Caller, caller
+from api.errors import ApiError, responses
+from api.routes_documents import service_of
+from korag.schemas import SearchRequest, SearchResponse
+
+router = APIRouter(tags=["search"])
+
+
+@router.post("/v1/search", response_model=SearchResponse, responses=responses(400, 401, 422, 503),
+             summary="Top-k chunks for a query (the CLI's search JSON plus took_ms)")
+def search(body: SearchRequest, request: Request, who: Caller = Depends(caller)) -> SearchResponse:
+    from korag.query_filter import FilterError
+
+    service = service_of(request)
+    try:
+        return service.search(body, who.tenant)
+    except FilterError as exc:
+        raise ApiError(422, "Invalid filter", str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(422, "Invalid search", str(exc)) from None

@@ -1,0 +1,514 @@
+"""The queue path's two stages as plain functions over passed-in parts (Celery tasks stay thin).
+
+- **prepare** (:func:`prepare_batch`): a batch of queued deliveries — settle each (superseded,
+  already done, a crash to count), take the document (``parsing``), then parse, chunk and compute
+  keyword terms for all of them in a warm parser pool (one process per core, the guard's time and
+  memory limits). A worker that also embeds goes straight on to :func:`embed_ready`; a parse-only
+  worker leaves each document as a JSON file beside the blobs (:class:`PreparedStore`), records
+  it ``queued`` and hands it to an embed worker.
+- **embed** (:func:`embed_batch`): a batch of prepared documents — one model call over the chunks
+  of them all, then each is upserted and recorded ``indexed`` under the registry's ownership rules
+  (:meth:`Pipeline.finish`: a request that lost the document deletes what it wrote).
+
+**Crashes.** A document found mid-flight by a redelivery of the same attempt (or by the sweeper)
+counts one interruption, for every document that was mid-flight with it. A document that was
+interrupted before (``crashes > 0``, a *suspect*) is never batched again: it runs alone, after the
+batch is finished (or, when the caller can hand it back to its queue, in a task of its own:
+:data:`RELEASED`), so that the next crash is blamed on it alone and ``KORAG_MAX_CRASHES`` ends it.
+
+Results land in ``results`` (by batch index) as each document finishes, so that a caller whose
+batch was cut short (an exception, a time limit) knows which documents still need a delivery.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from ingest.embedder import Embedder
+from ingest.parsing.pool import ParserPool
+from ingest.pipeline import DocumentInfo, Pending, Pipeline, Request
+from ingest.sparse import SparseVector
+from korag.blobs import BlobStore
+from korag.errors import DocumentError, InputTooLongError
+from korag.registry import DELETED, MID_FLIGHT, DocumentRegistry, new_seq, note_interruption
+from korag.settings import Settings
+from korag.store import StoreKeeper
+from korag.types import Chunk, IngestResult
+
+log = logging.getLogger("korag.ingest")
+
+STORE_WAIT_S = 60.0  # an embedded store is shared by the workers in turn
+BATCH_BYTES = 256 * 1024 * 1024  # the documents one parse task holds in memory (the first is always taken)
+FORWARDED = "forwarded"  # the document went on to an embed worker, which reports its outcome
+RELEASED = "released"  # a suspect handed back to the queue, to run alone in a task of its own
+
+
+# -- deliveries and prepared documents ------------------------------------------------------------
+@dataclass(frozen=True)
+class Delivery:
+    """One queued document, as its task message names it."""
+
+    blob: str
+    filename: str
+    source: str
+    doc_id: str
+    info: DocumentInfo = field(default_factory=DocumentInfo)
+    request: Request | None = None
+
+
+@dataclass
+class Ready:
+    """A parsed document this request owns, waiting for its vectors."""
+
+    pending: Pending
+    chunks: list[Chunk]
+    sparse: list[SparseVector]
+    blob: str | None = None
+
+    @property
+    def suspect(self) -> bool:
+        """It was interrupted before (a worker died with it in hand): it runs alone."""
+        return self.pending.record.crashes > 0
+
+
+@dataclass(frozen=True)
+class EmbedOrder:
+    """What an embed task message carries: which prepared document, and its size for batching."""
+
+    key: str  # the request id: the prepared file's name
+    doc_id: str
+    source: str
+    chunks: int
+    seq: int = 0  # the request's sequence number
+
+    def to_json(self) -> dict[str, Any]:
+        return {"prepared": self.key, "doc_id": self.doc_id, "source": self.source, "chunks": self.chunks,
+                "seq": self.seq}
+
+
+_KEY = re.compile(r"^[0-9a-f]{32}$")
+
+
+class PreparedStore:
+    """Prepared documents (chunks, keyword vectors, who owns them) as JSON files under
+    ``<blobs>/prepared/``, where parse and embed workers both reach them. One file per request,
+    written atomically, removed once the request reached an outcome."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "PreparedStore":
+        return cls(settings.blobs_path / "prepared")
+
+    def _path(self, key: str) -> Path:
+        if not _KEY.match(key):
+            raise ValueError(f"not a request id: {key!r}")
+        return self.root / f"{key}.json"
+
+    def exists(self, key: str | None) -> bool:
+        return key is not None and _KEY.match(key) is not None and self._path(key).exists()
+
+    def put(self, ready: Ready, settings_key: str) -> EmbedOrder:
+        pending, record = ready.pending, ready.pending.record
+        data = {
+            "doc_id": record.doc_id, "source": record.source, "filename": pending.filename, "blob": ready.blob,
+            "content_hash": pending.content_hash, "tenant": pending.info.tenant, "meta": dict(pending.info.meta),
+            "request": pending.own.id, "seq": pending.own.seq, "settings_key": settings_key,
+            "chunks": [{"text": c.text, "index": c.index, "section": c.section, "header": c.header,
+                        "page_number": c.page_number, "element_types": list(c.element_types)} for c in ready.chunks],
+            "sparse": [[list(s.indices), list(s.values)] for s in ready.sparse],
+        }
+        path = self._path(pending.own.id)
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.root, prefix=".incoming-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, ensure_ascii=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return EmbedOrder(pending.own.id, record.doc_id, record.source, len(ready.chunks), pending.own.seq)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        try:
+            return json.loads(self._path(key).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def delete(self, key: str) -> None:
+        self._path(key).unlink(missing_ok=True)
+
+
+def blob_size(settings: Settings, digest: Any) -> int:
+    """Bytes of a queued document's blob; 0 when it is not there (its task reports that)."""
+    try:
+        return BlobStore(settings.blobs_path)._path(str(digest)).stat().st_size  # the store's own layout
+    except (OSError, ValueError):
+        return 0
+
+
+# -- settling a delivery ----------------------------------------------------------------------------
+def settle_delivery(registry: DocumentRegistry, doc_id: str, request: Request | None, max_crashes: int) -> IngestResult | None:
+    """Decide whether this delivery should run. Returns the outcome to report instead, when:
+    the request was superseded by a newer one (or the document deleted), or already finished (a
+    redelivery after a crash or a sweep), or the document has now taken down ``max_crashes``
+    workers. Only a redelivery of the *same attempt* that finds the document mid-flight counts
+    as a crash; a retry after a transient error is a new attempt."""
+    record = registry.get(doc_id, include_deleted=True)
+    if record is None or request is None:
+        return None
+    if record.request != request.id or record.status == DELETED:
+        why = "deleted before it was ingested" if record.status == DELETED else "superseded by a newer ingest of this document"
+        return IngestResult(record.source, doc_id, "failed", error=why)
+    if record.status in ("indexed", "failed"):
+        status = "unchanged" if record.status == "indexed" else "failed"
+        return IngestResult(record.source, doc_id, status, chunks=record.chunks, error=record.error)
+    if record.status in MID_FLIGHT and record.attempt in (None, request.attempt):  # the last worker on it died
+        if note_interruption(registry, record, max_crashes):
+            return IngestResult(record.source, doc_id, "failed", error=record.error)
+        log.warning("document %s was interrupted %d time(s); trying again", doc_id, record.crashes)
+    return None
+
+
+def begin_delivery(pipeline: Pipeline, delivery: Delivery, blobs: BlobStore) -> IngestResult | Pending:
+    """Read a settled delivery's blob and take the document (``parsing``)."""
+    request = delivery.request
+    if request is not None and not request.seq:  # a message sent without its sequence number
+        current = pipeline.registry.get(delivery.doc_id)
+        request = replace(request, seq=current.seq if current is not None and current.seq else new_seq())
+    try:
+        data = blobs.get(delivery.blob)
+    except FileNotFoundError as exc:
+        return IngestResult(delivery.source, delivery.doc_id, "failed", error=str(exc))
+    return pipeline.begin(data, delivery.filename, delivery.source, delivery.doc_id, delivery.info,
+                          blob=delivery.blob, request=request)
+
+
+# -- the prepare stage ------------------------------------------------------------------------------
+@dataclass
+class Stage:
+    """What both stages need: settings, the model (or at least its tokenizer), the blobs."""
+
+    settings: Settings
+    embedder: Embedder
+    on_embedded: Callable[[int, int], None] | None = None  # (chunks, documents) per model call
+
+    stores: StoreKeeper | None = None  # a worker's, kept across tasks; None: opened per use
+
+    @contextmanager
+    def pipeline(self) -> Iterator[Pipeline]:
+        stores = self.stores if self.stores is not None else StoreKeeper(self.settings, STORE_WAIT_S)
+        with stores.session() as store:
+            yield Pipeline.build(self.embedder, store, self.settings)
+
+    @property
+    def blobs(self) -> BlobStore:
+        return BlobStore(self.settings.blobs_path)
+
+
+def _never(index: int) -> bool:
+    return False
+
+
+def is_suspect(stage: Stage, doc_id: str) -> bool:
+    """The document was interrupted before: it runs alone (a batch task takes nothing else)."""
+    with stage.pipeline() as pipeline:
+        record = pipeline.registry.get(doc_id)
+    return record is not None and record.crashes > 0
+
+
+def prepare_batch(stage: Stage, deliveries: list[Delivery], results: dict[int, Any], embed_here: bool,
+                  forward: Callable[[int, EmbedOrder], None] | None = None,
+                  releasable: Callable[[int], bool] = _never) -> None:
+    """Run queued deliveries through parsing and on: to the end when ``embed_here`` (this worker
+    holds the model), else to :class:`PreparedStore` and ``forward(index, order)`` (an embed
+    worker's queue; the result is then :data:`FORWARDED`). Suspects are :data:`RELEASED` where
+    ``releasable(index)``, else run alone after the others."""
+    suspects: list[int] = []
+    copies = _copies([(d.doc_id, d.request.id if d.request is not None else None) for d in deliveries])
+    with stage.pipeline() as pipeline:
+        for i, delivery in enumerate(deliveries):
+            if i in copies:
+                continue
+            settled = settle_delivery(pipeline.registry, delivery.doc_id, delivery.request, stage.settings.max_crashes)
+            if settled is not None:
+                results[i] = settled
+            elif (record := pipeline.registry.get(delivery.doc_id)) is not None and record.crashes > 0:
+                if releasable(i):
+                    results[i] = RELEASED
+                else:
+                    suspects.append(i)
+    clean = [i for i in range(len(deliveries)) if i not in results and i not in suspects and i not in copies]
+    sent: dict[int, EmbedOrder] = {}
+
+    def forwarding(i: int, order: EmbedOrder) -> None:
+        assert forward is not None, "a parse-only worker needs somewhere to forward documents"
+        forward(i, order)
+        sent[i] = order
+
+    try:
+        for group in ([clean] if clean else []) + [[i] for i in suspects]:
+            _prepare_group(stage, deliveries, group, results, embed_here, forwarding)
+    finally:
+        for i, original in copies.items():  # each message's task gets its own outcome
+            if original in sent:
+                forwarding(i, sent[original])
+                results[i] = FORWARDED
+        _share(copies, results)
+
+
+def _copies(keys: list[Any]) -> dict[int, int]:
+    """Messages of one batch that name the same document and request (a redelivery beside the
+    original): each such index → the first one's, which alone runs."""
+    first: dict[Any, int] = {}
+    return {i: first[key] for i, key in enumerate(keys) if first.setdefault(key, i) != i}
+
+
+def _share(copies: dict[int, int], results: dict[int, Any]) -> None:
+    for i, original in copies.items():
+        if original in results and i not in results:
+            results[i] = results[original]
+
+
+def _prepare_group(stage: Stage, deliveries: list[Delivery], group: list[int], results: dict[int, Any],
+                   embed_here: bool, forward: Callable[[int, EmbedOrder], None] | None) -> None:
+    started: dict[int, Pending] = {}
+    with stage.pipeline() as pipeline:
+        for i in group:
+            outcome = begin_delivery(pipeline, deliveries[i], stage.blobs)
+            if isinstance(outcome, IngestResult):
+                results[i] = outcome
+            else:
+                started[i] = outcome
+    if not started:
+        return
+    parsed = _parse(pipeline, started, stage.settings)  # the store is closed: forked parsers hold no lock
+    with stage.pipeline() as pipeline:
+        ready: dict[int, Ready] = {}
+        for i in sorted(parsed):  # in delivery order, whatever order the parsers finished in
+            value, pending = parsed[i], started[i]
+            pending.data = b""
+            if isinstance(value, DocumentError):
+                results[i] = pipeline.reject(pending, value.reason)
+            else:
+                ready[i] = Ready(pending, value[0], value[1], deliveries[i].blob)
+        if embed_here:
+            embed_ready(pipeline, ready, results, stage.settings.worker_batch_chunks, stage.on_embedded)
+            return
+        prepared = PreparedStore.from_settings(stage.settings)
+        for i, item in ready.items():
+            order = prepared.put(item, pipeline.settings_key)
+            lost = pipeline.advance(item.pending, "queued", attempt=None, owner=None)
+            if lost is not None:
+                prepared.delete(order.key)
+                results[i] = lost
+                continue
+            forward(i, order)
+            results[i] = FORWARDED
+
+
+def _parse(pipeline: Pipeline, started: dict[int, Pending], settings: Settings) -> dict[int, Any]:
+    """``(chunks, sparse)`` or the :class:`DocumentError` per document, parsed in a warm pool."""
+    out: dict[int, Any] = {}
+    if not pipeline.limits.isolated:
+        for i, pending in started.items():
+            try:
+                out[i] = pipeline.prepare(pending.data, pending.filename, pending.record.source)
+            except DocumentError as exc:
+                out[i] = exc
+        return out
+    pipeline.warm_up_for_fork()
+    size = min(len(started), settings.parse_workers if settings.parse_workers is not None else os.cpu_count() or 1)
+    limits = pipeline.limits
+    with ParserPool(pipeline.prepare, max(1, size), limits.timeout_s, limits.memory_bytes) as pool:
+        for i, pending in started.items():
+            pool.submit(i, pending.record.source, pending.data, pending.filename, pending.record.source)
+        for i, value in pool.results():
+            out[i] = value
+    return out
+
+
+# -- the embed stage --------------------------------------------------------------------------------
+def embed_ready(pipeline: Pipeline, ready: dict[int, Ready], results: dict[int, Any], budget_chunks: int,
+                on_embedded: Callable[[int, int], None] | None = None) -> None:
+    """Embed, upsert and record every ready document: the others together, in model calls of up
+    to ``budget_chunks`` chunks across documents, then each suspect alone."""
+    clean = [i for i, item in ready.items() if not item.suspect]
+    groups: list[list[int]] = []
+    for i in clean:
+        if not groups or sum(len(ready[j].chunks) for j in groups[-1]) + len(ready[i].chunks) > budget_chunks:
+            groups.append([])
+        groups[-1].append(i)
+    groups += [[i] for i, item in ready.items() if item.suspect]
+    for group in groups:
+        _embed_group(pipeline, {i: ready[i] for i in group}, results, on_embedded)
+    pipeline.store.maintain()  # bounded index building on the embedded engine, when a segment filled up
+
+
+def _embed_group(pipeline: Pipeline, group: dict[int, Ready], results: dict[int, Any],
+                 on_embedded: Callable[[int, int], None] | None) -> None:
+    going = _mark_embedding(pipeline, group, results)
+    if not going:
+        return
+    chunks = [c for item in going.values() for c in item.chunks]
+    try:
+        vectors, counts = pipeline.embedder.embed_passages(chunks)
+    except InputTooLongError as exc:
+        if len(going) == 1:
+            (i, item), = going.items()
+            results[i] = pipeline.reject(item.pending, str(exc))
+            return
+        for i, item in going.items():  # find the document at fault: one by one
+            _embed_group(pipeline, {i: item}, results, on_embedded)
+        return
+    if on_embedded is not None:
+        on_embedded(len(chunks), len(going))
+    log.info("embedded %d chunks of %d documents in one call", len(chunks), len(going))
+    parts, start_at = [], 0
+    for i, item in going.items():
+        end = start_at + len(item.chunks)
+        parts.append((i, item, vectors[start_at:end], counts[start_at:end]))
+        start_at = end
+    try:  # one upsert and one registry write for them all
+        finished = pipeline.finish_many([(item.pending, item.chunks, item.sparse, v, c) for _, item, v, c in parts])
+    except Exception:  # the same points and records, one document at a time (a store error there is raised)
+        log.warning("writing %d documents at once failed; writing them one by one", len(parts), exc_info=True)
+        for i, item, v, c in parts:
+            results[i] = pipeline.finish(item.pending, item.chunks, item.sparse, v, c)
+    else:
+        for (i, *_), result in zip(parts, finished):
+            results[i] = result
+
+
+def _mark_embedding(pipeline: Pipeline, group: dict[int, Ready], results: dict[int, Any]) -> dict[int, Ready]:
+    """Record ``embedding`` for every document of the group in one registry write; those a newer
+    request (or a deletion) took over get that outcome instead. Returns the ones still owned."""
+    for item in group.values():
+        item.pending.record.status = "embedding"
+    owned = pipeline.registry.write_many([item.pending.record for item in group.values()])
+    going: dict[int, Ready] = {}
+    for (i, item), mine in zip(group.items(), owned):
+        if mine:
+            log.info("%s: %s", item.pending.record.source, "embedding")
+            going[i] = item
+        else:
+            results[i] = pipeline.advance(item.pending, "embedding")  # not owned: writes nothing, says who took it
+    return going
+
+
+def take_prepared(pipeline: Pipeline, data: dict[str, Any] | None, order: EmbedOrder, attempt: str,
+                  max_crashes: int, where: Path) -> Ready | IngestResult:
+    """The prepared document an embed message names, now owned by this attempt; or its outcome:
+    superseded, deleted, done already, given up after crashes, or failed because its prepared
+    form is missing (``where``: the folder it was looked for in) or was made with other settings."""
+    record = pipeline.registry.get(order.doc_id, include_deleted=True)
+    if record is None or record.request != order.key or record.status == DELETED:
+        why = ("deleted before it was ingested" if record is not None and record.status == DELETED
+               else "superseded by a newer ingest of this document")
+        return IngestResult(order.source, order.doc_id, "failed", error=why)
+    if record.status in ("indexed", "failed"):
+        status = "unchanged" if record.status == "indexed" else "failed"
+        return IngestResult(record.source, order.doc_id, status, chunks=record.chunks, error=record.error)
+    if record.status in MID_FLIGHT and record.attempt == attempt:  # the last embed worker on it died
+        if note_interruption(pipeline.registry, record, max_crashes):
+            return IngestResult(record.source, order.doc_id, "failed", error=record.error)
+        log.warning("document %s was interrupted %d time(s); trying again", order.doc_id, record.crashes)
+    record.attempt, record.owner = attempt, None
+    seq = int(data["seq"]) if data is not None else record.seq if record.seq is not None else 0
+    info = DocumentInfo(tenant=record.tenant, meta=tuple(record.meta.items())) if data is None else \
+        DocumentInfo(tenant=data["tenant"], meta=tuple(data["meta"].items()))
+    filename = data["filename"] if data is not None else record.filename or ""
+    pending = Pending(record, Request(order.key, seq, attempt), filename,
+                      data["content_hash"] if data is not None else "", info, in_process=False)
+    if data is None:
+        return pipeline.reject(pending, f"its parsed chunks are not in {where}: parse and embed workers must "
+                                        "share KORAG_BLOB_DIR; ingest it again")
+    if data.get("settings_key") != pipeline.settings_key:
+        return pipeline.reject(pending, "parsed with other settings (model, chunking or keyword tags) than the embed "
+                                        "worker's: give every worker the same KORAG_* settings; ingest it again")
+    chunks = [Chunk(text=c["text"], index=c["index"], section=c["section"], header=c["header"],
+                    page_number=c["page_number"], element_types=tuple(c["element_types"])) for c in data["chunks"]]
+    sparse = [SparseVector(indices=list(ix), values=list(vs)) for ix, vs in data["sparse"]]
+    return Ready(pending, chunks, sparse, data.get("blob"))
+
+
+def embed_batch(stage: Stage, orders: list[tuple[EmbedOrder, str]], results: dict[int, Any],
+                releasable: Callable[[int], bool] = _never) -> None:
+    """Embed prepared documents (``(order, attempt)`` per embed message) across document
+    boundaries; each outcome lands in ``results``. Suspects are :data:`RELEASED` where
+    ``releasable(index)``, else embedded alone. A prepared file is removed once its request
+    reached an outcome."""
+    prepared = PreparedStore.from_settings(stage.settings)
+    copies = _copies([order.key for order, _ in orders])
+    with stage.pipeline() as pipeline:
+        ready: dict[int, Ready] = {}
+        for i, (order, attempt) in enumerate(orders):
+            if i in copies:
+                continue
+            try:
+                data = prepared.get(order.key)  # before the record: a file gone means an outcome is recorded
+            except ValueError as exc:  # a malformed message
+                results[i] = IngestResult(order.source, order.doc_id, "failed", error=str(exc))
+                continue
+            taken = take_prepared(pipeline, data, order, attempt, stage.settings.max_crashes, prepared.root)
+            if isinstance(taken, Ready) and taken.suspect and releasable(i):
+                results[i] = RELEASED
+            elif isinstance(taken, Ready):
+                ready[i] = taken
+            else:
+                results[i] = taken
+                prepared.delete(order.key)
+        try:
+            embed_ready(pipeline, ready, results, stage.settings.worker_batch_chunks, stage.on_embedded)
+        finally:
+            for i in ready:
+                if i in results:
+                    prepared.delete(orders[i][0].key)
+            _share(copies, results)
+
+
+# -- a batch cut short --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InFlight:
+    """A document of a batch that was stopped before it reached an outcome."""
+
+    doc_id: str
+    source: str
+    request: str | None
+    seq: int
+
+
+def interrupted(stage: Stage, left: dict[int, InFlight], reason: str, alone: bool) -> dict[int, IngestResult | None]:
+    """Documents a time limit stopped. ``alone`` (the batch was this one document): it fails
+    with ``reason`` and what it wrote is removed. In a batch of several, nobody can tell which one
+    was slow: each counts one interruption (and so runs alone next time); None means send it again."""
+    out: dict[int, IngestResult | None] = {}
+    with stage.pipeline() as pipeline:
+        for i, doc in left.items():
+            failed = IngestResult(doc.source, doc.doc_id, "failed", error=reason)
+            if doc.request is None:
+                out[i] = failed
+                continue
+            if alone:
+                pipeline.fail(doc.doc_id, Request(doc.request, doc.seq), reason)
+                out[i] = failed
+                continue
+            record = pipeline.registry.get(doc.doc_id, include_deleted=True)
+            if record is not None and record.request == doc.request and record.status in MID_FLIGHT \
+                    and note_interruption(pipeline.registry, record, stage.settings.max_crashes):
+                pipeline.store.delete_version(doc.doc_id, doc.seq)
+                out[i] = IngestResult(doc.source, doc.doc_id, "failed", error=record.error)
+                continue
+            out[i] = None
+    return out
