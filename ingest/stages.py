@@ -89,10 +89,11 @@ class EmbedOrder:
     source: str
     chunks: int
     seq: int = 0  # the request's sequence number
+    tenant: str | None = None  # for the document's events
 
     def to_json(self) -> dict[str, Any]:
         return {"prepared": self.key, "doc_id": self.doc_id, "source": self.source, "chunks": self.chunks,
-                "seq": self.seq}
+                "seq": self.seq, "tenant": self.tenant}
 
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
@@ -138,7 +139,8 @@ class PreparedStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return EmbedOrder(pending.own.id, record.doc_id, record.source, len(ready.chunks), pending.own.seq)
+        return EmbedOrder(pending.own.id, record.doc_id, record.source, len(ready.chunks), pending.own.seq,
+                          pending.info.tenant)
 
     def get(self, key: str) -> dict[str, Any] | None:
         try:

@@ -57,6 +57,20 @@ def sign(secret: str | bytes, timestamp: int | str, body: bytes | str) -> str:
     return f"sha256={digest}"
 
 
+def outcome_event(result: Any, tenant: str | None) -> tuple[str, dict] | None:
+    """The event a finished ingest reports (``result``: an IngestResult): ``document.indexed`` or
+    ``document.failed``; None for ``unchanged``/``queued`` and for a request that lost its document
+    to a newer one or a deletion (the winner reports its own outcome)."""
+    if result.status not in ("indexed", "failed"):
+        return None
+    if result.status == "failed" and result.error is not None and (
+            result.error.startswith("superseded") or result.error.startswith("deleted")):
+        return None
+    kind = "document.indexed" if result.status == "indexed" else "document.failed"
+    return kind, {"doc_id": result.doc_id, "source": result.source, "tenant": tenant,
+                  "status": result.status, "chunks": result.chunks, "error": result.error}
+
+
 def verify_signature(secret: Any, headers: Mapping[str, str], body: bytes | str, tolerance_s: float = 300,
                      now: float | None = None) -> bool:
     """For receivers: True when ``body`` was signed with ``secret`` less than ``tolerance_s`` ago

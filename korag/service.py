@@ -26,6 +26,7 @@ from ingest.embedder import Embedder
 from ingest.pipeline import DocumentInfo, Pipeline, doc_id_for
 from korag.blobs import BlobStore
 from korag.errors import KoragError
+from korag.events import outcome_event
 from korag.ingest_queue import IngestQueue, Job
 from korag.lifecycle import delete_document, queue_request, reap_dead_owners
 from korag.metadata import normalize_source
@@ -287,14 +288,9 @@ class Service:
             if job.started_at is not None:  # a batch interleaves documents: time each one whole
                 self.metrics.observe_stage("queue", job.started_at - job.queued_at)
                 self.metrics.observe_stage("ingest", time.monotonic() - job.started_at)
-        if self.webhooks is None or result.status not in ("indexed", "failed"):
-            return
-        if result.status == "failed" and result.error is not None and (
-                result.error.startswith("superseded") or result.error.startswith("deleted")):
-            return  # a newer request owns the document: its own outcome is reported
-        kind = "document.indexed" if result.status == "indexed" else "document.failed"
-        self.webhooks.emit(kind, {"doc_id": result.doc_id, "source": result.source, "tenant": job.info.tenant,
-                                  "status": result.status, "chunks": result.chunks, "error": result.error})
+        event = outcome_event(result, job.info.tenant) if self.webhooks is not None else None
+        if event is not None:
+            self.webhooks.emit(*event)
 
     # -- documents ------------------------------------------------------------------------------
     def _visible(self, record: DocumentRecord | None, tenant: str | None) -> DocumentRecord | None:

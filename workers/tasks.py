@@ -47,6 +47,7 @@ from ingest.stages import (
 )
 from korag.blobs import BlobStore
 from korag.errors import StoreBusyError
+from korag.events import Webhooks, outcome_event
 from korag.registry import DocumentRegistry, new_seq
 from korag.settings import Settings
 from korag.store import StoreKeeper
@@ -70,6 +71,12 @@ def _settings() -> Settings:
 @cache
 def _embedder() -> Embedder:
     return Embedder.load(_settings())
+
+
+@cache
+def _webhooks() -> Webhooks | None:
+    """Document events from this worker process (its own delivery thread and the shared outbox)."""
+    return Webhooks.from_settings(_settings())
 
 
 @cache
@@ -139,8 +146,21 @@ def _backoff(retries: int) -> float:
     return random.uniform(0, min(60, 2 ** retries))
 
 
+def _announce(batch: Batch, outcomes: dict[int, Any]) -> None:
+    """Webhook events (KORAG_WEBHOOK_URL) for the documents this batch finished."""
+    hooks = _webhooks()
+    if hooks is None:
+        return
+    for index, message in enumerate(batch.messages):
+        outcome = outcomes.get(index)
+        event = outcome_event(outcome, message.kwargs.get("tenant")) if isinstance(outcome, IngestResult) else None
+        if event is not None:
+            hooks.emit(*event)
+
+
 def _settle(task, batch: Batch, outcomes: dict[int, Any], error: BaseException | None) -> dict:
     """Settle every message of the batch; the lead's result is returned (or raised) to Celery."""
+    _announce(batch, outcomes)
     for index, message in enumerate(batch.messages[1:], start=1):
         outcome = outcomes.get(index)
         if outcome == FORWARDED:
@@ -224,9 +244,10 @@ def ingest_document(
 
 
 @app.task(bind=True, name=EMBED_TASK, **RETRY)
-def embed_document(self, prepared: str, doc_id: str, source: str, chunks: int = 0, seq: int = 0) -> dict:
+def embed_document(self, prepared: str, doc_id: str, source: str, chunks: int = 0, seq: int = 0,
+                   tenant: str | None = None) -> dict:
     settings = _settings()
-    kwargs = {"prepared": prepared, "doc_id": doc_id, "source": source, "chunks": chunks, "seq": seq}
+    kwargs = {"prepared": prepared, "doc_id": doc_id, "source": source, "chunks": chunks, "seq": seq, "tenant": tenant}
     stage = Stage(settings, _embedder(), stores=_stores())
     with Batch(self.app, self, kwargs) as batch:
         if not is_suspect(stage, doc_id):
@@ -252,7 +273,7 @@ def embed_document(self, prepared: str, doc_id: str, source: str, chunks: int = 
 def _order(message: Message) -> EmbedOrder:
     kw = message.kwargs
     return EmbedOrder(str(kw.get("prepared")), str(kw.get("doc_id")), str(kw.get("source")), int(kw.get("chunks") or 0),
-                      int(kw.get("seq") or 0))
+                      int(kw.get("seq") or 0), kw.get("tenant"))
 
 
 @worker_ready.connect
