@@ -33,6 +33,7 @@ from ingest.parsing.guard import run_guarded
 from ingest.sentences import kiwi
 from ingest.sparse import SparseEncoder, SparseVector
 from korag.errors import DocumentError, InputTooLongError
+from korag.lifecycle import lost_reason
 from korag.metadata import RESERVED_FIELDS, normalize_source
 from korag.registry import DELETED, DocumentRecord, DocumentRegistry, new_seq, this_process
 from korag.settings import Settings
@@ -426,9 +427,7 @@ class Pipeline:
         return owned
 
     def _superseded(self, source: str, doc_id: str) -> IngestResult:
-        current = self.registry.get(doc_id, include_deleted=True)
-        why = ("deleted while it was being ingested" if current is not None and current.status == DELETED
-               else "superseded by a newer ingest of this document")
+        why = lost_reason(self.registry.get(doc_id, include_deleted=True), started=True)
         log.info("%s: %s", source, why)
         return IngestResult(source, doc_id, "failed", error=why)
 

@@ -39,7 +39,8 @@ from ingest.pipeline import DocumentInfo, Pending, Pipeline, Request
 from ingest.sparse import SparseVector
 from korag.blobs import BlobStore
 from korag.errors import DocumentError, InputTooLongError
-from korag.registry import DELETED, MID_FLIGHT, DocumentRegistry, new_seq, note_interruption
+from korag.lifecycle import lost_reason
+from korag.registry import DELETED, MID_FLIGHT, DocumentRecord, DocumentRegistry, new_seq, note_interruption
 from korag.settings import Settings
 from korag.store import StoreKeeper
 from korag.types import Chunk, IngestResult
@@ -171,15 +172,23 @@ def settle_delivery(registry: DocumentRegistry, doc_id: str, request: Request | 
     if record is None or request is None:
         return None
     if record.request != request.id or record.status == DELETED:
-        why = "deleted before it was ingested" if record.status == DELETED else "superseded by a newer ingest of this document"
-        return IngestResult(record.source, doc_id, "failed", error=why)
+        return IngestResult(record.source, doc_id, "failed", error=lost_reason(record, started=False))
+    # the same attempt finding its document mid-flight: the last worker on it died
+    return _done_or_given_up(registry, record, record.attempt in (None, request.attempt), max_crashes)
+
+
+def _done_or_given_up(registry: DocumentRegistry, record: DocumentRecord, died_on_it: bool,
+                      max_crashes: int) -> IngestResult | None:
+    """The outcome of a delivery of the request that owns ``record``, when it is finished already (a
+    redelivery after a crash or a sweep) or the document has now taken down ``max_crashes`` workers
+    (``died_on_it``: a worker died mid-flight on this delivery); None: go on."""
     if record.status in ("indexed", "failed"):
         status = "unchanged" if record.status == "indexed" else "failed"
-        return IngestResult(record.source, doc_id, status, chunks=record.chunks, error=record.error)
-    if record.status in MID_FLIGHT and record.attempt in (None, request.attempt):  # the last worker on it died
+        return IngestResult(record.source, record.doc_id, status, chunks=record.chunks, error=record.error)
+    if record.status in MID_FLIGHT and died_on_it:
         if note_interruption(registry, record, max_crashes):
-            return IngestResult(record.source, doc_id, "failed", error=record.error)
-        log.warning("document %s was interrupted %d time(s); trying again", doc_id, record.crashes)
+            return IngestResult(record.source, record.doc_id, "failed", error=record.error)
+        log.warning("document %s was interrupted %d time(s); trying again", record.doc_id, record.crashes)
     return None
 
 
@@ -416,16 +425,11 @@ def take_prepared(pipeline: Pipeline, data: dict[str, Any] | None, order: EmbedO
     form is missing (``where``: the folder it was looked for in) or was made with other settings."""
     record = pipeline.registry.get(order.doc_id, include_deleted=True)
     if record is None or record.request != order.key or record.status == DELETED:
-        why = ("deleted before it was ingested" if record is not None and record.status == DELETED
-               else "superseded by a newer ingest of this document")
-        return IngestResult(order.source, order.doc_id, "failed", error=why)
-    if record.status in ("indexed", "failed"):
-        status = "unchanged" if record.status == "indexed" else "failed"
-        return IngestResult(record.source, order.doc_id, status, chunks=record.chunks, error=record.error)
-    if record.status in MID_FLIGHT and record.attempt == attempt:  # the last embed worker on it died
-        if note_interruption(pipeline.registry, record, max_crashes):
-            return IngestResult(record.source, order.doc_id, "failed", error=record.error)
-        log.warning("document %s was interrupted %d time(s); trying again", order.doc_id, record.crashes)
+        return IngestResult(order.source, order.doc_id, "failed", error=lost_reason(record, started=False))
+    # this attempt finding its document mid-flight: the last embed worker on it died
+    settled = _done_or_given_up(pipeline.registry, record, record.attempt == attempt, max_crashes)
+    if settled is not None:
+        return settled
     record.attempt, record.owner = attempt, None
     seq = int(data["seq"]) if data is not None else record.seq if record.seq is not None else 0
     info = DocumentInfo(tenant=record.tenant, meta=tuple(record.meta.items())) if data is None else \

@@ -23,7 +23,7 @@ from pathlib import Path
 from ingest.batch import BatchIngest
 from ingest.pipeline import DocumentInfo, Pending, Pipeline, Request
 from korag.blobs import BlobStore
-from korag.lifecycle import queue_request
+from korag.lifecycle import SUPERSEDED, queue_request
 from korag.registry import UNFINISHED
 from korag.types import IngestResult
 from korag.uploads import has_blob
@@ -115,7 +115,7 @@ class IngestQueue:
             claimed = queue_request(self.pipeline.registry, doc_id, source, filename, blob, info.tenant,
                                     dict(info.meta))
             if claimed is None:
-                return IngestResult(source, doc_id, "failed", error="superseded by a newer ingest of this document")
+                return IngestResult(source, doc_id, "failed", error=SUPERSEDED)
             job = Job(doc_id, source, filename, blob, info, Request(*claimed))
             self._inflight[doc_id] = job
         self._queue.put(job)

@@ -16,6 +16,17 @@ from korag.registry import (
 )
 from korag.store import QdrantStore
 
+SUPERSEDED = "superseded by a newer ingest of this document"
+
+
+def lost_reason(current: DocumentRecord | None, started: bool) -> str:
+    """Why a request no longer owns its document (``current``: the registry's record now, tombstones
+    included): the document was deleted (before or while the request ``started`` ingesting it), or
+    a newer request took it over."""
+    if current is not None and current.status == DELETED:
+        return "deleted while it was being ingested" if started else "deleted before it was ingested"
+    return SUPERSEDED
+
 
 def queue_request(registry: DocumentRegistry, doc_id: str, source: str, filename: str, blob: str,
                   tenant: str | None, meta: dict) -> tuple[str, int] | None:

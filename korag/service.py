@@ -28,7 +28,7 @@ from korag.blobs import BlobStore
 from korag.errors import KoragError
 from korag.events import outcome_event
 from korag.ingest_queue import IngestQueue, Job
-from korag.lifecycle import delete_document, queue_request, reap_dead_owners
+from korag.lifecycle import SUPERSEDED, delete_document, lost_reason, queue_request, reap_dead_owners
 from korag.metadata import normalize_source
 from korag.registry import DELETED, STATES, UNFINISHED, DocumentRecord, DocumentRegistry
 from korag.schemas import (
@@ -256,8 +256,7 @@ class Service:
         claimed = queue_request(self.registry, item.doc_id, upload.source, upload.filename, upload.blob,
                                 info.tenant, meta)
         if claimed is None:
-            item.result = IngestResult(upload.source, item.doc_id, "failed",
-                                       error="superseded by a newer ingest of this document")
+            item.result = IngestResult(upload.source, item.doc_id, "failed", error=SUPERSEDED)
             return
         item.request = claimed[0]
         send(self.celery, upload.blob, upload.filename, upload.source, item.doc_id, info.tenant, meta, *claimed)
@@ -269,11 +268,10 @@ class Service:
         if item.future is not None:
             return item.future.result() if item.future.done() else item.queued()
         record = self.registry.get(item.doc_id, include_deleted=True)
-        if record is None or record.status == DELETED:
-            return IngestResult(item.source, item.doc_id, "failed", error="deleted while it was being ingested")
-        if record.request != item.request:
-            return IngestResult(item.source, item.doc_id, "failed",
-                                error="superseded by a newer ingest of this document")
+        if record is None or record.status == DELETED or record.request != item.request:
+            # no record at all: deleted and its tombstone gone
+            why = "deleted while it was being ingested" if record is None else lost_reason(record, started=True)
+            return IngestResult(item.source, item.doc_id, "failed", error=why)
         if record.status == "failed":
             return IngestResult(item.source, item.doc_id, "failed", error=record.error)
         if record.status == "indexed":

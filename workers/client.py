@@ -17,7 +17,7 @@ from celery.result import AsyncResult
 from ingest.pipeline import DocumentInfo, doc_id_for, read_document, unreadable
 from korag.blobs import BlobStore
 from korag.errors import KoragError
-from korag.lifecycle import queue_request
+from korag.lifecycle import SUPERSEDED, queue_request
 from korag.registry import DocumentRegistry
 from korag.types import IngestResult
 
@@ -126,7 +126,7 @@ def enqueue(
     if registry is not None:  # the new request owns the document from now on (korag.lifecycle)
         claimed = queue_request(registry, doc_id, source, filename, blob, info.tenant, dict(info.meta))
         if claimed is None:
-            return Enqueued(source, doc_id, None, "superseded by a newer ingest of this document")
+            return Enqueued(source, doc_id, None, SUPERSEDED)
         request, seq = claimed
     try:
         task = send(app, blob, filename, source, doc_id, info.tenant, dict(info.meta), request, seq)
