@@ -8,6 +8,7 @@ truncated: a truncated chunk silently loses its end.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +121,10 @@ class Embedder:
         self.query_budget = TokenBudget(model.tokenizer, limit, settings.query_prefix)
         self.batch_size = settings.embedding_batch_size
         self.engine = EmbeddingEngine.build(model, settings)
+        # One call at a time: a fast tokenizer changes its truncation state per call and fails
+        # ("Already borrowed") when two threads (a service's searches and its ingest, LangChain's
+        # async calls) do so at once.
+        self._lock = threading.RLock()
 
     @classmethod
     def load(cls, settings: Settings) -> "Embedder":
@@ -141,19 +146,27 @@ class Embedder:
     def embed_passages(self, chunks: Sequence[Chunk]) -> tuple[np.ndarray, list[int]]:
         """Vectors for chunks (prefix + header + text), and the tokens each input used."""
         texts = [compose_input(self.passage_budget.prefix, c.header, c.text) for c in chunks]
-        return self._encode(texts, self.passage_budget)
+        with self._lock:
+            return self._encode(texts, self.passage_budget)
 
     def embed_passage_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for raw passages (prefix + text, no header), blank ones included."""
-        return self._encode([compose_input(self.passage_budget.prefix, None, t) for t in texts], self.passage_budget)[0]
+        inputs = [compose_input(self.passage_budget.prefix, None, t) for t in texts]
+        with self._lock:
+            return self._encode(inputs, self.passage_budget)[0]
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
         texts = [compose_input(self.query_budget.prefix, None, q) for q in queries]
-        return self._encode(texts, self.query_budget)[0]
+        with self._lock:
+            return self._encode(texts, self.query_budget)[0]
 
     def fit_query(self, query: str) -> QueryFit:
         """The longest start of ``query`` the model takes (cut between words at tokenizer offsets),
         for the dense channel; keyword search still sees the whole query."""
+        with self._lock:
+            return self._fit_query(query)
+
+    def _fit_query(self, query: str) -> QueryFit:
         budget = self.query_budget
         total = budget.input_tokens(compose_input(budget.prefix, None, query))
         if total <= budget.max_input_tokens:

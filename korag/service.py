@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -53,35 +52,6 @@ log = logging.getLogger("korag.serve")
 
 class BadRequest(KoragError):
     """The request cannot be served as given (a bad cursor, metadata ...): 4xx with the reason."""
-
-
-class SerializedEmbedder:
-    """One model call at a time for the ingest thread and the search threads: a fast tokenizer
-    changes its truncation state per call and fails ("Already borrowed") when two threads do so
-    at once. Everything else is the wrapped embedder's."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self._lock = threading.Lock()
-
-    def embed_passages(self, chunks):
-        with self._lock:
-            return self._inner.embed_passages(chunks)
-
-    def embed_passage_texts(self, texts):
-        with self._lock:
-            return self._inner.embed_passage_texts(texts)
-
-    def embed_queries(self, queries):
-        with self._lock:
-            return self._inner.embed_queries(queries)
-
-    def fit_query(self, query):
-        with self._lock:
-            return self._inner.fit_query(query)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
 
 
 @dataclass
@@ -126,7 +96,7 @@ class Service:
     def __init__(self, settings: Settings, embedder: Embedder, store: QdrantStore, *, celery=None,
                  metrics=None, webhooks=None) -> None:
         self.settings = settings
-        self.embedder = SerializedEmbedder(embedder)
+        self.embedder = embedder
         self.store = store
         self.celery = celery
         self.metrics = metrics
