@@ -17,7 +17,7 @@ CORPUS=.korag/gpu/corpus.jsonl
 export TOKENIZERS_PARALLELISM=true HF_HUB_OFFLINE=1
 "$PY" -c 'import torch, transformers, sentence_transformers as s; print("torch", torch.__version__, "transformers", transformers.__version__, "sentence-transformers", s.__version__, "cuda", torch.cuda.is_available())'
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || true
-"$PY" bench/gpu_check.py "$CORPUS" 2>&1 | grep -v -E "Warning|warn\(|Loading weights"
+"$PY" bench/gpu_check.py "$CORPUS" 2>&1 | grep --line-buffered -v -E "Warning|warn\(|Loading weights"
 if [ "${REFERENCE:-0}" = "1" ] && [ -f .korag/gpu/xlmr_reference.py ]; then
-    "$PY" .korag/gpu/xlmr_reference.py "$CORPUS" 2>&1 | grep -v -E "Warning|warn\("
+    "$PY" .korag/gpu/xlmr_reference.py "$CORPUS" 2>&1 | grep --line-buffered -v -E "Warning|warn\("
 fi

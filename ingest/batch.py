@@ -122,7 +122,14 @@ class BatchIngest:
                 self._embed(ready, done)
 
     def _full(self, ready: list[_Prepared]) -> bool:
-        return sum(len(r.chunks) for r in ready) >= self.batch_chunks
+        """Time for a model call: ``batch_chunks`` are ready, or the model has nothing to do and
+        a sixth of that is (the first call of a run starts after a few documents, not after
+        thirty, and the model never waits while chunks are ready)."""
+        chunks = sum(len(r.chunks) for r in ready)
+        if chunks >= self.batch_chunks:
+            return True
+        idle = self._model is not None and (self._inflight is None or self._inflight[1].done())
+        return idle and chunks >= max(1, self.batch_chunks // 6)
 
     def _take(self, index: int, started: Pending, value, done: dict[int, IngestResult], ready: list[_Prepared]) -> None:
         started.data = b""  # parsed: the bytes are not needed any more

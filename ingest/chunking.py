@@ -19,7 +19,7 @@ where there is some, so a 50 MB line costs fifty times a 1 MB one, in time and i
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from ingest.parsing.blocks import Block
@@ -80,8 +80,8 @@ class Chunker:
         out: list[tuple[Chunk, list[str]]] = []
         for header, header_terms, units in self._sections(blocks):
             self._pack(header, header_terms, units, out)
-        self._check([chunk for chunk, _ in out])
-        return out
+        return [(replace(chunk, input_ids=tuple(ids)), terms)
+                for (chunk, terms), ids in zip(out, self._check([chunk for chunk, _ in out]))]
 
     # -- sections -----------------------------------------------------------------------------
     def _sections(self, blocks: Sequence[Block]):
@@ -253,13 +253,15 @@ class Chunker:
         terms = [*(header_terms if header else ()), *(t for u in units for t in u.terms)]
         return chunk, terms
 
-    def _check(self, chunks: list[Chunk]) -> None:
+    def _check(self, chunks: list[Chunk]) -> list[list[int]]:
         """Every chunk's embedded input fits (one tokenizer call for all): the packing estimates
-        are checked, never assumed."""
+        are checked, never assumed. Returns the inputs' token ids, which the embedder takes."""
         inputs = [compose_input(self.budget.prefix, c.header, c.text) for c in chunks]
-        for chunk, tokens in zip(chunks, self.budget.input_counts(inputs)):
-            if tokens > self.budget.max_input_tokens:
+        ids = self.budget.input_ids(inputs)
+        for chunk, tokens in zip(chunks, ids):
+            if len(tokens) > self.budget.max_input_tokens:
                 raise AssertionError(f"chunk {chunk.index} exceeds the model's limit; this is a korag bug")
+        return ids
 
 
 def _rows(block: Block) -> list[tuple[int, str]]:

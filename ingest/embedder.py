@@ -12,15 +12,17 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ingest.engine import EmbeddingEngine
+from ingest.engine import EmbeddingEngine, Tokens
 from ingest.tokens import TokenBudget, compose_input
 from korag.errors import InputTooLongError, ModelLoadError
-from korag.settings import Settings
 from korag.types import Chunk
+
+if TYPE_CHECKING:  # the embedder imports without pydantic-settings (bench/gpu_check.py on a bare GPU machine)
+    from korag.settings import Settings
 
 
 def _default_device() -> str:
@@ -146,8 +148,12 @@ class Embedder:
     def embed_passages(self, chunks: Sequence[Chunk]) -> tuple[np.ndarray, list[int]]:
         """Vectors for chunks (prefix + header + text), and the tokens each input used."""
         texts = [compose_input(self.passage_budget.prefix, c.header, c.text) for c in chunks]
+        ids = [c.input_ids for c in chunks]
+        # The chunker's token ids of these very inputs (same tokenizer, same prefix): no second
+        # tokenization on the model's thread.
+        known = Tokens(ids, None) if ids and self.engine.takes_ids and all(x is not None for x in ids) else None
         with self._lock:
-            return self._encode(texts, self.passage_budget)
+            return self._encode(texts, self.passage_budget, known)
 
     def embed_passage_texts(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors for raw passages (prefix + text, no header), blank ones included."""
@@ -181,8 +187,9 @@ class Embedder:
             room -= used - budget.max_input_tokens
 
     # -- internals -----------------------------------------------------------------------------
-    def _encode(self, texts: list[str], budget: TokenBudget) -> tuple[np.ndarray, list[int]]:
-        tokens = self.engine.tokenize(texts, truncate=False)  # one tokenization: the counts and the forward
+    def _encode(self, texts: list[str], budget: TokenBudget, tokens: Tokens | None = None) -> tuple[np.ndarray, list[int]]:
+        if tokens is None:
+            tokens = self.engine.tokenize(texts, truncate=False)  # one tokenization: the counts and the forward
         counts = [len(ids) for ids in tokens.input_ids]
         for text, count in zip(texts, counts):
             if count > budget.max_input_tokens:

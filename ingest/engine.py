@@ -37,8 +37,8 @@ DEFAULT_BATCH_TOKENS = {"cpu": 16384, "cuda": 131072}
 class Tokens:
     """Unpadded token ids per input (and token type ids where the model takes them)."""
 
-    input_ids: list[list[int]]
-    type_ids: list[list[int]] | None
+    input_ids: Sequence[Sequence[int]]
+    type_ids: Sequence[Sequence[int]] | None
 
 
 @dataclass(frozen=True)
@@ -145,6 +145,13 @@ class EmbeddingEngine:
             raise ValueError(f"an input of {max(lengths)} tokens exceeds max_seq_length {self.stack.max_length}: "
                              "refuse it, or tokenize with truncate=True")
         return self._run(tokens.input_ids, tokens.type_ids, self.plan(lengths))
+
+    @property
+    def takes_ids(self) -> bool:
+        """Whether :meth:`encode` can take token ids made by the model's tokenizer on the raw text
+        (add_special_tokens, no truncation): not when the stack lower-cases first, or falls back
+        to ``model.encode``."""
+        return self.stack is not None and not self.stack.lower_case
 
     @property
     def dimension(self) -> int:

@@ -22,7 +22,11 @@ def kiwi():
 
     # One worker: a parser process analyses one text at a time, and Kiwi's default thread pool
     # only adds hand-offs (measured: same CPU time, more wall time on a busy machine).
-    return Kiwi(num_workers=1)
+    analyser = Kiwi(num_workers=1)
+    # Kiwi loads its language model on the first analysis (~1.5 s): do it here, once per process,
+    # so that forked parser processes inherit it and no document or query pays it.
+    analyser.analyze("준비 문장입니다.")
+    return analyser
 
 
 class Morph(NamedTuple):

@@ -126,8 +126,11 @@ class PreparedStore:
             "doc_id": record.doc_id, "source": record.source, "filename": pending.filename, "blob": ready.blob,
             "content_hash": pending.content_hash, "tenant": pending.info.tenant, "meta": dict(pending.info.meta),
             "request": pending.own.id, "seq": pending.own.seq, "settings_key": settings_key,
+            # input_ids: the chunker's token ids, so the embed worker does not tokenize again
+            # (the same model on both sides: settings_key)
             "chunks": [{"text": c.text, "index": c.index, "section": c.section, "header": c.header,
-                        "page_number": c.page_number, "element_types": list(c.element_types)} for c in ready.chunks],
+                        "page_number": c.page_number, "element_types": list(c.element_types),
+                        "input_ids": list(c.input_ids) if c.input_ids is not None else None} for c in ready.chunks],
             "sparse": [[list(s.indices), list(s.values)] for s in ready.sparse],
         }
         path = self._path(pending.own.id)
@@ -444,7 +447,8 @@ def take_prepared(pipeline: Pipeline, data: dict[str, Any] | None, order: EmbedO
         return pipeline.reject(pending, "parsed with other settings (model, chunking or keyword tags) than the embed "
                                         "worker's: give every worker the same KORAG_* settings; ingest it again")
     chunks = [Chunk(text=c["text"], index=c["index"], section=c["section"], header=c["header"],
-                    page_number=c["page_number"], element_types=tuple(c["element_types"])) for c in data["chunks"]]
+                    page_number=c["page_number"], element_types=tuple(c["element_types"]),
+                    input_ids=tuple(c["input_ids"]) if c.get("input_ids") is not None else None) for c in data["chunks"]]
     sparse = [SparseVector(indices=list(ix), values=list(vs)) for ix, vs in data["sparse"]]
     return Ready(pending, chunks, sparse, data.get("blob"))
 

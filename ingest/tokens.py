@@ -42,13 +42,21 @@ class TokenBudget:
 
     def input_counts(self, texts: list[str]) -> list[int]:
         """:meth:`input_tokens` of each composed input, batched as :meth:`counts`."""
-        return self._batched(texts, True)
+        return [len(ids) for ids in self.input_ids(texts)]
+
+    def input_ids(self, texts: list[str]) -> list[list[int]]:
+        """The token ids the model sees for each composed input (special tokens included), in one
+        tokenizer call per :data:`BATCH` texts."""
+        return self._ids(texts, True)
 
     def _batched(self, texts: list[str], special: bool) -> list[int]:
-        out: list[int] = []
+        return [len(ids) for ids in self._ids(texts, special)]
+
+    def _ids(self, texts: list[str], special: bool) -> list[list[int]]:
+        out: list[list[int]] = []
         for start in range(0, len(texts), BATCH):
             encoded = self.tokenizer(texts[start:start + BATCH], add_special_tokens=special, verbose=False)
-            out.extend(len(ids) for ids in encoded["input_ids"])
+            out.extend(encoded["input_ids"])
         return out
 
     def input_tokens(self, text: str) -> int:

@@ -16,6 +16,10 @@ class Chunk:
     header: str | None = None  # what of the section is embedded in front of the text
     page_number: int | None = None
     element_types: tuple[str, ...] = ()
+    # The model's token ids of the embedded input (prefix + header + text, special tokens), when
+    # the chunker has them: it tokenized that exact string to check the limit, and the embedder
+    # takes them instead of tokenizing again. Not part of the chunk's identity.
+    input_ids: tuple[int, ...] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.text.strip():

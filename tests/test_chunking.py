@@ -42,6 +42,29 @@ def test_every_chunk_fits_and_the_limit_follows_the_model(embedder):
     assert max(sizes) > limit * 0.8
 
 
+def test_the_embedder_takes_the_chunkers_token_ids_and_gets_the_same_vectors(embedder, monkeypatch):
+    """The chunker tokenized each embedded input to check the limit; the embedder uses those ids
+    instead of tokenizing again, and the vectors are those of tokenizing the text."""
+    from dataclasses import replace
+
+    chunks = Chunker(embedder.passage_budget).chunk(_blocks_from_text(long_korean_text(20)))
+    assert all(list(c.input_ids) == embedder.model.tokenizer(
+        compose_input(embedder.passage_budget.prefix, c.header, c.text))["input_ids"] for c in chunks)
+    bare = [replace(c, input_ids=None) for c in chunks]
+    assert bare == chunks  # the ids are no part of a chunk's identity
+    expected, expected_counts = embedder.embed_passages(bare)
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(embedder.engine, "tokenize", no_tokenizing)
+    vectors, counts = embedder.embed_passages(chunks)
+    assert counts == expected_counts == [len(c.input_ids) for c in chunks]
+    assert float((vectors * expected).sum(axis=1).min()) > 0.9999
+    with pytest.raises(AssertionError, match="tokenized again"):  # a chunk without ids: tokenized
+        embedder.embed_passages(chunks[:1] + bare[1:2])
+
+
 def test_limits_differ_between_models(minilm, tiny_xlmr):
     assert minilm.info.max_input_tokens == 256
     assert tiny_xlmr.info.max_input_tokens == 512

@@ -62,6 +62,19 @@ def test_korean_plain_text_never_reaches_spacy(tmp_path, spacy_calls):
         "이 규정은 도서관 운영에 필요한 사항을 정한다.", "평일 오전 9시부터 오후 6시까지 운영합니다."]
 
 
+def test_latin_lines_of_a_korean_text_skip_spacy_too(tmp_path, spacy_calls):
+    """A brand name, a citation or an English phrase inside a Korean document is classified by
+    korag's rules like the Korean lines around it: no English tagger for a Korean document."""
+    blocks = _parse(docs.make_text(tmp_path / "사례.txt", text=(
+        "고객 포털 성공 사례\n\nAdobe Commerce\n\n이 회사는 고객 포털을 도입한 뒤 매출이 늘었습니다.\n\n"
+        "(McKinsey & Company).\n\nSource: https://example.com/report?id=2020\n\n"
+        "고객은 온라인 구매를 선호합니다. 응답자의 70%가 그렇다고 답했습니다.")))
+    assert spacy_calls == []
+    assert _titles(blocks) == [("고객 포털 성공 사례", 0), ("Adobe Commerce", 0)]
+    texts = [b.text for b in blocks if b.kind == "text"]
+    assert "(McKinsey & Company)." in texts and "Source: https://example.com/report?id=2020" in texts
+
+
 def _markdown_and_html(tmp_path):
     files = [docs.make_markdown(tmp_path / "설치.md"), docs.make_html(tmp_path / "안내.html")]
     samples = SHARED / "samples"

@@ -83,7 +83,7 @@ def test_a_document_that_was_interrupted_before_runs_alone(stage):
         assert pipeline.registry.get(deliveries[1].doc_id).crashes == 0
 
 
-def test_a_parse_only_worker_leaves_prepared_documents_for_the_embed_stage(stage):
+def test_a_parse_only_worker_leaves_prepared_documents_for_the_embed_stage(stage, minilm, monkeypatch):
     from ingest.stages import EmbedOrder, embed_batch
 
     stage, calls = stage
@@ -97,6 +97,13 @@ def test_a_parse_only_worker_leaves_prepared_documents_for_the_embed_stage(stage
     prepared = PreparedStore.from_settings(stage.settings)
     assert all(prepared.exists(o.key) for o in sent)
 
+    # the parse side's token ids travel with the chunks: the embed side does not tokenize again
+    assert all(c["input_ids"] for o in sent for c in prepared.get(o.key)["chunks"])
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("the embed stage tokenized again")
+
+    monkeypatch.setattr(minilm.engine, "tokenize", no_tokenizing)
     outcomes: dict = {}
     redelivered = (sent[0], f"{sent[0].key}:e1")  # the same document twice in one batch: embedded once
     embed_batch(stage, [(o, f"{o.key}:e0") for o in sent] + [redelivered], outcomes)

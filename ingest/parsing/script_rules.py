@@ -8,8 +8,8 @@ are not mostly Latin, korag answers the same two questions with rules that need 
 
 * narrative: it reads as a sentence (ends like one — …다. …요? —, holds a sentence end inside,
   or is longer than a heading);
-* title: a short line (at most 12 words, mostly letters, no trailing comma) that does not read
-  as a sentence and carries no Korean heading marker — a marked line (제1장, □, 가. …) is left
+* title: a short line (at most 12 words, mostly letters, no trailing comma, no URL or e-mail
+  address) that does not read as a sentence and carries no Korean heading marker — a marked line (제1장, □, 가. …) is left
   to :func:`ingest.parsing.korean_headings.heading_depth`, which also gives it its depth.
 
 Latin-script paragraphs keep unstructured's own functions, unchanged. :func:`install` puts the
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib
 import re
+from contextvars import ContextVar
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -28,6 +29,8 @@ from ingest.parsing.korean_headings import heading_depth, reads_as_sentence
 
 _TITLE_MAX_WORDS = 12  # unstructured's own limit
 _MIN_ALPHA = 0.5  # share of letters among non-space characters, as unstructured requires
+_LINK = re.compile(r"://|www\.|\S@\S")  # a URL or an e-mail address: a reference, not a heading
+_KOREAN_DOCUMENT: ContextVar[bool] = ContextVar("korag_korean_document", default=False)
 _SENTENCE_INSIDE = re.compile(r"[가-힣A-Za-z][.!?]\s+\S")  # "…있다. 쿠팡이…": two sentences, no title
 # (module, function) pairs: every place unstructured classifies text with spaCy behind it
 _TARGETS: tuple[tuple[str, str], ...] = (
@@ -58,6 +61,25 @@ def needs_english_nlp(text: str) -> bool:
     return latin > hangul
 
 
+def mostly_hangul(text: str) -> bool:
+    """True when Hangul outnumbers Latin letters in ``text`` (a whole document or page)."""
+    return not needs_english_nlp(text) and any(_is_hangul(char) for char in text)
+
+
+@contextmanager
+def korean_document(text: str) -> Iterator[None]:
+    """Inside, when ``text`` (the whole document or page) is mostly Hangul, every paragraph of it
+    is classified by korag's rules, its Latin-script lines too: a brand name, a citation or an
+    English phrase in a Korean document is not worth an English tagger (it cost ~5 ms of spaCy
+    per AutoRAG passage, a third of the parse). Outside, or for a mostly Latin document, each
+    paragraph goes by its own script as before."""
+    token = _KOREAN_DOCUMENT.set(mostly_hangul(text))
+    try:
+        yield
+    finally:
+        _KOREAN_DOCUMENT.reset(token)
+
+
 def _mostly_letters(text: str) -> bool:
     chars = [c for c in text if not c.isspace()]
     return bool(chars) and sum(c.isalpha() for c in chars) / len(chars) >= _MIN_ALPHA
@@ -83,13 +105,15 @@ def is_title(text: str) -> bool:
         and len(text.split(" ")) <= _TITLE_MAX_WORDS
         and _mostly_letters(text)
         and not _sentence_like(text)
+        and _LINK.search(text) is None
         and heading_depth(text) is None
     )
 
 
 def _script_aware(english: Callable[..., bool], rule: Callable[[str], bool]) -> Callable[..., bool]:
     def classify(text: str, *args, **kwargs) -> bool:
-        return english(text, *args, **kwargs) if needs_english_nlp(text) else rule(text)
+        english_text = needs_english_nlp(text) and not _KOREAN_DOCUMENT.get()
+        return english(text, *args, **kwargs) if english_text else rule(text)
 
     classify.korag_english = english  # type: ignore[attr-defined]
     return classify
