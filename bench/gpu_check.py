@@ -100,9 +100,9 @@ def main() -> int:
 
     # fp32 vectors of the 64 longest chunks, before the engine casts the model in place
     longest = sorted(range(len(chunks)), key=lambda i: lens[i])[-64:]
-    fp32 = EmbeddingEngine(st, "fp32").encode([chunk_texts[i] for i in longest])
+    fp32 = EmbeddingEngine(st, "fp32", runtime="torch").encode([chunk_texts[i] for i in longest])
 
-    engine = EmbeddingEngine(st, "auto")  # what korag runs by default
+    engine = EmbeddingEngine(st, "auto", runtime="torch")  # what korag runs by default
     print("engine:", engine.describe(), flush=True)
     bf16 = engine.encode([chunk_texts[i] for i in longest])
     print(f"bf16 vs fp32 min cosine (64 longest chunks): {min_cosine(fp32, bf16):.5f}", flush=True)
@@ -188,7 +188,8 @@ def main() -> int:
     from korag.types import Chunk
 
     settings = SimpleNamespace(chunk_max_tokens=None, passage_prefix="passage: ", query_prefix="query: ",
-                               embedding_batch_size=32, embedding_precision="auto", embedding_batch_tokens=None)
+                               embedding_batch_size=32, embedding_precision="auto", embedding_batch_tokens=None,
+                               embedding_runtime="torch")
     embedder = Embedder(st, "koe5-shaped stand-in", settings)
     embedder.engine = engine  # the engine above (its weights are already bf16: no second cast)
     bodies = [text[len("passage: "):] if text.startswith("passage: ") else text for text in chunk_texts]

@@ -4,7 +4,8 @@
 normalize_embeddings=True)`` would, in input order, computed faster: the texts are tokenized
 once, sorted by length, grouped into batches by a token budget (padded length x rows <=
 ``batch_tokens``), run through the transformer at the chosen precision, pooled as the model's
-Pooling module says (mean or CLS, fp32 accumulation) and L2-normalised. Module stacks it does
+Pooling module says (mean or CLS, fp32 accumulation) and L2-normalised. The forward runs in torch,
+or on a CPU in OpenVINO: the same transformer and pooling converted to one graph at load. Module stacks it does
 not understand (a Dense layer, another pooling mode, a default prompt ...) are handed to
 ``model.encode`` unchanged. Prefixes and the refusal of over-long inputs stay with the Embedder.
 """
@@ -21,6 +22,7 @@ import numpy as np
 
 from ingest.batching import Batch, plan_batches
 from ingest.precision import CHECK_SENTENCES, MIN_AGREEMENT, Precision, min_cosine, resolve
+from korag.errors import ModelLoadError
 
 if TYPE_CHECKING:  # the engine imports without pydantic-settings (bench/gpu_check.py on a bare GPU machine)
     from korag.settings import Settings
@@ -31,6 +33,9 @@ log = logging.getLogger(__name__)
 # batches cost attention memory (rows x heads x length^2 floats). A GPU wants large batches: the
 # reference script's best raw bf16 figure (563k tok/s, one H200) used 128k-token batches.
 DEFAULT_BATCH_TOKENS = {"cpu": 16384, "cuda": 131072}
+# Where the forward runs. auto: OpenVINO on a CPU where the package is installed (measured 1.36x
+# torch's bf16 with MiniLM on this machine's CPU, bench/RESULTS.md), torch everywhere else.
+RUNTIMES = ("auto", "torch", "openvino")
 
 
 @dataclass(frozen=True)
@@ -85,7 +90,7 @@ class EmbeddingEngine:
     """Build with :meth:`build` (from Settings) or directly; then call :meth:`encode`."""
 
     def __init__(self, model: Any, precision: str = "auto", batch_tokens: int | None = None,
-                 compile_bucket: int | None = None, fallback_batch_size: int = 32) -> None:
+                 compile_bucket: int | None = None, fallback_batch_size: int = 32, runtime: str = "auto") -> None:
         import torch
 
         self.model = model
@@ -99,6 +104,10 @@ class EmbeddingEngine:
         self.stack = stack if isinstance(stack, Stack) else None
         self.fallback_reason = stack if isinstance(stack, str) else None
         self.precision: Precision = resolve(precision, str(self.device))
+        self.runtime = "torch"
+        self._openvino: Any = None  # an OpenVINO infer request, when the forward runs there
+        if runtime not in RUNTIMES:
+            raise ModelLoadError(f"KORAG_EMBEDDING_RUNTIME={runtime!r}: choose one of {', '.join(RUNTIMES)}")
         if self.stack is None:
             log.warning("embedding engine: model.encode at fp32 for this model: %s", self.fallback_reason)
             self.precision = "fp32"
@@ -109,7 +118,10 @@ class EmbeddingEngine:
         if self.device.type == "cuda":
             self._use_sdpa()
         self._type_ids = "token_type_ids" in inspect.signature(self._module.forward).parameters
-        self._apply_precision(checked=precision == "auto")
+        if self._wants_openvino(runtime, compile_bucket):
+            self._apply_openvino(checked=precision == "auto")
+        else:
+            self._apply_precision(checked=precision == "auto")
         if compile_bucket is not None:
             self._module = torch.compile(self._module, dynamic=False)
             self._allow_recompiles(len(self.bucket_lengths()) + 8)
@@ -117,14 +129,16 @@ class EmbeddingEngine:
     @classmethod
     def build(cls, model: Any, settings: Settings) -> "EmbeddingEngine":
         return cls(model, settings.embedding_precision, settings.embedding_batch_tokens,
-                   fallback_batch_size=settings.embedding_batch_size)
+                   fallback_batch_size=settings.embedding_batch_size,
+                   runtime=settings.embedding_runtime)
 
     def describe(self) -> str:
         if self.stack is None:
             return f"model.encode fp32 on {self.device} ({self.fallback_reason})"
         checked = f", cosine {self.agreement:.4f} vs fp32 at load" if self.agreement is not None else ""
         compiled = f", compiled, {self.compile_bucket}-token buckets" if self.compile_bucket is not None else ""
-        return f"{self.precision} on {self.device}, {self.batch_tokens}-token batches{compiled}{checked}"
+        runtime = " via OpenVINO" if self.runtime == "openvino" else ""
+        return f"{self.precision} on {self.device}{runtime}, {self.batch_tokens}-token batches{compiled}{checked}"
 
     # -- the one call ------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], tokens: Tokens | None = None) -> np.ndarray:
@@ -204,6 +218,8 @@ class EmbeddingEngine:
             return np.zeros((0, self.dimension), dtype=np.float32)
         cuda = self.device.type == "cuda"
         pad = self.model.tokenizer.pad_token_id if self.model.tokenizer.pad_token_id is not None else 0
+        if self._openvino is not None:
+            return self._run_openvino(ids, batches, pad)
         pooled: list[Any] = []
         with torch.inference_mode():
             for batch in batches:
@@ -228,6 +244,80 @@ class EmbeddingEngine:
         out = np.empty_like(vectors)
         out[np.fromiter((i for b in batches for i in b.indices), dtype=np.int64, count=len(vectors))] = vectors
         return out
+
+    def _run_openvino(self, ids: Sequence[Sequence[int]], batches: list[Batch], pad: int) -> np.ndarray:
+        """The same batches through the OpenVINO graph (transformer, pooling and normalisation in
+        one compiled model): numpy in, unit vectors out."""
+        out = np.empty((len(ids), self.dimension), dtype=np.float32)
+        for batch in batches:
+            input_ids = np.full((len(batch.indices), batch.length), pad, dtype=np.int64)
+            mask = np.zeros((len(batch.indices), batch.length), dtype=np.int64)
+            for r, i in enumerate(batch.indices):
+                input_ids[r, :len(ids[i])] = ids[i]
+                mask[r, :len(ids[i])] = 1
+            result = self._openvino.infer({"input_ids": input_ids, "attention_mask": mask})
+            out[list(batch.indices)] = result[0]
+        return out
+
+    def _wants_openvino(self, runtime: str, compile_bucket: int | None) -> bool:
+        """Whether the forward runs in OpenVINO: asked for, or ``auto`` on a CPU where the
+        openvino package is installed, for fp32 or bf16 (int8 and torch.compile stay on torch)."""
+        if runtime == "torch":
+            return False
+        named = runtime == "openvino"
+        reason = None
+        if self.device.type != "cpu":
+            reason = f"runs on the CPU only, not {self.device}"
+        elif compile_bucket is not None:
+            reason = "does not combine with torch.compile"
+        elif self.precision not in ("fp32", "bf16"):
+            reason = f"runs fp32 or bf16, not {self.precision}"
+        else:
+            try:
+                import openvino  # noqa: F401
+            except ImportError:
+                reason = "needs the openvino package (pip install openvino)"
+        if reason is not None and named:
+            raise ModelLoadError(f"KORAG_EMBEDDING_RUNTIME=openvino {reason}; use auto or torch")
+        return reason is None
+
+    def _apply_openvino(self, checked: bool) -> None:
+        """Convert the transformer with its pooling to an OpenVINO graph (dynamic batch and
+        length) and compile it for this CPU at ``self.precision``. When ``checked`` (``auto``), bf16
+        must agree with torch's fp32 on CHECK_SENTENCES (cosine >= MIN_AGREEMENT), else the torch
+        fp32 forward stays."""
+        import warnings
+
+        import openvino as ov
+        import torch
+        from transformers.utils import logging as hf_logging
+
+        reference = self._encode_check() if checked else None
+        example = {"input_ids": torch.ones((2, 8), dtype=torch.long),
+                   "attention_mask": torch.ones((2, 8), dtype=torch.long)}
+        inputs = [("input_ids", [-1, -1], ov.Type.i64), ("attention_mask", [-1, -1], ov.Type.i64)]
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # tracing notices from transformers, once per load
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                graph = ov.convert_model(_pooled(self._module, self.stack.pooling), example_input=example, input=inputs)
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        config = {"INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
+                  "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
+        self._openvino = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
+        self.runtime = "openvino"
+        if reference is None:
+            return
+        self.agreement = min_cosine(reference, self._encode_check())
+        if self.agreement >= MIN_AGREEMENT:
+            log.info("embedding engine: OpenVINO %s (cosine %.4f vs fp32 on built-in Korean sentences)",
+                     self.precision, self.agreement)
+            return
+        log.warning("embedding engine: OpenVINO %s reached only cosine %.4f vs fp32 (< %.2f); using torch fp32",
+                    self.precision, self.agreement, MIN_AGREEMENT)
+        self._openvino, self.runtime, self.precision = None, "torch", "fp32"
 
     def _pool(self, hidden: Any, mask: Any) -> Any:
         """The Pooling module's mean (or CLS), summed in fp32 as sentence-transformers does, then
@@ -300,3 +390,26 @@ class EmbeddingEngine:
         for name in ("recompile_limit", "cache_size_limit"):
             if hasattr(config, name):
                 setattr(config, name, max(getattr(config, name), count))
+
+
+
+def _pooled(transformer: Any, pooling: str) -> Any:
+    """The transformer, the Pooling module's mean (or CLS) and L2 normalisation as one torch
+    module, for conversion to one OpenVINO graph."""
+    import torch
+
+    class Pooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.transformer = transformer
+
+        def forward(self, input_ids: Any, attention_mask: Any) -> Any:
+            hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            if pooling == "cls":
+                pooled = hidden[:, 0]
+            else:
+                weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
+    return Pooled()

@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     embedding_precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = Field(
         "auto", description="forward precision; auto: bf16 on CUDA, bf16 on CPUs with native bf16 when it keeps "
         "cosine >= 0.99 vs fp32 (checked at load), else fp32; fp16 CUDA-only, int8 CPU-only")
+    embedding_runtime: Literal["auto", "torch", "openvino"] = Field(
+        "auto", description="where the forward runs; auto: OpenVINO on CPU when the openvino package is installed "
+        "(fp32 or bf16), torch otherwise and always on CUDA")
     embedding_batch_tokens: int | None = Field(
         None, ge=512, description="token budget per batch (padded length x rows); default: 16384 on CPU, 131072 on CUDA")
 

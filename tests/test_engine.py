@@ -122,6 +122,31 @@ def test_engine_uses_its_budget_on_real_tokens(request):
     assert all(b.padded_tokens <= 600 or len(b.indices) == 1 for b in engine.plan(lengths))
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_openvino_runs_the_same_model_as_torch(name, request, reference):
+    """On a CPU ``auto`` runs the forward in OpenVINO (a dependency of korag): at fp32 its
+    vectors are torch's, at bf16 they keep cosine >= 0.99 with fp32, in input order."""
+    texts = _texts()
+    torch_fp32 = EmbeddingEngine(_fresh(name, request), "fp32", batch_tokens=1024, runtime="torch")
+    ov_fp32 = EmbeddingEngine(_fresh(name, request), "fp32", batch_tokens=1024, runtime="openvino")
+    assert (torch_fp32.runtime, ov_fp32.runtime) == ("torch", "openvino") and "OpenVINO" in ov_fp32.describe()
+    assert _min_cos(ov_fp32.encode(texts), torch_fp32.encode(texts)) >= 0.9999
+    default = EmbeddingEngine.build(_fresh(name, request), make_settings(request.getfixturevalue("tmp_path")))
+    assert default.runtime == "openvino"
+    vectors = default.encode(texts)
+    assert vectors.dtype == np.float32 and np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    assert _min_cos(vectors, reference[name]) >= 0.99
+
+
+def test_runtime_choices_refused_with_the_setting_to_change(request):
+    with pytest.raises(ModelLoadError, match="KORAG_EMBEDDING_RUNTIME='onnx'"):
+        EmbeddingEngine(_fresh("tiny_xlmr", request), "fp32", runtime="onnx")
+    with pytest.raises(ModelLoadError, match="KORAG_EMBEDDING_RUNTIME=openvino runs fp32 or bf16, not int8"):
+        EmbeddingEngine(_fresh("tiny_xlmr", request), "int8", runtime="openvino")
+    int8 = EmbeddingEngine(_fresh("tiny_xlmr", request), "int8")  # auto: int8 stays on torch
+    assert int8.runtime == "torch" and int8.precision == "int8"
+
+
 def test_precision_choices_refused_with_the_setting_to_change():
     with pytest.raises(ModelLoadError, match="KORAG_EMBEDDING_PRECISION=fp16 is CUDA-only"):
         resolve("fp16", "cpu")

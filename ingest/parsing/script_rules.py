@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import importlib
 import re
-from contextvars import ContextVar
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import cache
 
 from ingest.parsing.korean_headings import heading_depth, reads_as_sentence
