@@ -308,16 +308,9 @@ class EmbeddingEngine:
                   "INFERENCE_NUM_THREADS": torch.get_num_threads(), "PERFORMANCE_HINT": "LATENCY"}
         self._openvino = ov.Core().compile_model(graph, "CPU", config).create_infer_request()
         self.runtime = "openvino"
-        if reference is None:
+        if reference is None or self._agrees(reference, f"OpenVINO {self.precision}"):
             return
-        self.agreement = min_cosine(reference, self._encode_check())
-        if self.agreement >= MIN_AGREEMENT:
-            log.info("embedding engine: OpenVINO %s (cosine %.4f vs fp32 on built-in Korean sentences)",
-                     self.precision, self.agreement)
-            return
-        log.warning("embedding engine: OpenVINO %s reached only cosine %.4f vs fp32 (< %.2f); using torch fp32",
-                    self.precision, self.agreement, MIN_AGREEMENT)
-        self._openvino, self.runtime, self.precision = None, "torch", "fp32"
+        self._openvino, self.runtime, self.precision = None, "torch", "fp32"  # torch's fp32 forward
 
     def _pool(self, hidden: Any, mask: Any) -> Any:
         """The Pooling module's mean (or CLS), summed in fp32 as sentence-transformers does, then
@@ -358,17 +351,21 @@ class EmbeddingEngine:
         else:
             dtype = torch.bfloat16 if self.precision == "bf16" else torch.float16
             self._module = fp32_module.to(dtype)  # in place: the model's own weights, no second copy
-        if reference is None:
+        if reference is None or self._agrees(reference, self.precision):
             return
-        self.agreement = min_cosine(reference, self._encode_check())
-        if self.agreement >= MIN_AGREEMENT:
-            log.info("embedding engine: %s (cosine %.4f vs fp32 on built-in Korean sentences)",
-                     self.precision, self.agreement)
-            return
-        log.warning("embedding engine: %s reached only cosine %.4f vs fp32 (< %.2f); using fp32",
-                    self.precision, self.agreement, MIN_AGREEMENT)
         fp32_module.to(torch.float32).load_state_dict(saved)
         self._module, self.precision = fp32_module, "fp32"
+
+    def _agrees(self, reference: np.ndarray, what: str) -> bool:
+        """Whether the forward as it now stands agrees with the fp32 ``reference`` vectors of
+        CHECK_SENTENCES (cosine >= MIN_AGREEMENT); records and logs the agreement."""
+        self.agreement = min_cosine(reference, self._encode_check())
+        if self.agreement >= MIN_AGREEMENT:
+            log.info("embedding engine: %s (cosine %.4f vs fp32 on built-in Korean sentences)", what, self.agreement)
+            return True
+        log.warning("embedding engine: %s reached only cosine %.4f vs fp32 (< %.2f); using fp32", what,
+                    self.agreement, MIN_AGREEMENT)
+        return False
 
     def _use_sdpa(self) -> None:
         """PyTorch's fused attention, as the reference script runs; models loaded with eager

@@ -127,6 +127,7 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
         "model": embedder.info.name,
         "device": str(embedder.model.device),
         "precision": embedder.precision,
+        "runtime": embedder.engine.runtime,
         "documents": n_docs,
         "failed": failed,
         "chunks": n_chunks,
@@ -171,7 +172,7 @@ def _warm_up_file(folder: Path) -> Path:
 
 def print_human(report: dict[str, Any]) -> None:
     print(f"corpus        {report['corpus']} ({report['documents']} documents, {report['failed']} failed)")
-    print(f"model         {report['model']} on {report['device']}, {report['precision']}, "
+    print(f"model         {report['model']} on {report['device']}, {report['precision']} in {report['runtime']}, "
           f"{report['parse_workers']} parser processes")
     print(f"chunks        {report['chunks']}, {report['tokens']} tokens")
     for name in ("pipeline", "model_only", "naive"):

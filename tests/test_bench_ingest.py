@@ -22,7 +22,7 @@ def test_bench_ingest_prints_the_contract(tmp_path):
     done = korag_cli(["bench", "ingest", str(corpus), "--json", "--model", offline_model_path()], env, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     report = json.loads(done.stdout)
-    assert {"corpus", "model", "device", "precision", "documents", "chunks", "tokens", "pipeline", "model_only",
+    assert {"corpus", "model", "device", "precision", "runtime", "documents", "chunks", "tokens", "pipeline", "model_only",
             "naive", "ratio_to_model_only", "speedup_vs_naive", "cosine_vs_fp32_min"} <= set(report)
     assert report["documents"] == len(paragraphs) and report["failed"] == 0
     assert report["chunks"] >= len(paragraphs) and report["tokens"] > report["chunks"]
