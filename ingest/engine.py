@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -274,7 +275,7 @@ class EmbeddingEngine:
             reason = f"runs fp32 or bf16, not {self.precision}"
         else:
             try:
-                import openvino  # noqa: F401
+                _openvino()
             except ImportError:
                 reason = "needs the openvino package (pip install openvino)"
         if reason is not None and named:
@@ -288,9 +289,10 @@ class EmbeddingEngine:
         fp32 forward stays."""
         import warnings
 
-        import openvino as ov
         import torch
         from transformers.utils import logging as hf_logging
+
+        ov = _openvino()
 
         reference = self._encode_check() if checked else None
         example = {"input_ids": torch.ones((2, 8), dtype=torch.long),
@@ -388,6 +390,17 @@ class EmbeddingEngine:
             if hasattr(config, name):
                 setattr(config, name, max(getattr(config, name), count))
 
+
+
+def _openvino() -> Any:
+    """The openvino module, imported without its usage telemetry: ``openvino_telemetry`` forks a
+    process on every model conversion to report it (offline, each one left ~120 pipes open, and a
+    test run of many engines ran out of file descriptors). Blocking the import makes OpenVINO
+    use its own no-op stub."""
+    sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
+    import openvino
+
+    return openvino
 
 
 def _pooled(transformer: Any, pooling: str) -> Any:

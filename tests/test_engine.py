@@ -138,6 +138,22 @@ def test_openvino_runs_the_same_model_as_torch(name, request, reference):
     assert _min_cos(vectors, reference[name]) >= 0.99
 
 
+def test_loading_engines_leaves_no_descriptors_open(request):
+    """OpenVINO's usage telemetry forked a reporter on every model conversion and left ~120 pipes
+    open each time: a test run, or a service that loads its model again, ran out of file
+    descriptors. korag loads OpenVINO without it."""
+    import os
+
+    def open_descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    EmbeddingEngine(_fresh("minilm", request), "fp32", runtime="openvino")  # imports, caches: once
+    before = open_descriptors()
+    for _ in range(3):
+        EmbeddingEngine(_fresh("minilm", request), "fp32", runtime="openvino").encode(["passage: 시험입니다."])
+    assert open_descriptors() - before < 10
+
+
 def test_runtime_choices_refused_with_the_setting_to_change(request):
     with pytest.raises(ModelLoadError, match="KORAG_EMBEDDING_RUNTIME='onnx'"):
         EmbeddingEngine(_fresh("tiny_xlmr", request), "fp32", runtime="onnx")

@@ -16,7 +16,7 @@ import math
 import os
 import pickle
 import resource
-import select
+import selectors
 import signal
 import time
 from collections.abc import Callable
@@ -87,14 +87,14 @@ def run_guarded(parse: Callable[[], T], source: str, timeout_s: float, memory_by
     chunks: list[bytes] = []
     deadline = time.monotonic() + timeout_s
     timed_out = False
-    with os.fdopen(read_fd, "rb") as pipe:
+    with os.fdopen(read_fd, "rb") as pipe, selectors.DefaultSelector() as selector:
+        selector.register(pipe, selectors.EVENT_READ)  # not select(): no limit on the descriptor's number
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 timed_out = True
                 break
-            ready, _, _ = select.select([pipe], [], [], remaining)
-            if ready:
+            if selector.select(remaining):
                 data = os.read(pipe.fileno(), 1 << 20)
                 if not data:
                     break

@@ -9,11 +9,14 @@ are not mostly Latin, korag answers the same two questions with rules that need 
 * narrative: it reads as a sentence (ends like one — …다. …요? —, holds a sentence end inside,
   or is longer than a heading);
 * title: a short line (at most 12 words, mostly letters, no trailing comma, no URL or e-mail
-  address) that does not read as a sentence and carries no Korean heading marker — a marked line (제1장, □, 가. …) is left
-  to :func:`ingest.parsing.korean_headings.heading_depth`, which also gives it its depth.
+  address) that does not read as a sentence and carries no Korean heading marker — a marked
+  line (제1장, □, 가. …) is left to :func:`ingest.parsing.korean_headings.heading_depth`, which
+  also gives it its depth.
 
-Latin-script paragraphs keep unstructured's own functions, unchanged. :func:`install` puts the
-script-aware functions into every unstructured partitioner korag uses (the package is pinned).
+Latin-script paragraphs keep unstructured's own functions, unchanged, except inside a mostly
+Korean text or PDF page (:func:`korean_document`), where they follow korag's rules too.
+:func:`install` puts the script-aware functions into every unstructured partitioner korag uses
+(the package is pinned).
 """
 
 from __future__ import annotations
