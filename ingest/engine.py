@@ -224,19 +224,7 @@ class EmbeddingEngine:
         pooled: list[Any] = []
         with torch.inference_mode():
             for batch in batches:
-                rows = [batch.indices[r] if r < len(batch.indices) else batch.indices[0] for r in range(batch.rows)]
-                input_ids = torch.full((batch.rows, batch.length), pad, dtype=torch.long)
-                mask = torch.zeros((batch.rows, batch.length), dtype=torch.long)
-                types = torch.zeros((batch.rows, batch.length), dtype=torch.long) if type_ids is not None else None
-                for r, i in enumerate(rows):
-                    n = len(ids[i])
-                    input_ids[r, :n] = torch.as_tensor(ids[i])
-                    mask[r, :n] = 1
-                    if types is not None:
-                        types[r, :n] = torch.as_tensor(type_ids[i])
-                features = {"input_ids": input_ids, "attention_mask": mask}
-                if types is not None:
-                    features["token_type_ids"] = types
+                features = {k: torch.from_numpy(v) for k, v in _pack(ids, type_ids, batch, pad).items()}
                 if cuda:
                     features = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in features.items()}
                 hidden = self._module(**features).last_hidden_state
@@ -250,14 +238,9 @@ class EmbeddingEngine:
         """The same batches through the OpenVINO graph (transformer, pooling and normalisation in
         one compiled model): numpy in, unit vectors out."""
         out = np.empty((len(ids), self.dimension), dtype=np.float32)
-        for batch in batches:
-            input_ids = np.full((len(batch.indices), batch.length), pad, dtype=np.int64)
-            mask = np.zeros((len(batch.indices), batch.length), dtype=np.int64)
-            for r, i in enumerate(batch.indices):
-                input_ids[r, :len(ids[i])] = ids[i]
-                mask[r, :len(ids[i])] = 1
-            result = self._openvino.infer({"input_ids": input_ids, "attention_mask": mask})
-            out[list(batch.indices)] = result[0]
+        for batch in batches:  # the graph takes no token type ids (single-segment inputs: all zero)
+            result = self._openvino.infer(_pack(ids, None, batch, pad))
+            out[list(batch.indices)] = result[0][: len(batch.indices)]
         return out
 
     def _wants_openvino(self, runtime: str, compile_bucket: int | None) -> bool:
@@ -390,6 +373,26 @@ class EmbeddingEngine:
             if hasattr(config, name):
                 setattr(config, name, max(getattr(config, name), count))
 
+
+
+def _pack(ids: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int]] | None, batch: Batch,
+          pad: int) -> dict[str, np.ndarray]:
+    """One batch as padded int64 arrays (input ids, attention mask, token type ids when given).
+    Rows past the batch's own inputs (fixed shapes for a compiled model) repeat its first input."""
+    rows = [batch.indices[r] if r < len(batch.indices) else batch.indices[0] for r in range(batch.rows)]
+    input_ids = np.full((batch.rows, batch.length), pad, dtype=np.int64)
+    mask = np.zeros_like(input_ids)
+    types = np.zeros_like(input_ids) if type_ids is not None else None
+    for r, i in enumerate(rows):
+        n = len(ids[i])
+        input_ids[r, :n] = ids[i]
+        mask[r, :n] = 1
+        if types is not None:
+            types[r, :n] = type_ids[i]
+    features = {"input_ids": input_ids, "attention_mask": mask}
+    if types is not None:
+        features["token_type_ids"] = types
+    return features
 
 
 def _openvino() -> Any:

@@ -52,21 +52,28 @@ def _is_hangul(char: str) -> bool:
     return "\uac00" <= char <= "\ud7a3" or "\u1100" <= char <= "\u11ff" or "\u3130" <= char <= "\u318f"
 
 
-def needs_english_nlp(text: str) -> bool:
-    """True when Latin letters outnumber Hangul in ``text``: only then do unstructured's English
-    heuristics (and spaCy) have anything to say."""
+def _letters(text: str) -> tuple[int, int]:
+    """(Latin letters, Hangul characters) in ``text``, in one pass."""
     latin = hangul = 0
     for char in text:
         if char.isascii():
             latin += char.isalpha()
         elif _is_hangul(char):
             hangul += 1
+    return latin, hangul
+
+
+def needs_english_nlp(text: str) -> bool:
+    """True when Latin letters outnumber Hangul in ``text``: only then do unstructured's English
+    heuristics (and spaCy) have anything to say."""
+    latin, hangul = _letters(text)
     return latin > hangul
 
 
 def mostly_hangul(text: str) -> bool:
-    """True when Hangul outnumbers Latin letters in ``text`` (a whole document or page)."""
-    return not needs_english_nlp(text) and any(_is_hangul(char) for char in text)
+    """True when ``text`` (a whole document or page) has Hangul and no more Latin letters than it."""
+    latin, hangul = _letters(text)
+    return hangul > 0 and latin <= hangul
 
 
 @contextmanager
