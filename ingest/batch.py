@@ -7,6 +7,15 @@ what changes is the cost around them. Parsing runs in a pool of warm processes (
 default) under the same time and memory limits, instead of a fork per document, and keeps
 working while the model embeds; the model gets the chunks of many documents per call. One
 bad document never stalls or fails its neighbours. Results come out in input order.
+
+**Overlap or take turns.** With the model on an accelerator, parsing runs beside it, and a model
+call takes ``batch_chunks`` chunks (sooner when the model is idle), so the accelerator is never
+kept waiting. With the model on the CPU, the model and the parsers want the same cores: parsing
+beside the model only slows the model down by as much, and cuts its work into small calls
+(more padding, more batches). There the two take turns: the parsers fill a window of
+``window_chunks`` chunks while the model rests, then the model embeds the window in one call
+(batches formed over all of it) while the parsers rest; the previous window's documents are
+written meanwhile. Measured in bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -15,7 +24,7 @@ import logging
 import os
 import unicodedata
 from collections.abc import Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePath
@@ -23,6 +32,7 @@ from pathlib import Path, PurePath
 from ingest.parsing.pool import ParserPool
 from ingest.pipeline import DocumentInfo, Pending, Pipeline, doc_id_for
 from korag.errors import DocumentError, InputTooLongError
+from korag.settings import Settings
 from korag.types import Chunk, IngestResult
 
 log = logging.getLogger("korag.ingest")
@@ -39,12 +49,21 @@ class _Prepared:
 class BatchIngest:
     """``BatchIngest(pipeline).run([(path, source), ...], info)`` → one result per document."""
 
-    def __init__(self, pipeline: Pipeline, workers: int | None = None, batch_chunks: int = 256) -> None:
+    def __init__(self, pipeline: Pipeline, workers: int | None = None, batch_chunks: int = 256,
+                 overlap: bool | None = None, window_chunks: int = 2048) -> None:
         self.pipeline = pipeline
         self.workers = workers if workers is not None else max(1, os.cpu_count() or 1)
         self.batch_chunks = batch_chunks
+        # None: overlap unless the model runs on the CPU the parsers use
+        self.overlap = overlap if overlap is not None else not pipeline.embedder.on_cpu
+        self.window_chunks = window_chunks
         self._model: ThreadPoolExecutor | None = None  # runs the model call while parsing goes on
         self._inflight: tuple[list[_Prepared], Future] | None = None  # the one model call under way
+
+    @classmethod
+    def from_settings(cls, pipeline: Pipeline, settings: Settings) -> "BatchIngest":
+        overlap = {"auto": None, "on": True, "off": False}[settings.ingest_overlap]
+        return cls(pipeline, workers=settings.parse_workers, overlap=overlap)
 
     def run(self, documents: Iterable[tuple[Path, str]], info: DocumentInfo | None = None) -> Iterator[IngestResult]:
         info = info if info is not None else DocumentInfo()
@@ -71,7 +90,7 @@ class BatchIngest:
                 while pool is not None and pool.pending >= 2 * self.workers:
                     self._drain(pool, pending, done, ready, limit=1)
                 if self._full(ready):
-                    self._embed(ready, done)
+                    self._embed(ready, done, pool, pending)
                 while emitted in done:
                     yield done.pop(emitted)
                     emitted += 1
@@ -118,14 +137,17 @@ class BatchIngest:
             taken += 1
             if limit is not None and taken >= limit:
                 return
-            if self._full(ready):
+            if self.overlap and self._full(ready):
                 self._embed(ready, done)
 
     def _full(self, ready: list[_Prepared]) -> bool:
-        """Time for a model call: ``batch_chunks`` are ready, or the model has nothing to do and
-        a sixth of that is (the first call of a run starts after a few documents, not after
-        thirty, and the model never waits while chunks are ready)."""
+        """Time for a model call. Taking turns: a window is ready. Overlapping: ``batch_chunks``
+        are ready, or the model has nothing to do and a sixth of that is (the first call of a
+        run starts after a few documents, not after thirty, and the model never waits while
+        chunks are ready)."""
         chunks = sum(len(r.chunks) for r in ready)
+        if not self.overlap:
+            return chunks >= self.window_chunks
         if chunks >= self.batch_chunks:
             return True
         idle = self._model is not None and (self._inflight is None or self._inflight[1].done())
@@ -139,10 +161,15 @@ class BatchIngest:
         chunks, sparse = value
         ready.append(_Prepared(index, started, chunks, sparse))
 
-    def _embed(self, ready: list[_Prepared], done: dict[int, IngestResult]) -> None:
+    def _embed(self, ready: list[_Prepared], done: dict[int, IngestResult], pool: ParserPool | None = None,
+               pending: dict[int, Pending] | None = None) -> None:
         """One model call for the chunks of every ready document; then each is written and
         recorded. With a model thread the call runs there, one at a time, and the documents of
-        the previous call are written while it runs; this one's when the next starts or the run ends."""
+        the previous call are written while it runs; this one's when the next starts or the run ends.
+        Taking turns, the documents still in the parsers join the call, and parsing resumes
+        when the call is over."""
+        if pool is not None and not self.overlap:
+            self._drain(pool, pending, done, ready, limit=None)
         if not ready:
             return
         batch, ready[:] = list(ready), []
@@ -159,6 +186,8 @@ class BatchIngest:
         future = self._model.submit(self.pipeline.embedder.embed_passages, chunks)  # queued behind the last call
         self._settle(done)  # the last call's documents are written while this one runs
         self._inflight = (batch, future)
+        if not self.overlap:
+            wait([future])  # the parsers rest while the model has the cores
 
     def _settle(self, done: dict[int, IngestResult]) -> None:
         """Wait for the model call under way, if any, and write and record its documents."""

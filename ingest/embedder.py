@@ -204,3 +204,8 @@ class Embedder:
     @property
     def precision(self) -> str:
         return self.engine.precision
+
+    @property
+    def on_cpu(self) -> bool:
+        """The forward runs on the CPU, on the cores the parsers use too."""
+        return str(getattr(self.model, "device", "cpu")).startswith("cpu")

@@ -65,7 +65,7 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
         embedder = Embedder.load(settings)
         store = QdrantStore(open_client(settings), settings.collection)
         pipeline = Pipeline.build(embedder, store, settings)
-        batch = BatchIngest(pipeline, workers=settings.parse_workers)
+        batch = BatchIngest.from_settings(pipeline, settings)
         list(batch.run([(_warm_up_file(folder), "warm-up")]))  # lazy loads outside the timing
 
         embedded: list = []
@@ -144,6 +144,7 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
         "cpu_stages": {"cpu_ms_per_doc": round(cpu_s * 1000 / n_docs, 2),
                        "tokens_per_cpu_s": round(tokens / cpu_s, 1) if cpu_s else None},
         "parse_workers": batch.workers,
+        "overlap": batch.overlap,  # parsing beside the model (True) or taking turns with it
     }
 
 
@@ -173,7 +174,8 @@ def _warm_up_file(folder: Path) -> Path:
 def print_human(report: dict[str, Any]) -> None:
     print(f"corpus        {report['corpus']} ({report['documents']} documents, {report['failed']} failed)")
     print(f"model         {report['model']} on {report['device']}, {report['precision']} in {report['runtime']}, "
-          f"{report['parse_workers']} parser processes")
+          f"{report['parse_workers']} parser processes "
+          f"{'beside the model' if report['overlap'] else 'taking turns with the model'}")
     print(f"chunks        {report['chunks']}, {report['tokens']} tokens")
     for name in ("pipeline", "model_only", "naive"):
         r = report[name]

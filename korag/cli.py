@@ -194,7 +194,7 @@ def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, in
     with store_session(settings, wait_s=STORE_WAIT_S) as store:
         pipeline = Pipeline.build(embedder, store, settings)
         reap_dead_owners(pipeline.registry)
-        batch = BatchIngest(pipeline, workers=settings.parse_workers)
+        batch = BatchIngest.from_settings(pipeline, settings)
         yield from progress_of(batch.run(documents, info), len(documents), show_progress, "ingest")
 
 

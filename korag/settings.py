@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     parse_memory_mb: int = Field(2048, ge=64, description="memory a document's parser may add")
     parse_isolated: bool = Field(True, description="parse in a forked child under the limits above")
     parse_workers: int | None = Field(None, ge=1, description="warm parser processes of a batch ingest; default: one per core")
+    ingest_overlap: Literal["auto", "on", "off"] = Field(
+        "auto", description="a batch ingest parses while the model embeds (on), or the two take turns (off); "
+        "auto: on when the model runs on an accelerator, off when it shares the CPU with the parsers")
     max_crashes: int = Field(3, ge=1, description="deliveries a worker may die on before the document is failed")
     sweep_after_s: float | None = Field(None, gt=0, description="unfinished documents older than this are re-queued; default: task time limit + 60 s")
 

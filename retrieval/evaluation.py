@@ -101,7 +101,7 @@ class Evaluation:
                 path = Path(tmp) / f"{i:06d}.txt"
                 path.write_bytes(passage["text"].encode("utf-8"))
                 documents.append((path, passage["_id"]))
-            for result in BatchIngest(self.pipeline, workers=self.settings.parse_workers).run(documents):
+            for result in BatchIngest.from_settings(self.pipeline, self.settings).run(documents):
                 if result.status != "indexed":
                     raise RuntimeError(f"passage {result.source!r} failed: {result.error}")
                 self.chunks += result.chunks

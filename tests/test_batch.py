@@ -126,3 +126,59 @@ def test_one_registry_write_for_many_documents_keeps_each_ones_ownership(pipelin
     assert registry.write_many(mine) == [True, False, True]
     assert [registry.get(f"d{i}").status for i in range(3)] == ["indexed", "parsing", "indexed"]
     assert registry.get("d1").request == "newer"
+
+
+def test_on_the_cpu_the_parsers_rest_while_the_model_embeds(tmp_path, pipeline, monkeypatch):
+    """The model and the parsers share this machine's cores: they take turns. No document is
+    handed to a parser, or in one, while a model call runs; each call but the last takes a
+    full window, across document boundaries; the outcome is the same as with overlap."""
+    folder = tmp_path / "turns"
+    folder.mkdir()
+    for i in range(16):
+        docs.make_text(folder / f"{i:02d}.txt", text=f"문서 {i}번입니다. 내용이 짧습니다.\n\n둘째 문단 {i}입니다.")
+    events: list[tuple] = []
+    submit, results = ParserPool.submit, ParserPool.results
+
+    def counting_submit(self, *args):
+        events.append(("submit", time.perf_counter()))
+        return submit(self, *args)
+
+    def counting_results(self):
+        for item in results(self):
+            events.append(("parsed", time.perf_counter()))
+            yield item
+
+    monkeypatch.setattr(ParserPool, "submit", counting_submit)
+    monkeypatch.setattr(ParserPool, "results", counting_results)
+    embed = pipeline.embedder.embed_passages
+    calls: list[tuple[float, float, int, int]] = []
+
+    def timed(chunks):
+        in_parsers = sum(e[0] == "submit" for e in events) - sum(e[0] == "parsed" for e in events)
+        start = time.perf_counter()
+        out = embed(chunks)
+        calls.append((start, time.perf_counter(), len(chunks), in_parsers))
+        return out
+
+    pipeline.embedder.embed_passages = timed
+    try:
+        batch = BatchIngest(pipeline, workers=2, window_chunks=6)
+        assert batch.overlap is False  # auto: the model is on the CPU
+        paths = [(p, p.name) for p in sorted(folder.iterdir())]
+        turns = list(batch.run(paths))
+        assert len(calls) >= 2
+        assert all(n >= 6 for _, _, n, _ in calls[:-1])
+        assert all(in_parsers == 0 for *_, in_parsers in calls)
+        assert not [t for _, t in events for start, end, _, _ in calls if start <= t <= end]
+        overlapped = list(BatchIngest(pipeline, workers=2, overlap=True).run([(p, f"o/{name}") for p, name in paths]))
+    finally:
+        del pipeline.embedder.embed_passages
+    assert [r.status for r in turns] == ["indexed"] * 16
+    assert [(r.status, r.chunks) for r in overlapped] == [("indexed", r.chunks) for r in turns]
+
+
+def test_overlap_follows_the_setting(tmp_path, minilm):
+    for value, expected in (("auto", False), ("on", True), ("off", False)):
+        settings = make_settings(tmp_path / value, ingest_overlap=value)
+        pipeline = Pipeline.build(minilm, QdrantStore(open_client(settings), settings.collection), settings)
+        assert BatchIngest.from_settings(pipeline, settings).overlap is expected
