@@ -94,7 +94,8 @@ def test_a_batch_indexes_like_one_by_one_and_keeps_the_input_order(tmp_path, pip
     assert {r.source: r.status for r in again if r.status != "failed"} == {f"in/{p.name}": "unchanged" for p in made.values()}
 
 
-def test_the_model_sees_many_documents_per_call(tmp_path, pipeline):
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "turns"])
+def test_the_model_sees_many_documents_per_call(tmp_path, pipeline, overlap):
     folder = tmp_path / "many"
     folder.mkdir()
     for i in range(12):
@@ -103,7 +104,8 @@ def test_the_model_sees_many_documents_per_call(tmp_path, pipeline):
     embed = pipeline.embedder.embed_passages
     pipeline.embedder.embed_passages = lambda chunks: calls.append(len(chunks)) or embed(chunks)
     try:
-        results = list(BatchIngest(pipeline, workers=2).run([(p, p.name) for p in sorted(folder.iterdir())]))
+        batch = BatchIngest(pipeline, workers=2, overlap=overlap)
+        results = list(batch.run([(p, p.name) for p in sorted(folder.iterdir())]))
     finally:
         del pipeline.embedder.embed_passages
     assert [r.status for r in results] == ["indexed"] * 12

@@ -48,19 +48,13 @@ _TARGETS: tuple[tuple[str, str], ...] = (
 )
 
 
-def _is_hangul(char: str) -> bool:
-    return "\uac00" <= char <= "\ud7a3" or "\u1100" <= char <= "\u11ff" or "\u3130" <= char <= "\u318f"
+_LATIN = re.compile(r"[A-Za-z]")
+_HANGUL = re.compile("[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")  # syllables and jamo
 
 
 def _letters(text: str) -> tuple[int, int]:
-    """(Latin letters, Hangul characters) in ``text``, in one pass."""
-    latin = hangul = 0
-    for char in text:
-        if char.isascii():
-            latin += char.isalpha()
-        elif _is_hangul(char):
-            hangul += 1
-    return latin, hangul
+    """(Latin letters, Hangul characters) in ``text``."""
+    return len(_LATIN.findall(text)), len(_HANGUL.findall(text))
 
 
 def needs_english_nlp(text: str) -> bool:
@@ -122,7 +116,7 @@ def is_title(text: str) -> bool:
 
 def _script_aware(english: Callable[..., bool], rule: Callable[[str], bool]) -> Callable[..., bool]:
     def classify(text: str, *args, **kwargs) -> bool:
-        english_text = needs_english_nlp(text) and not _KOREAN_DOCUMENT.get()
+        english_text = not _KOREAN_DOCUMENT.get() and needs_english_nlp(text)
         return english(text, *args, **kwargs) if english_text else rule(text)
 
     classify.korag_english = english  # type: ignore[attr-defined]
