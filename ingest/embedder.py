@@ -11,6 +11,7 @@ import os
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -204,6 +205,11 @@ class Embedder:
     @property
     def precision(self) -> str:
         return self.engine.precision
+
+    @cached_property
+    def parameters(self) -> int:
+        """The model's parameter count (MiniLM: 23M, KoE5: 560M)."""
+        return sum(p.numel() for p in self.model.parameters()) if hasattr(self.model, "parameters") else 0
 
     @property
     def on_cpu(self) -> bool:

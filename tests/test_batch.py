@@ -179,6 +179,16 @@ def test_on_the_cpu_the_parsers_rest_while_the_model_embeds(tmp_path, pipeline, 
     assert [(r.status, r.chunks) for r in overlapped] == [("indexed", r.chunks) for r in turns]
 
 
+def test_the_window_follows_the_model_size(pipeline):
+    """Taking turns, a window is one model call: MiniLM gets a large one (less padding), KoE5's
+    560M parameters a small one, so that results still come out every few minutes on a CPU."""
+    from ingest.batch import window_for
+
+    assert BatchIngest(pipeline, workers=1).window_chunks == window_for(pipeline.embedder.parameters) == 4096
+    assert 64 <= window_for(560_000_000) <= 256
+    assert window_for(10**11) == 64
+
+
 def test_overlap_follows_the_setting(tmp_path, minilm):
     for value, expected in (("auto", False), ("on", True), ("off", False)):
         settings = make_settings(tmp_path / value, ingest_overlap=value)
