@@ -214,4 +214,4 @@ class Embedder:
     @property
     def on_cpu(self) -> bool:
         """The forward runs on the CPU, on the cores the parsers use too."""
-        return str(getattr(self.model, "device", "cpu")).startswith("cpu")
+        return self.engine.device.type == "cpu"

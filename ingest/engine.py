@@ -228,7 +228,7 @@ class EmbeddingEngine:
                 if cuda:
                     features = {k: v.pin_memory().to(self.device, non_blocking=True) for k, v in features.items()}
                 hidden = self._module(**features).last_hidden_state
-                pooled.append(self._pool(hidden, features["attention_mask"])[: len(batch.indices)])
+                pooled.append(_pool(hidden, features["attention_mask"], self.stack.pooling)[: len(batch.indices)])
             vectors = torch.cat(pooled).cpu().numpy()
         out = np.empty_like(vectors)
         out[np.fromiter((i for b in batches for i in b.indices), dtype=np.int64, count=len(vectors))] = vectors
@@ -297,19 +297,6 @@ class EmbeddingEngine:
             return
         self._openvino, self.runtime, self.precision = None, "torch", "fp32"  # torch's fp32 forward
 
-    def _pool(self, hidden: Any, mask: Any) -> Any:
-        """The Pooling module's mean (or CLS), summed in fp32 as sentence-transformers does, then
-        L2-normalised in fp32."""
-        import torch
-
-        if self.stack is not None and self.stack.pooling == "cls":
-            pooled = hidden[:, 0].float()
-        else:
-            weights = mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = torch.sum(hidden * weights, dim=1, dtype=torch.float32) / weights.sum(1, dtype=torch.float32).clamp(
-                min=1e-9)
-        return torch.nn.functional.normalize(pooled, p=2, dim=-1)
-
     def _encode_check(self) -> np.ndarray:
         tokens = self.tokenize(CHECK_SENTENCES)
         return self._run(tokens.input_ids, tokens.type_ids, plan_batches([len(x) for x in tokens.input_ids],
@@ -374,6 +361,19 @@ class EmbeddingEngine:
                 setattr(config, name, max(getattr(config, name), count))
 
 
+def _pool(hidden: Any, mask: Any, pooling: str) -> Any:
+    """The Pooling module's mean (or CLS), summed in fp32 as sentence-transformers does, then
+    L2-normalised in fp32: torch's forward calls it, and OpenVINO's graph holds it (:func:`_pooled`)."""
+    import torch
+
+    if pooling == "cls":
+        pooled = hidden[:, 0].float()
+    else:
+        weights = mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = torch.sum(hidden * weights, dim=1, dtype=torch.float32) / weights.sum(1, dtype=torch.float32).clamp(
+            min=1e-9)
+    return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+
 
 def _pack(ids: Sequence[Sequence[int]], type_ids: Sequence[Sequence[int]] | None, batch: Batch,
           pad: int) -> dict[str, np.ndarray]:
@@ -418,11 +418,6 @@ def _pooled(transformer: Any, pooling: str) -> Any:
 
         def forward(self, input_ids: Any, attention_mask: Any) -> Any:
             hidden = self.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            if pooling == "cls":
-                pooled = hidden[:, 0]
-            else:
-                weights = attention_mask.unsqueeze(-1).to(hidden.dtype)
-                pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=-1)
+            return _pool(hidden, attention_mask, pooling)
 
     return Pooled()

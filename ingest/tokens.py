@@ -42,7 +42,7 @@ class TokenBudget:
 
     def input_counts(self, texts: list[str]) -> list[int]:
         """:meth:`input_tokens` of each composed input, batched as :meth:`counts`."""
-        return [len(ids) for ids in self.input_ids(texts)]
+        return self._batched(texts, True)
 
     def input_ids(self, texts: list[str]) -> list[list[int]]:
         """The token ids the model sees for each composed input (special tokens included), in one
