@@ -1,18 +1,26 @@
-"""``multipart/form-data`` read as it arrives: each ``file`` part goes straight into the blob
-store (hashed while written, never held whole in memory), and reading stops with 413 the moment
-a file passes ``KORAG_MAX_FILE_BYTES`` or the body passes the upload limit."""
+"""``multipart/form-data`` read as it arrives: each ``file`` part goes straight to disk beside
+the blob store (hashed while written, never held whole in memory), and reading stops with 413 the
+moment a file passes ``KORAG_MAX_FILE_BYTES`` or the body passes the upload limit, with 507 when
+the disk's free space falls under ``KORAG_MIN_FREE_DISK_MB``, and with 400 for a body that is not
+well-formed multipart (one without its closing boundary included). Only a whole, well-formed body's
+files are put in the blob store, pinned until :func:`release` (after the upload's records are
+claimed, or the request refused): a refused or broken request leaves nothing on disk."""
 
 from __future__ import annotations
 
 import codecs
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from python_multipart.exceptions import FormParserError
-from python_multipart.multipart import MultipartParser, parse_options_header
+from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.requests import ClientDisconnect, Request
 
 from api.errors import ApiError
 from korag.blobs import BlobStore
+from korag.disk import DiskFullError, check_free
+from korag.lifecycle import release_upload
+from korag.registry import DocumentRegistry, this_process
 from korag.uploads import BlobWriter, TooLargeError, clean_filename
 
 MAX_FIELD_BYTES = 64 * 1024  # a form field (source, metadata)
@@ -25,6 +33,7 @@ class ReceivedFile:
     filename: str
     blob: str
     size: int
+    pin: Path | None = None  # holds the blob until a record refers to it (see release)
 
 
 @dataclass
@@ -34,10 +43,13 @@ class Received:
 
 
 class _Parser:
-    def __init__(self, blobs: BlobStore, max_file_bytes: int, max_files: int, charset: str) -> None:
+    def __init__(self, blobs: BlobStore, max_file_bytes: int, max_files: int, charset: str, min_free: int) -> None:
         self.blobs, self.max_file_bytes, self.max_files, self.charset = blobs, max_file_bytes, max_files, charset
+        self.min_free = min_free
+        self.owner = this_process()
         self.out = Received()
         self.writers: list[BlobWriter] = []
+        self.finished: list[BlobWriter] = []  # in the order of out.files
         self._name = b""
         self._value = b""
         self._disposition = b""
@@ -78,7 +90,7 @@ class _Parser:
                 raise ApiError(413, "Too many files", f"at most {self.max_files} files per request "
                                "(KORAG_API_MAX_FILES); send the rest in another request")
             self._filename = clean_filename(self._decode(options.get(b"filename", b"")))
-            self._writer = BlobWriter(self.blobs, self.max_file_bytes)
+            self._writer = BlobWriter(self.blobs, self.max_file_bytes, self.owner, self.min_free)
             self.writers.append(self._writer)
         else:
             self._fields += 1
@@ -100,8 +112,15 @@ class _Parser:
         if self._writer is not None:
             digest = self._writer.finish()
             self.out.files.append(ReceivedFile(self._field, self._filename, digest, self._writer.size))
+            self.finished.append(self._writer)
         else:
             self.out.fields.setdefault(self._field, []).append(self._decode(bytes(self._data)))
+
+    def place(self) -> None:
+        """The whole body was read: its files into the blob store, pinned."""
+        for writer, received in zip(self.finished, self.out.files):
+            writer.place()
+            received.pin = writer.pin
 
     def discard(self) -> None:
         for writer in self.writers:
@@ -109,10 +128,12 @@ class _Parser:
 
 
 async def receive(request: Request, blobs: BlobStore, max_file_bytes: int, max_upload_bytes: int,
-                  max_files: int) -> Received:
-    """The form's fields and files (already in the blob store). Raises ApiError: 413 for a body
-    declared or found too large (before reading it when Content-Length says so), 415 for another
-    content type, 400 for a malformed body."""
+                  max_files: int, min_free: int = 0) -> Received:
+    """The form's fields and files (in the blob store, pinned: call :func:`release` when done).
+    Raises ApiError: 413 for a body declared or found too large (before reading it when
+    Content-Length says so), 415 for another content type, 400 for a malformed or unterminated
+    body, 507 when the blob store's disk has less than ``min_free`` bytes free (before reading the
+    body, or while writing it)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_upload_bytes:
         raise ApiError(413, "Request body too large",
@@ -129,7 +150,11 @@ async def receive(request: Request, blobs: BlobStore, max_file_bytes: int, max_u
         charset = codecs.lookup(charset).name
     except LookupError:
         charset = "utf-8"
-    parser = _Parser(blobs, max_file_bytes, max_files, charset)
+    try:
+        check_free([blobs.root], min_free)
+    except DiskFullError as exc:
+        raise _disk_full(exc) from None
+    parser = _Parser(blobs, max_file_bytes, max_files, charset, min_free)
     callbacks = {name: getattr(parser, name) for name in (
         "on_part_begin", "on_part_data", "on_part_end", "on_header_field", "on_header_value", "on_header_end",
         "on_headers_finished")}
@@ -143,6 +168,13 @@ async def receive(request: Request, blobs: BlobStore, max_file_bytes: int, max_u
                                f"the body is over the limit of {max_upload_bytes} bytes (KORAG_MAX_UPLOAD_BYTES)")
             multipart.write(chunk)
         multipart.finalize()
+        if multipart.state != MultipartState.END:  # finalize() does not mind a missing closing boundary
+            raise ApiError(400, "Bad multipart body", "the multipart body ends before its closing boundary "
+                           f"(--{params[b'boundary'].decode('latin-1')}--): it was cut short; send it whole")
+        parser.place()
+    except DiskFullError as exc:
+        parser.discard()
+        raise _disk_full(exc) from None
     except FormParserError as exc:
         parser.discard()
         raise ApiError(400, "Bad multipart body", f"the multipart body cannot be read: {exc}") from None
@@ -153,3 +185,14 @@ async def receive(request: Request, blobs: BlobStore, max_file_bytes: int, max_u
         parser.discard()
         raise
     return parser.out
+
+
+def _disk_full(exc: DiskFullError) -> ApiError:
+    return ApiError(507, "Disk full", str(exc))
+
+
+def release(received: Received, blobs: BlobStore, registry: DocumentRegistry) -> None:
+    """The upload request is over (its records claimed, or it was refused): unpin its blobs, and
+    remove each one no record refers to. Blocking: run it in a thread."""
+    for item in received.files:
+        release_upload(blobs, registry, item.blob, item.pin)

@@ -7,12 +7,14 @@ import json
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from api.auth import Caller, caller
 from api.errors import ApiError, responses
-from api.multipart import receive
+from api.multipart import receive, release
+from korag.disk import MIB
+from korag.metadata import RESERVED_FIELDS
 from korag.schemas import ChunkList, Deleted, DocumentList, DocumentState, DocumentStatus, IngestOutcome, IngestResponse
 from korag.service import BadRequest, Service, Submitted, Upload, clean_source
 
@@ -22,22 +24,62 @@ DEFAULT_WAIT_S = 60.0
 MAX_WAIT_S = 600.0
 DocId = Annotated[str, Path(min_length=1, max_length=200, description="the document's id (from an upload)")]
 
-_UPLOAD_BODY = {
-    "required": True,
-    "content": {"multipart/form-data": {"schema": {
-        "type": "object",
-        "required": ["file"],
-        "properties": {
-            "file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                     "description": "one or more documents (repeat the part)"},
-            "source": {"type": "array", "items": {"type": "string"},
-                       "description": "the caller's stable id per file (default: the file name); once for "
-                                      "one file, or once per file in order"},
-            "metadata": {"type": "string", "description": 'a JSON object stored with every chunk, e.g. '
-                                                          '{"team": "legal", "year": 2024}'},
+# What a `source` may not hold (korag.metadata.source_problem: C0 and C1 controls, U+2028/2029,
+# bidirectional controls and marks) and what str.strip() takes for blank, as regex classes
+# (spelled out: JSON Schema's \s is ECMA-262's, not Python's).
+_NOT_IN_SOURCE = "\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069"
+_BLANK = "\\t-\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+_NOT_IN_KEY = '.\\[\\]"'  # korag.metadata.check_key
+_META_VALUE = {"anyOf": [{"type": "string"}, {"type": "boolean"},
+                         {"type": "number", "minimum": -(2**63), "maximum": 2**63 - 1}]}
+
+
+def upload_body(max_files: int) -> dict[str, Any]:
+    """The upload's OpenAPI request body, saying what the service enforces: 1 to ``max_files``
+    files; no `source`, or one per file; `metadata` one JSON object (a part of type
+    application/json) whose keys korag.metadata.check_key and values ingest.pipeline's
+    DocumentInfo accept; no other field. (JSON Schema cannot say "as many sources as files":
+    one branch per count says it.)"""
+    per_count = [{"properties": {"file": {"minItems": n, "maxItems": n}, "source": {"minItems": n, "maxItems": n}},
+                  "required": ["source"]} for n in range(1, max_files + 1)]
+    return {"required": True, "content": {"multipart/form-data": {
+        "schema": {
+            "type": "object",
+            "required": ["file"],
+            "additionalProperties": False,
+            "properties": {
+                "file": {"type": "array", "minItems": 1, "maxItems": max_files,
+                         "items": {"type": "string", "format": "binary"},
+                         "description": f"one or more documents (repeat the part), at most {max_files}"},
+                "source": {"type": "array", "maxItems": max_files,
+                           "items": {"type": "string", "maxLength": 1024,
+                                     "pattern": f"^[^{_NOT_IN_SOURCE}]*[^{_NOT_IN_SOURCE}{_BLANK}][^{_NOT_IN_SOURCE}]*$"},
+                           "description": "the caller's stable id per file (default: the file name): none, or "
+                                          "one per file in order; not blank, no control characters"},
+                "metadata": {"type": "object", "additionalProperties": _META_VALUE,
+                             "properties": {field: False for field in sorted(RESERVED_FIELDS)},  # korag's own
+                             "propertyNames": {"pattern": f"^[^{_NOT_IN_KEY}]*[^{_NOT_IN_KEY}{_BLANK}][^{_NOT_IN_KEY}]*$"},
+                             "description": 'one JSON object stored with every chunk, e.g. {"team": "legal", '
+                                            '"year": 2024}: strings, booleans and numbers within the 64-bit '
+                                            "integer range; keys without . [ ] \" and not korag's own fields"},
+            },
+            "anyOf": [{"properties": {"source": {"maxItems": 0}}}, *per_count],
         },
-    }}},
-}
+        "encoding": {"metadata": {"contentType": "application/json"}},
+    }}}
+
+
+def describe_upload(app: FastAPI, max_files: int) -> None:
+    """:func:`upload_body` for this service's KORAG_API_MAX_FILES in the app's OpenAPI schema (the
+    route reads its body itself, so FastAPI has none to describe; the router serves every app)."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            generate()["paths"][router.prefix]["post"]["requestBody"] = upload_body(max_files)
+        return app.openapi_schema
+
+    app.openapi = openapi
 
 
 def service_of(request: Request) -> Service:
@@ -59,12 +101,7 @@ def _metadata(values: list[str]) -> dict[str, Any]:
         raise ApiError(422, "Invalid metadata", f"metadata is not JSON: {exc}") from None
     if not isinstance(meta, dict):
         raise ApiError(422, "Invalid metadata", "metadata must be a JSON object, e.g. {\"team\": \"legal\"}")
-    for key, value in meta.items():
-        if not isinstance(value, (str, int, float, bool)):
-            kind = "null" if value is None else type(value).__name__
-            raise ApiError(422, "Invalid metadata",
-                           f"metadata {key!r}: a value must be a string, number or boolean, not {kind}")
-    return meta
+    return meta  # keys and values: checked by Service.submit (ingest.pipeline.DocumentInfo), 422 naming the key
 
 
 def _uploads(received, sources: list[str]) -> list[Upload]:
@@ -75,7 +112,7 @@ def _uploads(received, sources: list[str]) -> list[Upload]:
         raise ApiError(422, "Invalid source",
                        f"{len(sources)} `source` fields for {len(files)} files: give one per file, in order, or none")
     try:
-        names = [clean_source(s) for s in sources] if sources else [f.filename for f in files]
+        names = [clean_source(s) for s in (sources if sources else [f.filename for f in files])]
     except ValueError as exc:
         raise ApiError(422, "Invalid source", str(exc)) from None
     if any(len(n) > 1024 for n in names):
@@ -97,9 +134,9 @@ async def _wait(service: Service, items: list[Submitted], timeout: float) -> lis
         await asyncio.sleep(0.25)
 
 
-@router.post("", response_model=IngestResponse, status_code=202, openapi_extra={"requestBody": _UPLOAD_BODY},
+@router.post("", response_model=IngestResponse, status_code=202,  # request body: describe_upload
              responses={200: {"model": IngestResponse, "description": "every document is final"},
-                        **responses(400, 413, 415, 422)},
+                        **responses(400, 413, 415, 422, 507)},
              summary="Upload documents (multipart): 202 while any is queued, 200 when all are final")
 async def upload(
     request: Request,
@@ -111,17 +148,21 @@ async def upload(
     service = service_of(request)
     settings = service.settings
     limit = settings.max_upload_bytes if settings.max_upload_bytes is not None else settings.max_file_bytes + 2**20
-    received = await receive(request, service.blobs, settings.max_file_bytes, limit, settings.api_max_files)
-    unknown = sorted(set(received.fields) - {"source", "metadata"} | {f.field for f in received.files} - {"file"})
-    if unknown:
-        raise ApiError(422, "Unknown form field", f"unknown form field(s) {', '.join(map(repr, unknown))}; "
-                       "send `file`, `source` and `metadata`")
-    uploads = _uploads(received, received.fields.get("source", []))
-    meta = _metadata(received.fields.get("metadata", []))
+    received = await receive(request, service.blobs, settings.max_file_bytes, limit, settings.api_max_files,
+                             settings.min_free_disk_mb * MIB)
     try:
-        items = await run_in_threadpool(service.submit, uploads, who.tenant, meta)
-    except ValueError as exc:  # a metadata key korag refuses
-        raise ApiError(422, "Invalid metadata", str(exc)) from None
+        unknown = sorted(set(received.fields) - {"source", "metadata"} | {f.field for f in received.files} - {"file"})
+        if unknown:
+            raise ApiError(422, "Unknown form field", f"unknown form field(s) {', '.join(map(repr, unknown))}; "
+                           "send `file`, `source` and `metadata`")
+        uploads = _uploads(received, received.fields.get("source", []))
+        meta = _metadata(received.fields.get("metadata", []))
+        try:
+            items = await run_in_threadpool(service.submit, uploads, who.tenant, meta)
+        except ValueError as exc:  # a metadata key korag refuses
+            raise ApiError(422, "Invalid metadata", str(exc)) from None
+    finally:  # claimed blobs stay (their records refer to them); a refused request's go
+        await run_in_threadpool(release, received, service.blobs, service.registry)
     if wait:
         results = await _wait(service, items, timeout)
     else:

@@ -32,8 +32,9 @@ from korag.cli_eval import cmd_eval
 from korag.cli_keys import add_commands as add_keys_commands
 from korag.cli_serve import add_commands as add_serve_commands
 from korag.cli_store import add_commands as add_store_commands
+from korag.disk import check_disk
 from korag.errors import KoragError
-from korag.metadata import build_filter, check_tenant, normalize_source, printable
+from korag.metadata import build_filter, check_tenant, normalize_source, printable, source_problem
 from korag.settings import Settings
 
 
@@ -59,11 +60,14 @@ def scan(paths: Iterable[str]) -> Iterator[Found]:
     (and fails later if its type is unsupported) unless it is not a regular file; a folder
     contributes its supported files, recursively, in sorted order, never following a symbolic
     link out of the folder. The source is the path as the caller spelled it, in NFC, with
-    ``dir/..`` collapsed, so one file is one document however it is reached."""
+    ``dir/..`` collapsed, so one file is one document however it is reached; a path with a
+    character no source may hold (a control character ...) is left out with the reason."""
     from ingest.parsing import SUPPORTED_SUFFIXES
 
     seen: set[Path] = set()
     for found in _expand(paths, SUPPORTED_SUFFIXES):
+        if found.problem is None and (problem := source_problem(found.source)) is not None:
+            found = Found(None, found.source, problem)
         if found.problem is None:
             key = found.path.resolve()
             if key in seen:
@@ -145,6 +149,7 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
     info = DocumentInfo(tenant=args.tenant, meta=tuple(_pairs(args.meta, "--meta")))
     if args.timeout <= 0:
         raise ValueError("--timeout takes a number of seconds above 0")
+    check_disk(settings)  # a full disk would kill the embedded store's writes (SIGBUS): one line, exit 2
     found = list(scan(args.paths))
     documents = [(f.path, f.source) for f in found if f.problem is None]
     skipped = [IngestResult(f.source, doc_id_for(f.source, info.tenant), "failed", error=f.problem)
@@ -190,8 +195,11 @@ def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, in
     from korag.lifecycle import reap_dead_owners
     from korag.store import store_session
 
-    embedder = Embedder.load(settings)
+    # The store first: held by a `korag serve`, of the old local mode or damaged is said in seconds,
+    # not after the model's load (a minute for a large model).
     with store_session(settings, wait_s=STORE_WAIT_S) as store:
+        store.check()
+        embedder = Embedder.load(settings)
         pipeline = Pipeline.build(embedder, store, settings)
         reap_dead_owners(pipeline.registry)
         batch = BatchIngest.from_settings(pipeline, settings)
@@ -224,9 +232,9 @@ def _open_retriever(settings: Settings, stack):
     from korag.store import store_session
     from retrieval.search import Retriever
 
-    embedder = Embedder.load(settings)
     store = stack.enter_context(store_session(settings, wait_s=STORE_WAIT_S))
-    return Retriever.from_settings(embedder, store, settings)
+    store.check()  # before the model loads, as in ingest
+    return Retriever.from_settings(Embedder.load(settings), store, settings)
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:

@@ -82,11 +82,13 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import ExitStack
 
+    from korag.blobs import BlobStore
     from korag.lifecycle import delete_document
 
     with ExitStack() as stack:
         store, registry = _registry_session(settings, stack)
-        deletion = delete_document(store, registry, args.doc_id)  # leaves a tombstone for queued messages
+        blobs = BlobStore(settings.blobs_path)  # the uploaded bytes go too
+        deletion = delete_document(store, registry, args.doc_id, blobs=blobs)  # leaves a tombstone for queued messages
     deleted = deletion.deleted_chunks
     if args.json:
         from korag.schemas import Deleted

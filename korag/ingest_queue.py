@@ -23,10 +23,10 @@ from pathlib import Path
 from ingest.batch import BatchIngest
 from ingest.pipeline import DocumentInfo, Pending, Pipeline, Request
 from korag.blobs import BlobStore
-from korag.lifecycle import SUPERSEDED, queue_request
-from korag.registry import UNFINISHED
+from korag.disk import DiskFullError
+from korag.lifecycle import SUPERSEDED, lost_reason, queue_request
+from korag.registry import DELETED, UNFINISHED
 from korag.types import IngestResult
-from korag.uploads import has_blob
 
 log = logging.getLogger("korag.serve")
 
@@ -48,18 +48,30 @@ class Job:
 class _QueuedBatch(BatchIngest):
     """BatchIngest whose documents are queued requests with their bytes in the blob store."""
 
-    def __init__(self, pipeline: Pipeline, blobs: BlobStore, jobs: dict[str, Job], workers: int | None) -> None:
+    def __init__(self, pipeline: Pipeline, blobs: BlobStore, jobs: dict[str, Job], workers: int | None,
+                 check_disk: Callable[[], None] | None = None) -> None:
         super().__init__(pipeline, workers=workers, batch_chunks=64)  # short model calls: searches wait less
         self.blobs = blobs
         self.jobs = jobs
+        self.check_disk = check_disk
 
     def _start(self, path: Path, source: str, info: DocumentInfo) -> IngestResult | Pending:
         job = self.jobs[str(path)]
         try:
+            if self.check_disk is not None:
+                self.check_disk()  # the store's files are memory-mapped: a full disk would kill the process
             data = self.blobs.get(job.blob)
             return self.pipeline.begin(data, job.filename, source, job.doc_id, info, blob=job.blob,
                                        request=job.request)
-        except Exception as exc:  # the blob vanished or the store failed: this document alone fails
+        except DiskFullError as exc:
+            log.warning("%s: %s", source, exc)
+            return self._record_failure(job.doc_id, source, job.request, str(exc))
+        except FileNotFoundError as exc:  # its blob went with a deletion or a newer version
+            current = self.pipeline.registry.get(job.doc_id, include_deleted=True)
+            if current is None or current.request != job.request.id or current.status == DELETED:
+                return IngestResult(source, job.doc_id, "failed", error=lost_reason(current, started=False))
+            return self._failed(job.doc_id, source, job.request, exc)
+        except Exception as exc:  # the store failed: this document alone fails
             return self._failed(job.doc_id, source, job.request, exc)
 
     def _guard(self, index: int, pending: Pending, step) -> IngestResult:
@@ -70,8 +82,10 @@ class _QueuedBatch(BatchIngest):
             return self._failed(record.doc_id, record.source, pending.own, exc)
 
     def _failed(self, doc_id: str, source: str, request: Request, exc: Exception) -> IngestResult:
-        reason = f"{type(exc).__name__}: {exc}"
         log.exception("%s: ingest failed", source)
+        return self._record_failure(doc_id, source, request, f"{type(exc).__name__}: {exc}")
+
+    def _record_failure(self, doc_id: str, source: str, request: Request, reason: str) -> IngestResult:
         try:
             self.pipeline.fail(doc_id, request, reason)
         except Exception:  # the store is down: the record stays unfinished; the next start fails it
@@ -84,11 +98,13 @@ class IngestQueue:
     batches. ``on_result(job, result)`` is called for each finished document (events, metrics)."""
 
     def __init__(self, pipeline: Pipeline, blobs: BlobStore, workers: int | None = None,
-                 on_result: Callable[[Job, IngestResult], None] | None = None) -> None:
+                 on_result: Callable[[Job, IngestResult], None] | None = None,
+                 check_disk: Callable[[], None] | None = None) -> None:
         self.pipeline = pipeline
         self.blobs = blobs
         self.workers = workers
         self.on_result = on_result
+        self.check_disk = check_disk  # raises korag.disk.DiskFullError: the document fails with "disk full"
         self._queue: queue.Queue[Job | None] = queue.Queue()
         self._inflight: dict[str, Job] = {}
         self._lock = threading.Lock()
@@ -113,7 +129,7 @@ class IngestQueue:
                     and running.info == info and running.filename == filename and running.source == source):
                 return running
             claimed = queue_request(self.pipeline.registry, doc_id, source, filename, blob, info.tenant,
-                                    dict(info.meta))
+                                    dict(info.meta), blobs=self.blobs)
             if claimed is None:
                 return IngestResult(source, doc_id, "failed", error=SUPERSEDED)
             job = Job(doc_id, source, filename, blob, info, Request(*claimed))
@@ -128,7 +144,7 @@ class IngestQueue:
         registry = self.pipeline.registry
         for status in UNFINISHED:
             for record in list(registry.all(status)):
-                if record.blob and record.filename and has_blob(self.blobs, record.blob):
+                if record.blob and record.filename and self.blobs.has(record.blob):
                     meta = tuple(record.meta.items())
                     job = self.submit(record.doc_id, record.source, record.filename, record.blob,
                                       DocumentInfo(tenant=record.tenant, meta=meta))
@@ -191,7 +207,7 @@ class IngestQueue:
         started = time.monotonic()
         for job in group:
             job.started_at = started
-        batch = _QueuedBatch(self.pipeline, self.blobs, by_key, self.workers)
+        batch = _QueuedBatch(self.pipeline, self.blobs, by_key, self.workers, self.check_disk)
         finished = 0
         try:
             for job, result in zip(group, batch.run([(Path(job.key), job.source) for job in group], info)):

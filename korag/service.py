@@ -24,11 +24,19 @@ from typing import Any
 from ingest.embedder import Embedder
 from ingest.pipeline import DocumentInfo, Pipeline, doc_id_for
 from korag.blobs import BlobStore
+from korag.disk import check_disk
 from korag.errors import KoragError
 from korag.events import outcome_event
 from korag.ingest_queue import IngestQueue, Job
-from korag.lifecycle import SUPERSEDED, delete_document, lost_reason, queue_request, reap_dead_owners
-from korag.metadata import normalize_source
+from korag.lifecycle import (
+    SUPERSEDED,
+    delete_document,
+    lost_reason,
+    queue_request,
+    reap_dead_owners,
+    sweep_blobs,
+)
+from korag.metadata import check_source, normalize_source
 from korag.registry import DELETED, STATES, UNFINISHED, DocumentRecord, DocumentRegistry
 from korag.schemas import (
     ChunkList,
@@ -112,7 +120,8 @@ class Service:
         self.retriever = Retriever.from_settings(self.embedder, store, settings)
         self.queue: IngestQueue | None = None
         if celery is None:
-            self.queue = IngestQueue(self.pipeline, self.blobs, settings.parse_workers, on_result=self._finished)
+            self.queue = IngestQueue(self.pipeline, self.blobs, settings.parse_workers, on_result=self._finished,
+                                     check_disk=lambda: check_disk(settings))
         if metrics is not None:
             metrics.set_queue_depth(self.queue_depth)
 
@@ -153,6 +162,7 @@ class Service:
         # so the first search does not pay seconds of loading.
         self.retriever.sparse.encode_query("준비")
         self.embedder.embed_queries(["준비"])
+        sweep_blobs(self.blobs, self.registry)  # what deleted documents and refused or broken uploads left
         if self.queue is not None:
             reap_dead_owners(self.registry)
             self.queue.start()
@@ -198,7 +208,7 @@ class Service:
         info = DocumentInfo(tenant=tenant, meta=tuple(meta.items()))  # ValueError names a bad key
         out = []
         for upload in uploads:
-            doc_id = doc_id_for(upload.source, tenant)
+            doc_id = doc_id_for(upload.source, tenant, self.registry)
             current = self.registry.get(doc_id)
             before = (current.version, current.content_hash) if current is not None else (0, None)
             item = Submitted(upload.source, doc_id, upload.blob, before=before)
@@ -224,7 +234,7 @@ class Service:
             item.request = current.request  # the same upload is already on its way: wait for that one
             return
         claimed = queue_request(self.registry, item.doc_id, upload.source, upload.filename, upload.blob,
-                                info.tenant, meta)
+                                info.tenant, meta, blobs=self.blobs)
         if claimed is None:
             item.result = IngestResult(upload.source, item.doc_id, "failed", error=SUPERSEDED)
             return
@@ -305,7 +315,7 @@ class Service:
         record = self._visible(self.registry.get(doc_id), tenant)
         if record is None:
             return None
-        deletion = delete_document(self.store, self.registry, doc_id)
+        deletion = delete_document(self.store, self.registry, doc_id, blobs=self.blobs)  # its bytes go too
         if self.metrics is not None:
             self.metrics.record_document("deleted")
         if self.webhooks is not None:
@@ -374,7 +384,10 @@ class Service:
 
 
 def clean_source(source: str) -> str:
-    """A caller's source id as korag stores it (NFC, ``dir/..`` collapsed); ValueError when empty."""
+    """A caller's source id as korag stores it (NFC, ``dir/..`` collapsed); ValueError when empty
+    or when it holds a character no source may hold (:func:`korag.metadata.source_problem`)."""
     if not source.strip():
         raise ValueError("source is empty: give the document's stable id, or leave it out to use the file name")
-    return normalize_source(source)
+    cleaned = normalize_source(source)
+    check_source(cleaned)
+    return cleaned

@@ -5,6 +5,7 @@ Read it once at the edge (CLI, worker start) and pass it down; tests build their
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -60,6 +61,9 @@ class Settings(BaseSettings):
     collection: str = "korag"
     upsert_batch_size: int = Field(256, ge=1)
     blob_dir: Path | None = Field(None, description="content-addressed blob store; default: <data_dir>/blobs")
+    min_free_disk_mb: int = Field(
+        512, ge=0, description="free space kept on the data and blob directories: below it uploads get 507, "
+        "documents fail with 'disk full' and korag serve/ingest do not start; 0: no check")
 
     # -- queue --
     broker_url: str | None = Field(None, description="redis://host:port/db; unset = ingest in-process")
@@ -99,11 +103,26 @@ class Settings(BaseSettings):
     max_upload_bytes: int | None = Field(
         None, ge=1, description="largest upload request body; default: KORAG_MAX_FILE_BYTES + 1 MiB")
     api_max_files: int = Field(100, ge=1, description="files in one upload request")
+    cors_origins: str | None = Field(
+        None, description="comma-separated origins whose browser pages may call the API (CORS), e.g. "
+        "https://app.example.com; * for any; unset: no CORS headers")
 
     @field_validator("qdrant_url", "broker_url", "result_backend", "embedding_device", "sparse_tags", "webhook_url")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value if value not in ("", None) else None
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: str | None) -> str | None:
+        """Each item a browser origin (``scheme://host[:port]``, as the Origin header says it) or ``*``."""
+        if value is None:
+            return None
+        for origin in _items(value):
+            if origin != "*" and not re.fullmatch(r"https?://[^/?#\s]+", origin):
+                raise ValueError(f"KORAG_CORS_ORIGINS: {origin!r} is not an origin: write scheme://host[:port] with no "
+                                 "path (e.g. https://app.example.com), or *")
+        return value if _items(value) else None
 
     @field_validator("qdrant_api_key", "api_keys", "webhook_secret", mode="before")
     @classmethod
@@ -134,5 +153,15 @@ class Settings(BaseSettings):
         return self.blob_dir if self.blob_dir is not None else self.data_dir / "blobs"
 
     @property
+    def cors_origin_list(self) -> list[str]:
+        """KORAG_CORS_ORIGINS as a list; empty: CORS off."""
+        return _items(self.cors_origins) if self.cors_origins is not None else []
+
+    @property
     def backend_url(self) -> str | None:
         return self.result_backend if self.result_backend is not None else self.broker_url
+
+
+def _items(text: str) -> list[str]:
+    """A comma-separated setting's items, without blanks."""
+    return [item.strip() for item in text.split(",") if item.strip()]
