@@ -128,7 +128,7 @@ class BatchIngest:
                                               limits.memory_bytes))
 
     def _start(self, path: Path, source: str, info: DocumentInfo) -> IngestResult | Pending:
-        doc_id = doc_id_for(source, info.tenant)
+        doc_id = doc_id_for(source, info.tenant, self.pipeline.registry)
         data = self.pipeline.read(path, source, doc_id)
         if isinstance(data, IngestResult):
             return data

@@ -35,19 +35,19 @@ from ingest.sparse import SparseEncoder, SparseVector
 from korag.errors import DocumentError, InputTooLongError
 from korag.lifecycle import lost_reason
 from korag.metadata import RESERVED_FIELDS, normalize_source
-from korag.registry import DELETED, DocumentRecord, DocumentRegistry, new_seq, this_process
+from korag.registry import DELETED, DocumentRecord, DocumentRegistry, document_id, new_seq, this_process
 from korag.settings import Settings
 from korag.store import SEQ_FIELD, QdrantStore, point_id
 from korag.types import Chunk, IngestResult
 
 log = logging.getLogger("korag.ingest")
-_DOC_NAMESPACE = uuid.UUID("0d0c5f7e-8a43-4f3f-a9a2-6b6f7261670b")
 
 
-
-def doc_id_for(source: str, tenant: str | None = None) -> str:
-    """Stable document id derived from the tenant and the source name the caller gave."""
-    return uuid.uuid5(_DOC_NAMESPACE, source if tenant is None else f"{tenant}\x00{source}").hex
+def doc_id_for(source: str, tenant: str | None = None, registry: DocumentRegistry | None = None) -> str:
+    """Stable document id derived from the tenant and the source name the caller gave, injective
+    (:func:`korag.registry.document_id`). With the ``registry``, a document stored under the id of
+    an older korag keeps it (:meth:`DocumentRegistry.doc_id_for`); every ingest path passes it."""
+    return registry.doc_id_for(source, tenant) if registry is not None else document_id(source, tenant)
 
 
 def too_large(size: int, limit: int) -> str:
@@ -186,7 +186,7 @@ class Pipeline:
     ) -> IngestResult:
         info = info if info is not None else DocumentInfo()
         source = source if source is not None else normalize_source(str(path))
-        doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant)
+        doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant, self.registry)
         data = self.read(path, source, doc_id)
         if isinstance(data, IngestResult):
             return data
@@ -230,7 +230,7 @@ class Pipeline:
         limit. Returns the outcome when there is nothing to parse, else the :class:`Pending`
         document, recorded as ``parsing``."""
         info = info if info is not None else DocumentInfo()
-        doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant)
+        doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant, self.registry)
         content_hash = hashlib.sha256(data).hexdigest()
         described = {**dict(info.meta), "source": source, "filename": filename}  # what the stored chunks must say
         in_process = request is None

@@ -69,6 +69,46 @@ def normalize_source(source: str) -> str:
     return "/".join(out)
 
 
+# Characters a source may not contain: they hide or reorder what a name shows (bidi controls,
+# marks), break lines in logs and listings (C0, C1, separators), or are no character at all (lone
+# surrogates: a file name that is not UTF-8, which the store cannot hold).
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_SEPARATORS = frozenset("\u2028\u2029")
+
+
+def _refused(char: str) -> str | None:
+    """What ``char`` is, when a source may not contain it."""
+    category = unicodedata.category(char)
+    if category == "Cc":
+        return "a control character"
+    if category == "Cs":
+        return "a lone surrogate (the name is not valid UTF-8)"
+    if char in _SEPARATORS:
+        return "a line or paragraph separator"
+    if char in _BIDI:
+        return "a bidirectional control"
+    return None
+
+
+def source_problem(source: str) -> str | None:
+    """Why ``source`` cannot name a document, or None. Refused: C0 and C1 controls (NUL, newline,
+    ESC ...), U+2028/U+2029, the bidirectional controls U+202A-U+202E, U+2066-U+2069 and the marks
+    U+200E, U+200F, U+061C, and lone surrogates: the characters that let one name pass for another."""
+    for position, char in enumerate(source):
+        what = _refused(char)
+        if what is not None:
+            return (f"source {source!r} contains U+{ord(char):04X}, {what}, at position {position}; "
+                    "a source may not contain control characters, line separators or bidirectional controls")
+    return None
+
+
+def check_source(source: str) -> None:
+    """Refuse a source :func:`source_problem` refuses (ValueError with the reason)."""
+    problem = source_problem(source)
+    if problem is not None:
+        raise ValueError(problem)
+
+
 def printable(text: object) -> str:
     """``text`` for a terminal or a prompt: control and other unprintable characters (``\\x1b``,
     ``\\n``, ``\\u200b`` ...) become visible escapes, so a file name cannot drive the terminal."""

@@ -19,11 +19,12 @@ document find themselves superseded instead of bringing it back.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import socket
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -34,6 +35,39 @@ MID_FLIGHT = ("parsing", "embedding")
 STATES = (*UNFINISHED, "indexed", "failed")
 DELETED = "deleted"  # a tombstone: the document was deleted; hidden from get() and all()
 _NAMESPACE = uuid.UUID("9a3c9a48-2f57-4d0e-8d0f-6b6f7261670c")
+DOCUMENT_NAMESPACE = uuid.UUID("0d0c5f7e-8a43-4f3f-a9a2-6b6f7261670b")
+# 0xFF never occurs in UTF-8, so no legacy name (a UTF-8 string) can spell a structured one.
+_STRUCTURED = b"\xffkorag-id/2\x00"
+
+
+def structured_id(namespace: uuid.UUID, *fields: str | None) -> str:
+    """A uuid5-style id (hex) of ``fields`` in a length-prefixed encoding: per field a marker for
+    None or a value, then the value's UTF-8 length and bytes. Different field tuples are different
+    inputs to the hash, whatever characters they hold (the id of ``(None, "a\\x00b")`` is not that of
+    ``("a", "b")``), and none is a legacy id's input. Lone surrogates are encoded, not refused."""
+    data = bytearray(_STRUCTURED)
+    for value in fields:
+        if value is None:
+            data += b"\x00"
+        else:
+            encoded = value.encode("utf-8", "surrogatepass")
+            data += b"\x01" + len(encoded).to_bytes(8, "big") + encoded
+    return uuid.UUID(bytes=hashlib.sha1(namespace.bytes + bytes(data)).digest()[:16], version=5).hex
+
+
+def legacy_id(namespace: uuid.UUID, tenant: str | None, name: str) -> str | None:
+    """The id korag derived before :func:`structured_id`: ``uuid5(name)`` or ``uuid5(tenant NUL
+    name)``. Not injective: only ever reused for a stored record that matches exactly
+    (:meth:`DocumentRegistry.keep_legacy`). None where it cannot exist (a lone surrogate)."""
+    try:
+        return uuid.uuid5(namespace, name if tenant is None else f"{tenant}\x00{name}").hex
+    except UnicodeEncodeError:
+        return None
+
+
+def document_id(source: str, tenant: str | None = None) -> str:
+    """The id of a new document: injective in (tenant, source)."""
+    return structured_id(DOCUMENT_NAMESPACE, tenant, source)
 
 
 _last_seq = 0
@@ -226,6 +260,23 @@ class DocumentRegistry:
         found = self.client.retrieve(self.collection, [self._id(d) for d in dict.fromkeys(doc_ids)], with_payload=True)
         records = (DocumentRecord.from_payload(point.payload) for point in found)
         return {record.doc_id: record for record in records}
+
+    def doc_id_for(self, source: str, tenant: str | None = None) -> str:
+        """The id of tenant's document ``source``: the legacy id a stored document of exactly this
+        tenant and source already has (so its record, chunks and id keep working, nothing is
+        rewritten), else :func:`document_id`."""
+        legacy = legacy_id(DOCUMENT_NAMESPACE, tenant, source)
+        return self.keep_legacy(legacy, document_id(source, tenant),
+                                lambda record: record.tenant == tenant and record.source == source)
+
+    def keep_legacy(self, legacy: str | None, new: str, same: Callable[[DocumentRecord], bool]) -> str:
+        """``legacy`` when a record (a tombstone too) is stored under it and ``same`` says it is
+        this document, else ``new``. A legacy id two names share belongs to the one stored first:
+        the other gets its new id."""
+        if legacy is None:
+            return new
+        record = self.get(legacy, include_deleted=True)
+        return legacy if record is not None and same(record) else new
 
     def owns(self, doc_id: str, request: str) -> bool:
         current = self.get(doc_id, include_deleted=True)

@@ -33,8 +33,8 @@ from ingest.embedder import Embedder
 from ingest.pipeline import DocumentInfo, Pipeline
 from korag.errors import DocumentError
 from korag.lifecycle import delete_document
-from korag.metadata import RESERVED_FIELDS
-from korag.registry import DocumentRegistry
+from korag.metadata import RESERVED_FIELDS, source_problem
+from korag.registry import DocumentRecord, DocumentRegistry, legacy_id, structured_id
 from korag.settings import Settings
 from korag.store import QdrantStore
 from korag.types import SearchResult, StoredChunk
@@ -100,9 +100,14 @@ class KoragVectorStore(VectorStore):
 
     # -- identity -------------------------------------------------------------------------------
     def doc_id(self, langchain_id: str) -> str:
-        """korag's doc_id for a LangChain id: two tenants' ids never collide."""
-        name = langchain_id if self.tenant is None else f"{self.tenant}\x00{langchain_id}"
-        return uuid.uuid5(_NAMESPACE, name).hex
+        """korag's doc_id for a LangChain id, injective in (tenant, id): two tenants' ids never
+        collide, whatever characters they hold. A document an older korag stored under its legacy
+        id (``tenant NUL id``) keeps it when the record's tenant and LangChain id are exactly these."""
+        def same(record: DocumentRecord) -> bool:
+            return record.tenant == self.tenant and record.meta.get(LANGCHAIN_ID) == langchain_id
+
+        return self.registry.keep_legacy(legacy_id(_NAMESPACE, self.tenant, langchain_id),
+                                         structured_id(_NAMESPACE, self.tenant, langchain_id), same)
 
     @staticmethod
     def content_id(text: str, metadata: dict[str, Any]) -> str:
@@ -139,6 +144,9 @@ class KoragVectorStore(VectorStore):
         if not text.strip():
             return "page_content is empty: there is no text to index"
         source = _as_text(metadata["source"]) if metadata.get("source") is not None else f"langchain:{lc_id}"
+        problem = source_problem(source)
+        if problem is not None:
+            return problem
         doc_id = self.doc_id(lc_id)
         info = DocumentInfo(tenant=self.tenant, meta=self._payload_meta(lc_id, metadata))
         record = self.registry.get(doc_id)

@@ -116,7 +116,7 @@ def enqueue(
 ) -> Enqueued:
     """Store the bytes, record the document as queued (when a registry is given), send the task."""
     info = info if info is not None else DocumentInfo()
-    doc_id = doc_id_for(source, info.tenant)
+    doc_id = doc_id_for(source, info.tenant, registry)
     try:
         blob = blobs.put(read_document(path, max_file_bytes))
     except (OSError, ValueError) as exc:
