@@ -17,14 +17,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from api import errors
-from api.auth import Caller, caller
+from api import docs, errors, headers
+from api.auth import Caller, admin_caller, caller
 from api.errors import ApiError, responses
 from api.routes_dify import install as install_dify
 from api.routes_documents import router as documents_router
 from api.routes_documents import service_of
 from api.routes_search import router as search_router
-from korag.keys import KeyRing
+from korag.keys import KeyRing, KeyRingError
 from korag.schemas import Health, Info, Limits, Ready
 from korag.settings import Settings
 
@@ -43,7 +43,8 @@ def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None,
                metrics=None) -> FastAPI:
     """``service``: an opened :class:`korag.service.Service` (``korag serve`` opens it before
     listening, so setup errors end the command); None: opened at start-up and closed at shutdown.
-    ``open_allowed``: run without keys (only when listening on a loopback address)."""
+    ``open_allowed``: run without keys (only when listening on a loopback address); decided here,
+    once: open only when allowed and no key exists now, and closed for good once a key appears."""
     if metrics is None and service is not None:
         metrics = service.metrics
 
@@ -65,15 +66,18 @@ def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None,
                 await run_in_threadpool(owned.close)
                 app.state.service = None
 
-    app = FastAPI(title="korag", version=_version(), lifespan=lifespan,
+    app = FastAPI(title="korag", version=_version(), lifespan=lifespan, docs_url=None, redoc_url=None,  # api/docs.py
                   description="Korean-first document ingestion and retrieval. Errors are application/problem+json.")
     app.state.settings = settings
     app.state.service = service
     app.state.keys = keys if keys is not None else KeyRing.from_settings(settings)
     app.state.open_allowed = open_allowed
+    _decide_open_mode(app.state.keys)
     app.state.metrics = metrics
     errors.install(app)
     _install_metrics_middleware(app)
+    headers.install(app, settings.cors_origin_list)  # outermost: after every other middleware
+    docs.install(app)  # /docs and /redoc from packaged assets
 
     app.include_router(documents_router)
     app.include_router(search_router)
@@ -117,9 +121,10 @@ def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None,
                           max_files=s.api_max_files, max_wait_s=600.0),
             backend=service.store.backend, tenant=who.tenant)
 
-    @app.get("/metrics", tags=["service"], responses={200: {"content": {"text/plain": {}}}, **responses(400, 401, 503)},
-             summary="Prometheus metrics")
-    def prometheus(request: Request, who: Caller = Depends(caller)):
+    @app.get("/metrics", tags=["service"],
+             responses={200: {"content": {"text/plain": {}}}, **responses(400, 401, 403, 503)},
+             summary="Prometheus metrics (an admin key when keys are configured: they count every tenant)")
+    def prometheus(request: Request, who: Caller = Depends(admin_caller)):
         metrics = request.app.state.metrics
         if metrics is None:
             raise ApiError(503, "No metrics", "this service was started without metrics")
@@ -128,6 +133,15 @@ def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None,
 
     _mount_console(app)
     return app
+
+
+def _decide_open_mode(keys: KeyRing) -> None:
+    """Read the keys once now: a key that exists at start keeps the service keyed for good
+    (KeyRing.configured never turns false again). An unreadable key file is answered 503 per request."""
+    try:
+        _ = keys.configured
+    except KeyRingError:
+        pass
 
 
 def _install_metrics_middleware(app: FastAPI) -> None:

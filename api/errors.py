@@ -12,6 +12,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.headers import add_response_headers, scope_request_id
+
 log = logging.getLogger("korag.serve")
 
 PROBLEM = "application/problem+json"
@@ -80,8 +82,12 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("%s %s failed", request.method, request.url.path)
-        return problem(500, "Internal Server Error", f"{type(exc).__name__}: the service failed on this request; "
-                       "see its log")
+        rid = scope_request_id(request.scope)
+        named = f" (request {rid})" if rid is not None else ""
+        response = problem(500, "Internal Server Error", f"{type(exc).__name__}: the service failed on this request; "
+                           f"see its log{named}")
+        add_response_headers(response.headers, rid, 500)  # made outside the middleware that adds them
+        return response
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:

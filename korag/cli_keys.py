@@ -13,6 +13,9 @@ from korag.keys import KeyRing
 from korag.metadata import printable
 from korag.settings import Settings
 
+NO_KEYS = ("no keys: a running `korag serve` that started with keys refuses every request (401) until one is added "
+           "with `korag keys add --tenant T`; one started without keys runs open, on loopback only")
+
 
 def cmd_keys_add(args: argparse.Namespace, settings: Settings) -> int:
     ring = KeyRing.from_settings(settings)
@@ -33,7 +36,7 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
         print_json({"keys": [k.to_json() for k in keys]})
         return 0
     if not keys:
-        print("no keys: the service runs open on loopback only (add one with `korag keys add --tenant T`)")
+        print(NO_KEYS)
     for k in keys:
         created = k.created_at if k.created_at is not None else "KORAG_API_KEYS"
         print(f"{k.id:<16} {created:<20} {printable(k.tenant)}")
@@ -41,7 +44,8 @@ def cmd_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    revoked = KeyRing.from_settings(settings).revoke(args.key_id)
+    ring = KeyRing.from_settings(settings)
+    revoked = ring.revoke(args.key_id)
     if args.json:
         print_json({"id": args.key_id, "revoked": revoked})
     elif revoked:
@@ -49,6 +53,8 @@ def cmd_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     if not revoked:
         print(f"korag keys revoke: no key {printable(args.key_id)} (see `korag keys list`)", file=sys.stderr)
         return EXIT_ERROR
+    if not ring.list():
+        print(f"korag keys revoke: that was the last key. {NO_KEYS}", file=sys.stderr)
     return 0
 
 

@@ -6,6 +6,9 @@ SHA-256 hashes of the keys (a key is 256 random bits, so a fast hash is enough),
 atomically with mode 0600, and is re-read when it changes, so a running service sees a key added
 or revoked from the command line. Tenant ``*`` is an admin key.
 
+A ring that has seen a key stays :attr:`KeyRing.configured` when the last one goes (see there):
+a service that asks for keys never turns open because keys.json was emptied or removed.
+
     ring = KeyRing.from_settings(settings)
     key_id, key = ring.add("acme")      # the key is shown once; only its hash is stored
     ring.tenant_for(key)                # "acme"; None for an unknown key
@@ -19,6 +22,7 @@ import fcntl
 import hashlib
 import hmac
 import json
+import logging
 import os
 import secrets
 import tempfile
@@ -29,6 +33,7 @@ from typing import Any, Iterator
 
 from korag.errors import KoragError
 
+log = logging.getLogger("korag.keys")
 ADMIN_TENANT = "*"
 KEY_PREFIX = "korag_"
 FILE_NAME = "keys.json"
@@ -74,6 +79,15 @@ def check_tenant_name(tenant: str) -> str:
     return tenant
 
 
+def check_named_tenant(tenant: str) -> str:
+    """A tenant an admin key names (``X-Korag-Tenant``): a tenant name, never ``*``, which names
+    the admin role, not a tenant (documents stored under it would belong to no key)."""
+    if tenant == ADMIN_TENANT:
+        raise KeyRingError(f"{ADMIN_TENANT} is the admin role, not a tenant: name one tenant, or leave the header "
+                           "out to reach every tenant")
+    return check_tenant_name(tenant)
+
+
 def parse_env_keys(text: str | None) -> list[_Entry]:
     """``"KEY=TENANT,KEY2=TENANT2"`` → entries. The last ``=`` splits, so a key may hold ``=``."""
     if text is None or not text.strip():
@@ -105,6 +119,7 @@ class KeyRing:
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._file: list[_Entry] = []
+        self._keyed = bool(self._env)  # a key was seen (or the file could not be read): see configured
 
     @classmethod
     def from_settings(cls, settings) -> "KeyRing":
@@ -114,8 +129,14 @@ class KeyRing:
     # -- reading --------------------------------------------------------------------------------
     @property
     def configured(self) -> bool:
-        """Whether any key exists: without one, the service runs open (on loopback only)."""
-        return bool(self._entries())
+        """Whether the service asks for a key: a key exists now, or one existed at any time since
+        this ring was made (or keys.json could not be read). Sticky on purpose: revoking the last
+        key, removing keys.json, or a rotation that revokes the old key before adding the new one
+        must not turn a keyed service open. Only a ring that has never seen a key is unconfigured:
+        the service then runs open (on loopback only) until a key is added. ``list()`` says which
+        keys exist now."""
+        self._entries()
+        return self._keyed
 
     def tenant_for(self, key: str) -> str | None:
         """The tenant of ``key`` (``*``: admin), None for an unknown key. Every stored hash is
@@ -135,8 +156,15 @@ class KeyRing:
 
     def _entries(self) -> list[_Entry]:
         with self._lock:
+            before = len(self._file) + len(self._env)
             self._refresh()
-            return self._file + self._env
+            entries = self._file + self._env
+            if entries:
+                self._keyed = True
+            elif before:  # the drop to zero: said once
+                log.warning("%s: the last API key is gone (revoked, or the file removed): every request is refused "
+                            "with 401 until a key is added with `korag keys add --tenant T`", self.path)
+            return entries
 
     def _refresh(self) -> None:
         try:
@@ -145,10 +173,15 @@ class KeyRing:
             self._stamp, self._file = None, []
             return
         except OSError as exc:
+            self._keyed = True  # keys we cannot read may exist: fail closed
             raise KeyRingError(f"{self.path}: cannot read the key file: {exc.strerror or exc}") from exc
         stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
         if stamp != self._stamp:
-            self._file = _read(self.path)
+            try:
+                self._file = _read(self.path)
+            except KeyRingError:
+                self._keyed = True  # a damaged file may hold keys: fail closed
+                raise
             self._stamp = stamp
 
     # -- writing --------------------------------------------------------------------------------

@@ -31,11 +31,28 @@ SEARCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGE_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
+# Every label of korag_stage_duration_seconds, with what it times: the metric's help text is made
+# from this, and observe_stage refuses any other label, so the two cannot drift apart.
+STAGES = {
+    "queue": "a document's wait in korag serve's ingest queue, from upload to the start of its ingest",
+    "ingest": "a document's whole ingest in korag serve, from the start of its batch to its outcome "
+              "(parse, embed, record and cleanup, shared with the batch's other documents)",
+    "parse": "parse, chunk and keyword vectors of a document ingested on its own (not in a batch, so "
+             "not in korag serve, whose ingest is batched: see ingest)",
+    "embed": "one model call, for a document or a batch",
+    "record": "recording the new versions (one registry write per batch)",
+    "cleanup": "deleting a document's older versions",
+}
 # A pipeline state and the one that follows it (ingest.pipeline's on_step names): the time between
 # the two is a stage of the document. Embedding is timed at the model call (MeteredEmbedder).
 _NEXT_STEP = {"parsing": "embedding", "upserted": "indexed", "indexed": "cleaned"}
 _STAGE_OF_STEP = {"parsing": "parse", "upserted": "record", "indexed": "cleanup"}
 _CHAIN = frozenset({"parsing", "embedding", "upserted", "indexed", "cleaned"})
+
+
+def stage_help() -> str:
+    """The help text of korag_stage_duration_seconds: every stage label and what it times."""
+    return "Time of an ingest stage, by label (" + "; ".join(f"{k}: {v}" for k, v in STAGES.items()) + ")"
 
 
 class Metrics:
@@ -46,10 +63,8 @@ class Metrics:
         r, ns = self.registry, namespace
         self.documents = Counter("documents", "Documents by outcome of an ingest or delete "
                                  "(indexed, unchanged, failed, deleted, queued)", ["outcome"], namespace=ns, registry=r)
-        self.stage_seconds = Histogram("stage_duration_seconds", "Time of an ingest stage (parse: parse, chunk, "
-                                       "keyword vectors of a document; embed: one model call, a document or a "
-                                       "batch; record: recording a version; cleanup: deleting older versions)",
-                                       ["stage"], namespace=ns, registry=r, buckets=STAGE_BUCKETS)
+        self.stage_seconds = Histogram("stage_duration_seconds", stage_help(), ["stage"], namespace=ns, registry=r,
+                                       buckets=STAGE_BUCKETS)
         self.chunks_embedded = Counter("chunks_embedded", "Chunks embedded", namespace=ns, registry=r)
         self.tokens_embedded = Counter("tokens_embedded", "Model tokens of the chunks embedded", namespace=ns,
                                        registry=r)
@@ -72,11 +87,14 @@ class Metrics:
         self.record_document(str(result.status))
 
     def observe_stage(self, stage: str, seconds: float) -> None:
+        """``stage``: one of :data:`STAGES` (a ValueError otherwise: a new stage is documented there first)."""
+        if stage not in STAGES:
+            raise ValueError(f"stage {stage!r} is not one of korag.telemetry.STAGES ({', '.join(STAGES)})")
         self.stage_seconds.labels(stage=stage).observe(max(0.0, seconds))
 
     @contextlib.contextmanager
     def stage(self, stage: str) -> Iterator[None]:
-        """Time a block as a stage (e.g. ``with metrics.stage("upload"): ...``)."""
+        """Time a block as a stage (e.g. ``with metrics.stage("embed"): ...``)."""
         started = time.perf_counter()
         try:
             yield

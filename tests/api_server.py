@@ -25,10 +25,12 @@ from tests.conftest import free_port, korag_env, offline_model_path
 
 
 class ApiServer:
-    """One `korag serve` process. ``env`` adds or overrides KORAG_* variables."""
+    """One `korag serve` process. ``env`` adds or overrides KORAG_* variables; ``args``: more
+    `korag serve` options (e.g. ``["--open"]``)."""
 
-    def __init__(self, workdir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
         self.workdir = workdir
+        self.args = list(args) if args is not None else []
         self.data_dir = workdir / "data"
         self.log = workdir / "serve.log"
         self.port = free_port()
@@ -52,7 +54,7 @@ class ApiServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         handle = open(self.log, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "korag.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port)],
+            [sys.executable, "-m", "korag.cli", "serve", "--host", "127.0.0.1", "--port", str(self.port), *self.args],
             env=self.env, cwd=self.workdir, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
         )
         handle.close()
@@ -109,8 +111,9 @@ class ApiServer:
 
 
 @contextmanager
-def serve(workdir: Path, env: dict[str, str] | None = None, timeout: float = 300) -> Iterator[ApiServer]:
-    server = ApiServer(workdir, env).start(timeout)
+def serve(workdir: Path, env: dict[str, str] | None = None, timeout: float = 300,
+          args: list[str] | None = None) -> Iterator[ApiServer]:
+    server = ApiServer(workdir, env, args).start(timeout)
     try:
         yield server
     finally:

@@ -10,7 +10,7 @@ import threading
 import pytest
 
 from korag.cli import main
-from korag.keys import ADMIN_TENANT, KeyRing, KeyRingError
+from korag.keys import ADMIN_TENANT, KeyRing, KeyRingError, check_named_tenant
 from korag.settings import Settings
 
 
@@ -61,7 +61,47 @@ def test_a_running_service_sees_keys_added_and_revoked_by_another_process(tmp_pa
     assert service.tenant_for(key) == "acme"
     cli.revoke(key_id)
     assert service.tenant_for(key) is None
+    assert service.configured  # issue 18: a ring that had keys never turns back to "no keys" (open)
+    assert service.list() == []
+
+
+def test_the_last_key_going_keeps_the_ring_configured_and_logs_a_warning(tmp_path, caplog):
+    """Revoking the last key, or removing keys.json, must not make a keyed service open."""
+    path = tmp_path / "keys.json"
+    service = KeyRing(path)
+    assert not service.configured  # never had a key: open mode is possible
+    key_id, _ = KeyRing(path).add("acme")
+    assert service.configured
+    with caplog.at_level("WARNING", logger="korag.keys"):
+        KeyRing(path).revoke(key_id)
+        assert service.configured and service.list() == []
+        assert service.configured  # said once, at the drop to zero
+    warnings = [r for r in caplog.records if r.name == "korag.keys" and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "last API key is gone" in warnings[0].getMessage()
+
+    KeyRing(path).add("beta")
+    assert service.list()
+    path.unlink()  # keys.json removed while running
+    assert service.configured and service.list() == []
+
+
+def test_an_unreadable_key_file_fails_closed(tmp_path):
+    path = tmp_path / "keys.json"
+    service = KeyRing(path)
     assert not service.configured
+    path.write_text("{damaged")
+    with pytest.raises(KeyRingError, match="damaged"):
+        service.configured  # noqa: B018
+    path.unlink()
+    assert service.configured  # it may have held keys: never open after that
+
+
+def test_an_admin_naming_tenant_star_is_refused():
+    assert check_named_tenant("acme") == "acme"
+    with pytest.raises(KeyRingError, match="admin role, not a tenant"):
+        check_named_tenant("*")
+    with pytest.raises(KeyRingError, match="empty"):
+        check_named_tenant(" ")
 
 
 def test_env_keys_are_accepted_with_their_tenants(tmp_path):
@@ -139,7 +179,8 @@ def test_cli_add_list_revoke(tmp_path, monkeypatch, capsys):
     assert key not in json.dumps(listed)
 
     assert main(["keys", "revoke", listed[0]["id"]]) == 0
-    assert "revoked" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert "revoked" in out and "that was the last key" in err and "korag keys add" in err
     assert KeyRing(tmp_path / "data" / "keys.json").tenant_for(key) is None
     assert main(["keys", "revoke", listed[0]["id"]]) == 2
     assert "no key" in capsys.readouterr().err

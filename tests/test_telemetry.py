@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from ingest.pipeline import Pipeline
 from korag.store import QdrantStore, open_client
-from korag.telemetry import Metrics
+from korag.telemetry import STAGES, Metrics
 from tests import documents as docs
 from tests.conftest import make_settings
 
@@ -123,13 +124,26 @@ def test_two_metrics_objects_are_independent():
 
 def test_stage_timer_and_step_hook_ignore_out_of_order_steps():
     metrics = Metrics()
-    with metrics.stage("upload"):
+    with metrics.stage("queue"):
         pass
     hook = metrics.step_hook()
     for step in ("parsing", "failed", "embedding", "queued", "upserted",  # no state followed by its successor
                  "parsing", "parsing", "embedding", "embedding"):  # two documents parsing at once: not timed
         hook(step)
     got = _samples(metrics)
-    assert got[("korag_stage_duration_seconds_count", (("stage", "upload"),))] == 1
-    assert not any(name == "korag_stage_duration_seconds_count" and labels != (("stage", "upload"),)
+    assert got[("korag_stage_duration_seconds_count", (("stage", "queue"),))] == 1
+    assert not any(name == "korag_stage_duration_seconds_count" and labels != (("stage", "queue"),)
                    for name, labels in got)
+
+
+def test_stage_labels_are_one_documented_list():
+    """Issue 18: the help text named parse/embed/record/cleanup while the service observed queue
+    and ingest. Now the help text is made from STAGES and no other label can be observed."""
+    metrics = Metrics()
+    body, _ = metrics.render()
+    [family] = [f for f in text_string_to_metric_families(body.decode()) if f.name == "korag_stage_duration_seconds"]
+    for stage in ("queue", "ingest", "parse", "embed", "record", "cleanup"):
+        assert stage in STAGES and f"{stage}: " in family.documentation, stage
+    with pytest.raises(ValueError, match="'upload' is not one of korag.telemetry.STAGES"):
+        metrics.observe_stage("upload", 1.0)
+    assert ("korag_stage_duration_seconds_count", (("stage", "upload"),)) not in _samples(metrics)
