@@ -14,15 +14,17 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Match, Mount
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import docs, errors, headers
 from api.auth import Caller, admin_caller, caller
 from api.errors import ApiError, responses
 from api.routes_dify import install as install_dify
+from api.routes_documents import describe_upload, service_of
 from api.routes_documents import router as documents_router
-from api.routes_documents import service_of
 from api.routes_search import router as search_router
 from korag.keys import KeyRing, KeyRingError
 from korag.schemas import Health, Info, Limits, Ready
@@ -75,11 +77,13 @@ def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None,
     _decide_open_mode(app.state.keys)
     app.state.metrics = metrics
     errors.install(app)
+    app.add_middleware(_HeadAsGet)
     _install_metrics_middleware(app)
     headers.install(app, settings.cors_origin_list)  # outermost: after every other middleware
     docs.install(app)  # /docs and /redoc from packaged assets
 
     app.include_router(documents_router)
+    describe_upload(app, settings.api_max_files)
     app.include_router(search_router)
     install_dify(app)  # POST /v1/retrieval
 
@@ -121,8 +125,8 @@ def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None,
                           max_files=s.api_max_files, max_wait_s=600.0),
             backend=service.store.backend, tenant=who.tenant)
 
-    @app.get("/metrics", tags=["service"],
-             responses={200: {"content": {"text/plain": {}}}, **responses(400, 401, 403, 503)},
+    @app.get("/metrics", tags=["service"], response_class=PlainTextResponse,  # the only 200 type it sends
+             responses=responses(400, 401, 403, 503),
              summary="Prometheus metrics (an admin key when keys are configured: they count every tenant)")
     def prometheus(request: Request, who: Caller = Depends(admin_caller)):
         metrics = request.app.state.metrics
@@ -162,9 +166,44 @@ def _install_metrics_middleware(app: FastAPI) -> None:
 
 
 def _mount_console(app: FastAPI) -> None:
-    """The console (api/static/) at ``/``."""
+    """The console (api/static/) at ``/``, for the paths of its own files only: mounted for every
+    path, it answered every method the routes did not take (405 ``Allow: GET, HEAD`` on POST-only
+    routes, 404 for ``GET /v1/search``). Starlette reaches the mount after the routes, so a path
+    the console does not serve gets the routes' own 405 (api.errors) or 404."""
     if not (STATIC / "index.html").is_file():
         return
     from fastapi.staticfiles import StaticFiles
 
-    app.mount("/", StaticFiles(directory=STATIC, html=True), name="console")
+    served = frozenset({"/"} | {"/" + f.relative_to(STATIC).as_posix() for f in STATIC.rglob("*") if f.is_file()})
+    app.router.routes.append(_Console(served, StaticFiles(directory=STATIC, html=True)))
+
+
+class _Console(Mount):
+    def __init__(self, served: frozenset[str], files: ASGIApp) -> None:
+        super().__init__("/", app=files, name="console")
+        self.served = served
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope["type"] == "http" and scope["path"][len(scope.get("root_path", "")):] not in self.served:
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
+class _HeadAsGet:
+    """HEAD on every GET route (RFC 9110: a GET's headers, no body): FastAPI routes take only the
+    methods they declare, so HEAD /healthz was 404. The app sees a GET; the body is dropped."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def headers_only(message: Message) -> None:
+            if message["type"] == "http.response.body":
+                message = {**message, "body": b""}
+            await send(message)
+
+        await self.app({**scope, "method": "GET"}, receive, headers_only)

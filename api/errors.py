@@ -11,12 +11,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from api.headers import add_response_headers, scope_request_id
 
 log = logging.getLogger("korag.serve")
 
 PROBLEM = "application/problem+json"
+PROBLEM_REF = "#/components/schemas/Problem"
+_METHODS = ("DELETE", "GET", "PATCH", "POST", "PUT")  # what a route of this service can take
 
 
 class ApiError(Exception):
@@ -59,7 +62,28 @@ def validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
             for e in exc.errors()]
 
 
+def validation_detail(exc: RequestValidationError) -> str:
+    """The first five validation errors in one line: ``body.k: Input should be ...; ...``."""
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in validation_errors(exc)[:5])
+
+
+def allowed_methods(request: Request) -> str | None:
+    """The ``Allow`` header for the request's path: every method some route at that path takes (a
+    path has one route per method, and the route that answers 405 lists only its own), HEAD with
+    GET (api.app answers HEAD as GET); None when no route has that path (a mount lists its own)."""
+    routes = [r for r in request.app.router.routes if not isinstance(r, Mount)]
+    allowed = {method for method in _METHODS for route in routes
+               if route.matches({**request.scope, "method": method})[0] == Match.FULL}
+    if not allowed:
+        return None
+    if "GET" in allowed:
+        allowed.add("HEAD")
+    return ", ".join(sorted(allowed))
+
+
 def install(app: FastAPI) -> None:
+    _declare_problem(app)
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError):
         return problem(exc.status, exc.title, exc.detail, exc.headers, exc.errors)
@@ -69,15 +93,17 @@ def install(app: FastAPI) -> None:
         detail = exc.detail if isinstance(exc.detail, str) else None
         if exc.status_code == 404 and detail == "Not Found":
             detail = f"no route {request.url.path}"
-        elif exc.status_code == 405:
+        headers = dict(exc.headers) if exc.headers is not None else {}
+        if exc.status_code == 405:
             detail = f"{request.method} is not allowed on {request.url.path}"
-        return problem(exc.status_code, None, detail, getattr(exc, "headers", None))
+            allow = allowed_methods(request)
+            if allow is not None:  # the route that answered lists only its own methods
+                headers["Allow"] = allow
+        return problem(exc.status_code, None, detail, headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError):
-        errors = validation_errors(exc)
-        detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors[:5])
-        return problem(422, "Invalid request", detail, errors=errors)
+        return problem(422, "Invalid request", validation_detail(exc), errors=validation_errors(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
@@ -91,8 +117,23 @@ def install(app: FastAPI) -> None:
 
 
 def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the problem responses a route can give."""
-    from korag.schemas import Problem
+    """OpenAPI entries for the problem responses a route can give: application/problem+json only.
+    (A ``model`` would declare application/json as well, which no error is sent as; the Problem
+    schema is put in the components by :func:`_declare_problem`.)"""
+    return {code: {"description": _phrase(code), "content": {PROBLEM: {"schema": {"$ref": PROBLEM_REF}}}}
+            for code in codes}
 
-    return {code: {"model": Problem, "description": _phrase(code),
-                   "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}} for code in codes}
+
+def _declare_problem(app: FastAPI) -> None:
+    """``#/components/schemas/Problem`` in the app's OpenAPI schema, which :func:`responses` refers to."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            from korag.schemas import Problem
+
+            schemas = generate().setdefault("components", {}).setdefault("schemas", {})
+            schemas.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
+        return app.openapi_schema
+
+    app.openapi = openapi

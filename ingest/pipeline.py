@@ -103,6 +103,7 @@ class Pending:
     info: DocumentInfo
     in_process: bool
     data: bytes = b""  # until it is parsed
+    stored: int = 0  # chunks of this version written so far, window by window (Pipeline.store_part)
 
     @contextmanager
     def failing_on_error(self, pipeline: "Pipeline") -> Iterator[None]:
@@ -128,6 +129,23 @@ class DocumentInfo:
 
         check_tenant(self.tenant)
         check_meta(self.meta)
+        for key, value in self.meta:
+            _check_meta_value(key, value)
+
+
+def _check_meta_value(key: str, value: Any) -> None:
+    """A metadata value is a string, number or boolean that the store keeps as given and a filter
+    can match (korag.query_filter.value_problem: no NaN, Infinity, lone surrogate or number beyond
+    64 bits, which failed in the store or came back as a float no filter matched); ValueError
+    naming the key otherwise, before anything is read or written."""
+    from korag.query_filter import value_problem
+
+    if not isinstance(value, (str, int, float)):
+        kind = "null" if value is None else type(value).__name__
+        raise ValueError(f"metadata {key!r}: a value must be a string, number or boolean, not {kind}")
+    for what, problem in (("key", value_problem(key)), ("value", value_problem(value, stored=True))):
+        if problem is not None:
+            raise ValueError(f"metadata {key!r}: the {what} {problem}")
 
 
 @dataclass(frozen=True)
@@ -169,6 +187,7 @@ class Pipeline:
     sparse: SparseEncoder
     limits: ParseLimits
     on_step: Callable[[str], None] = field(default=_no_step)  # called after each step (tests interleave here)
+    window_chunks: int = 1024  # a document's chunks embedded and written at a time (finish_windows)
 
     def __post_init__(self) -> None:
         self.settings_key = settings_key(self.embedder, self.chunker, self.sparse)
@@ -179,7 +198,7 @@ class Pipeline:
         registry = DocumentRegistry(store.client, store.collection)
         registry.ensure()
         return cls(embedder, store, registry, chunker_for(embedder, settings), SparseEncoder.from_settings(settings),
-                   ParseLimits.from_settings(settings))
+                   ParseLimits.from_settings(settings), window_chunks=settings.worker_batch_chunks)
 
     def ingest_path(
         self, path: str | Path, source: str | None = None, doc_id: str | None = None, info: DocumentInfo | None = None
@@ -217,10 +236,9 @@ class Pipeline:
                 chunks, sparse = self._prepare(data, filename, source)
                 if not self._state(started.record, "embedding"):
                     return self._superseded(source, started.record.doc_id)
-                vectors, token_counts = self.embedder.embed_passages(chunks)
+                return self.finish_windows(started, chunks, sparse, self.window_chunks)
             except (DocumentError, InputTooLongError) as exc:
                 return self.reject(started, exc.reason if isinstance(exc, DocumentError) else str(exc))
-            return self.finish(started, chunks, sparse, vectors, token_counts)
 
     def begin(
         self, data: bytes, filename: str, source: str, doc_id: str | None = None, info: DocumentInfo | None = None,
@@ -260,33 +278,75 @@ class Pipeline:
         return pending
 
     def reject(self, pending: Pending, reason: str) -> IngestResult:
-        """The document cannot be ingested: ``failed`` with the reason; the indexed version stays."""
+        """The document cannot be ingested: ``failed`` with the reason; the indexed version stays
+        (windows of this version already written are removed)."""
         record = pending.record
+        if pending.stored:
+            self.store.delete_version(record.doc_id, pending.own.seq)
         if not self._state(record, "failed", error=reason):
             return self._superseded(record.source, record.doc_id)
         return IngestResult(record.source, record.doc_id, "failed", error=reason)
 
     def finish(self, pending: Pending, chunks: list[Chunk], sparse: list[SparseVector], vectors: Any,
                token_counts: list[int]) -> IngestResult:
-        """Write the chunks, record the version as indexed, then delete older versions."""
+        """Write the chunks (the document's last window, after :meth:`store_part` wrote the ones
+        before), record the version as indexed, then delete older versions."""
         record, own = pending.record, pending.own
         doc_id, source = record.doc_id, record.source
-        payloads = [
-            self._payload(chunk, tokens, doc_id, source, pending.filename, pending.content_hash, len(chunks),
-                          pending.info, own.seq)
-            for chunk, tokens in zip(chunks, token_counts)
-        ]
-        self.store.upsert([point_id(doc_id, c.index, own.id) for c in chunks], vectors, payloads, sparse)
+        total = pending.stored + len(chunks)
+        ids, payloads = self._points(pending, chunks, token_counts, total)
+        self.store.upsert(ids, vectors, payloads, sparse)
         self.on_step("upserted")
         recorded = self._state(record, "indexed", version=record.version + 1, content_hash=pending.content_hash,
-                               chunks=len(chunks), error=None, crashes=0, indexed_at=time.time(), indexed_seq=own.seq,
+                               chunks=total, error=None, crashes=0, indexed_at=time.time(), indexed_seq=own.seq,
                                settings_key=self.settings_key)
         if not recorded:  # a newer request took over: what this one wrote is nobody's version
             self.store.delete_version(doc_id, own.seq)
             return self._superseded(source, doc_id)
         self.store.delete_older_versions(doc_id, own.seq)  # write new, then delete old
         self.on_step("cleaned")
-        return IngestResult(source, doc_id, "indexed", chunks=len(chunks))
+        return IngestResult(source, doc_id, "indexed", chunks=total)
+
+    def store_part(self, pending: Pending, chunks: list[Chunk], sparse: list[SparseVector], vectors: Any,
+                   token_counts: list[int], total: int) -> IngestResult | None:
+        """Write one window of a document's ``total`` chunks, before its last one: a long document
+        is embedded and written a window at a time, so memory follows the window, not the
+        document. The record is left as it is until :meth:`finish` of the last window records the
+        version, so readers keep the indexed version until every window is stored. Returns the
+        outcome instead when a newer request (or a deletion) took the document over meanwhile:
+        what this request wrote is then removed."""
+        record, own = pending.record, pending.own
+        if not self.registry.owns(record.doc_id, own.id):
+            self.store.delete_version(record.doc_id, own.seq)
+            return self._superseded(record.source, record.doc_id)
+        ids, payloads = self._points(pending, chunks, token_counts, total)
+        self.store.upsert(ids, vectors, payloads, sparse)
+        pending.stored += len(chunks)
+        return None
+
+    def finish_windows(self, pending: Pending, chunks: list[Chunk], sparse: list[SparseVector], window: int,
+                       embed: Callable[[list[Chunk]], tuple[Any, list[int]]] | None = None) -> IngestResult:
+        """Embed and write a document ``window`` chunks at a time (:meth:`store_part`), the last
+        window through :meth:`finish`. ``embed``: the model call (default: the embedder's).
+        :class:`InputTooLongError` is raised to the caller, which rejects the document."""
+        embed = embed if embed is not None else self.embedder.embed_passages
+        last = max(0, (len(chunks) - 1) // window * window)  # where the last window starts
+        for start in range(0, last, window):
+            part = slice(start, start + window)
+            vectors, token_counts = embed(chunks[part])
+            lost = self.store_part(pending, chunks[part], sparse[part], vectors, token_counts, len(chunks))
+            if lost is not None:
+                return lost
+        vectors, token_counts = embed(chunks[last:])
+        return self.finish(pending, chunks[last:], sparse[last:], vectors, token_counts)
+
+    def _points(self, pending: Pending, chunks: list[Chunk], token_counts: list[int],
+                total: int) -> tuple[list[str], list[dict[str, Any]]]:
+        """Point ids and payloads of some of a version's ``total`` chunks."""
+        record, own = pending.record, pending.own
+        payloads = [self._payload(chunk, tokens, record.doc_id, record.source, pending.filename, pending.content_hash,
+                                  total, pending.info, own.seq) for chunk, tokens in zip(chunks, token_counts)]
+        return [point_id(record.doc_id, c.index, own.id) for c in chunks], payloads
 
     def finish_many(self, batch: list[tuple[Pending, list[Chunk], list[SparseVector], Any, list[int]]]) -> list[IngestResult]:
         """:meth:`finish` for many documents, ``(pending, chunks, sparse, vectors, token_counts)``
@@ -301,11 +361,9 @@ class Pipeline:
         payloads: list[dict[str, Any]] = []
         sparse_all: list[SparseVector] = []
         for pending, chunks, sparse, _, token_counts in batch:
-            record, own = pending.record, pending.own
-            ids.extend(point_id(record.doc_id, c.index, own.id) for c in chunks)
-            payloads.extend(self._payload(chunk, tokens, record.doc_id, record.source, pending.filename,
-                                          pending.content_hash, len(chunks), pending.info, own.seq)
-                            for chunk, tokens in zip(chunks, token_counts))
+            some_ids, some_payloads = self._points(pending, chunks, token_counts, pending.stored + len(chunks))
+            ids.extend(some_ids)
+            payloads.extend(some_payloads)
             sparse_all.extend(sparse)
         vectors = np.concatenate([np.asarray(item[3]) for item in batch]) if batch else np.zeros((0, 0))
         self.store.upsert(ids, vectors, payloads, sparse_all)
@@ -315,8 +373,8 @@ class Pipeline:
             self.on_step("upserted")
             log.info("%s: %s", pending.record.source, "indexed")
             indexed.append(replace(pending.record, status="indexed", version=pending.record.version + 1,
-                                   content_hash=pending.content_hash, chunks=len(chunks), error=None, crashes=0,
-                                   indexed_at=now, indexed_seq=pending.own.seq, settings_key=self.settings_key))
+                                   content_hash=pending.content_hash, chunks=pending.stored + len(chunks), error=None,
+                                   crashes=0, indexed_at=now, indexed_seq=pending.own.seq, settings_key=self.settings_key))
         recorded = self.registry.write_many(indexed)
         results = []
         for (pending, chunks, *_), record, owned in zip(batch, indexed, recorded):
@@ -329,7 +387,7 @@ class Pipeline:
             self.on_step("indexed")
             self.store.delete_older_versions(record.doc_id, own.seq)  # write new, then delete old
             self.on_step("cleaned")
-            results.append(IngestResult(record.source, record.doc_id, "indexed", chunks=len(chunks)))
+            results.append(IngestResult(record.source, record.doc_id, "indexed", chunks=record.chunks))
         return results
 
     def advance(self, pending: Pending, status: str, **changes: Any) -> IngestResult | None:

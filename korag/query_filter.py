@@ -106,6 +106,9 @@ def _field(key: Any, where: str) -> str:
     bad = _UNFILTERABLE.search(key)
     if bad is not None:
         raise FilterError(f"{where}: key {key!r} contains {bad.group()!r}; metadata keys never contain . [ ] \"")
+    surrogate = _lone_surrogate(key)
+    if surrogate is not None:
+        raise FilterError(f"{where}: key {surrogate}")
     return f"metadata.{key}"
 
 
@@ -115,7 +118,7 @@ def _exact(data: dict, where: str, counter: list[int]) -> models.Filter:
     must: list[models.Condition] = []
     for key, value in data.items():
         _count(counter, where)
-        field = _field(key, f"{where}.{key}")
+        field = _field(key, where)  # before the key is spelled into a place: it may not be text at all
         items = value if isinstance(value, list) else [value]
         if not items:
             raise FilterError(f"{where}.{key}: empty list; give at least one value")
@@ -166,17 +169,38 @@ def _condition(data: dict, where: str, counter: list[int]) -> models.Filter | mo
 
 
 def _scalar(value: Any, where: str, op: str) -> str | int | float | bool:
-    if isinstance(value, bool) or isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        if not _INT64[0] <= value <= _INT64[1]:
-            raise FilterError(f"{where}: the integer {value} is outside the 64-bit range")
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise FilterError(f"{where}: {value} is not a finite number")
-        return value
-    raise FilterError(f"{where}: {op} takes a string, number or boolean, got {_type(value)}")
+    if not isinstance(value, (str, int, float)):  # bool is an int
+        raise FilterError(f"{where}: {op} takes a string, number or boolean, got {_type(value)}")
+    problem = value_problem(value)
+    if problem is not None:
+        raise FilterError(f"{where}: {problem}")
+    return value
+
+
+def value_problem(value: str | int | float | bool, *, stored: bool = False) -> str | None:
+    """Why Qdrant cannot take ``value`` (a filter value, or with ``stored`` a metadata value), or
+    None. JSON carries what Qdrant cannot: NaN and Infinity (Python's json reads them, and 1e400
+    as infinity), integers beyond 64 bits, and lone surrogates (``"\\ud800"``: no character,
+    so no UTF-8). A stored number must also lie within the 64-bit integer range, float or not:
+    JSON does not tell ``1e30`` from an integer, and korag keeps one rule for both spellings."""
+    if isinstance(value, str):
+        return _lone_surrogate(value)
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number (NaN, Infinity and numbers beyond ±1.8e308 cannot be stored)"
+    if (isinstance(value, int) or stored) and not _INT64[0] <= value <= _INT64[1]:
+        return f"{value} is outside the 64-bit range of integers (-2**63 to 2**63-1)"
+    return None
+
+
+def _lone_surrogate(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return (f"{text!r} contains a lone surrogate U+{ord(text[exc.start]):04X} at position {exc.start}, "
+                "which is no character (and not UTF-8); send the text as valid Unicode")
+    return None
 
 
 def _equals(field: str, value: str | int | float | bool, where: str) -> models.Condition:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from korag.registry import STATES, DocumentRecord
 from korag.types import IngestResult, SearchResult, StoredChunk
@@ -188,6 +188,15 @@ class SearchRequest(BaseModel):
         None, description='exact matches {"key": value}, or {"and"|"or"|"not": [...]} over {"key", "op", "value"} '
                           "with op eq ne in nin gt gte lt lte exists")
     explain: bool = False
+
+    @field_validator("k", mode="before")
+    @classmethod
+    def _whole_number(cls, value: Any) -> Any:
+        """``3.0`` is an integer in JSON (and JSON Schema), so it is 3, as Dify's ``top_k`` takes
+        it; ``3.5``, ``"3"`` and ``true`` are still refused."""
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        return value
 
 
 # -- service ------------------------------------------------------------------------------------

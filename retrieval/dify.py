@@ -10,9 +10,13 @@ Request (Dify's published spec)::
                             "conditions": [{"name": "team", "comparison_operator": "is", "value": "legal"}]}}
 
 Response ``{"records": [{"content", "score", "title", "metadata"}]}``; errors
-``{"error_code", "error_msg"}``: 1001 malformed Authorization header (401), 1002 authorization
-failed (401), 2001 unknown knowledge (404), and korag's own 3001 for a metadata condition it
-cannot apply (422: ``contains``, ``start with`` and ``end with`` are refused, never ignored).
+``{"error_code", "error_msg"}``: 1001 malformed Authorization header and 1002 authorization
+failed, both 403 (Dify's AccessDeniedException; Dify's check of a new endpoint rejects only 403,
+404 and 502, so a wrong key must be 403 to be caught there; a request with no Authorization
+header at all, which Dify never sends, is HTTP's 401 with 1001), 2001 unknown knowledge (404), and
+korag's own 3001 for a request it cannot read or apply (422): a missing or invalid field, or a
+metadata condition (``contains``, ``start with`` and ``end with`` are refused, never ignored;
+so are numbers that are no finite number, and timestamps past the year 9999).
 
 Scores: records carry korag's score clipped to 0–1 and ``score_threshold`` applies to it. In
 hybrid mode (korag's default) that score is a fused-rank score (about 0.73 at most with the
@@ -22,6 +26,7 @@ default weights), not a cosine similarity: leave Dify's score threshold off, or 
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections.abc import Callable, Collection
 from typing import Any, Literal
 
@@ -86,22 +91,29 @@ class DifyErrorBody(BaseModel):
 class DifyError(Exception):
     """An error in Dify's format: ``status`` is the HTTP status, ``to_json()`` the body."""
 
-    def __init__(self, status: int, error_code: int, error_msg: str) -> None:
+    def __init__(self, status: int, error_code: int, error_msg: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(error_msg)
         self.status = status
         self.error_code = error_code
         self.error_msg = error_msg
+        self.headers = headers
 
     def to_json(self) -> dict[str, Any]:
         return {"error_code": self.error_code, "error_msg": self.error_msg}
 
     @classmethod
+    def missing_header(cls) -> "DifyError":
+        """No credentials at all: HTTP's 401 with its challenge (Dify always sends its key)."""
+        return cls(401, 1001, "No Authorization header. Expected 'Bearer <api-key>' format.",
+                   headers={"WWW-Authenticate": "Bearer"})
+
+    @classmethod
     def invalid_header(cls) -> "DifyError":
-        return cls(401, 1001, "Invalid Authorization header format. Expected 'Bearer <api-key>' format.")
+        return cls(403, 1001, "Invalid Authorization header format. Expected 'Bearer <api-key>' format.")
 
     @classmethod
     def authorization_failed(cls) -> "DifyError":
-        return cls(401, 1002, "Authorization failed: unknown or revoked API key.")
+        return cls(403, 1002, "Authorization failed: unknown or revoked API key.")
 
     @classmethod
     def knowledge_not_found(cls, knowledge_id: str) -> "DifyError":
@@ -111,10 +123,17 @@ class DifyError(Exception):
     def bad_condition(cls, message: str) -> "DifyError":
         return cls(422, 3001, f"metadata_condition: {message}")
 
+    @classmethod
+    def invalid_request(cls, message: str) -> "DifyError":
+        return cls(422, 3001, f"invalid request: {message}")
+
 
 def bearer_key(authorization: str | None) -> str:
-    """The key of an ``Authorization: Bearer <key>`` header; DifyError 1001 when malformed."""
-    scheme, _, key = (authorization or "").strip().partition(" ")
+    """The key of an ``Authorization: Bearer <key>`` header; DifyError 1001 when there is none
+    (401) or it is malformed (403)."""
+    if authorization is None or not authorization.strip():
+        raise DifyError.missing_header()
+    scheme, _, key = authorization.strip().partition(" ")
     if scheme.lower() != "bearer" or not key.strip():
         raise DifyError.invalid_header()
     return key.strip()
@@ -182,7 +201,11 @@ def _one(name: str, op: str, value: Any, where: str) -> dict:
     if isinstance(value, str) and not _is_number(value):
         return {"key": name, "op": bound, "value": value}
     stamp = _number(value, where)
-    iso = dt.datetime.fromtimestamp(stamp, dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    try:
+        moment = dt.datetime.fromtimestamp(stamp, dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):  # 1e20: past the year 9999
+        raise FilterError(f"{where}: {value!r} is not a Unix timestamp korag can read (years 1 to 9999)") from None
+    iso = moment.isoformat().replace("+00:00", "Z")
     return {"or": [{"key": name, "op": bound, "value": stamp}, {"key": name, "op": bound, "value": iso}]}
 
 
@@ -195,12 +218,21 @@ def _is_number(text: str) -> bool:
 
 
 def _number(value: Any, where: str) -> int | float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and _is_number(value.strip()):
-        number = float(value.strip())
-        return int(number) if number.is_integer() and "." not in value and "e" not in value.lower() else number
-    raise FilterError(f"{where}: expected a number, got {value!r}")
+    """A finite number from a number or its spelling ("2024", "3.5"); "inf", "nan", 1e400 are refused."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise FilterError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not _is_number(text):
+            raise FilterError(f"{where}: expected a number, got {value!r}")
+        number = float(text)
+        if number.is_integer() and "." not in text and "e" not in text.lower():
+            number = int(text)  # exact, even beyond a float's 53 bits
+    else:
+        number = value
+    if isinstance(number, float) and not math.isfinite(number):
+        raise FilterError(f"{where}: expected a finite number, got {value!r}")
+    return number
 
 
 # -- the endpoint's work ----------------------------------------------------------------------------

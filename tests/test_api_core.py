@@ -8,6 +8,7 @@ mix); delete → 404; every error is problem+json with the real status; keys dec
 from __future__ import annotations
 
 import json
+import secrets
 import socket
 import subprocess
 import sys
@@ -125,6 +126,48 @@ def test_errors_are_problem_json(server):
     assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}  # still serving
 
 
+# JSON that Python reads but no store can hold; 1e30 is within a float but not the 64-bit range
+# korag keeps numbers to (JSON does not tell it from an integer). Each was a 500 or a silent float.
+@pytest.mark.parametrize("metadata, key", [
+    ('{"score": NaN}', "score"), ('{"score": Infinity}', "score"), ('{"score": -Infinity}', "score"),
+    ('{"score": 1e400}', "score"), ('{"big": 123456789012345678901234567890}', "big"), ('{"big": 1e30}', "big"),
+    ('{"team": "\\ud800"}', "team"), ('{"\\udcff": "x"}', "\\udcff"), ('{"tags": ["a"]}', "tags"),
+])
+def test_metadata_korag_cannot_store_is_422_naming_the_key(server, metadata, key):
+    source = "meta/" + secrets.token_hex(4)
+    refused = _upload(server.url, "a.txt", V1, source=source, metadata=metadata)
+    body = _problem(refused, 422)
+    assert body["title"] == "Invalid metadata" and f"metadata '{key}'" in body["detail"], body
+    listed = httpx.get(f"{server.url}/v1/documents", params={"source_prefix": source}).json()
+    assert listed["documents"] == []  # nothing registered, nothing queued
+
+
+def test_bad_search_values_are_422_and_a_whole_float_k_is_an_integer(server):
+    url = server.url
+    for flt, says in (({"team": "\ud800"}, "lone surrogate"), ({"\ud800": "x"}, "lone surrogate"),
+                      ({"key": "team", "op": "in", "value": ["a", "\udfff"]}, "lone surrogate"),
+                      ({"key": "n", "op": "eq", "value": 2**64}, "64-bit")):
+        raw = json.dumps({"query": "연차휴가", "filter": flt})  # json.dumps escapes the surrogates
+        refused = httpx.post(f"{url}/v1/search", content=raw, headers={"content-type": "application/json"}, timeout=60)
+        assert says in _problem(refused, 422)["detail"], flt  # was 500 (TypeError in the store)
+    assert _search(url, "연차휴가", k=3.0).status_code == 200  # 3.0 is an integer in JSON, as Dify's top_k
+    assert _problem(_search(url, "연차휴가", k=3.5), 422)["errors"][0]["loc"] == ["body", "k"]
+    assert _problem(_search(url, "연차휴가", k="3"), 422)["errors"][0]["loc"] == ["body", "k"]
+
+
+def test_cli_refuses_meta_korag_cannot_store_naming_the_key(tmp_path, monkeypatch, capsys):
+    """`korag ingest --meta` takes its values from argv, where a name that is not UTF-8 arrives as
+    lone surrogates: exit 2 naming the key, before the store or the model is touched."""
+    from tests import documents as docs
+    from tests.test_cli_hardening import local_env, run
+
+    docs.make_markdown(tmp_path / "a.md")
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(monkeypatch, capsys, ["ingest", "a.md", "--meta", "team=\udcff"], **local_env(tmp_path))
+    assert code == 2 and out == "" and "metadata 'team'" in err and "lone surrogate" in err
+    assert not (tmp_path / "data").exists()
+
+
 def test_langchain_retriever_dify_and_metrics_over_http(server):
     from retrieval.langchain_http import KoragHttpError, KoragHttpRetriever
 
@@ -178,9 +221,12 @@ def test_keys_decide_the_tenant(tmp_path):
         assert httpx.get(f"{url}/v1/documents/{doc['doc_id']}", headers=auth(admin)).json()["tenant"] == "acme"
 
         ask = {"knowledge_id": "korag", "query": "연차휴가", "retrieval_setting": {"top_k": 3, "score_threshold": 0}}
-        for headers, code in (({}, 1001), (auth("wrong-key-0123456789"), 1002)):
+        # Dify's statuses (issue 18, item 9): 403 for a malformed header or a wrong key, which its
+        # setup check catches; 401 only for a request with no Authorization at all.
+        for headers, status, code in (({}, 401, 1001), (auth("wrong-key-0123456789"), 403, 1002),
+                                      ({"Authorization": "Token x"}, 403, 1001)):
             refused = httpx.post(f"{url}/v1/retrieval", json=ask, headers=headers, timeout=60)
-            assert refused.status_code == 401 and refused.json()["error_code"] == code
+            assert (refused.status_code, refused.json()["error_code"]) == (status, code), refused.text
         assert httpx.post(f"{url}/v1/retrieval", json=ask, headers=auth(beta), timeout=60).json()["records"] == []
         assert httpx.post(f"{url}/v1/retrieval", json=ask, headers=auth(acme), timeout=60).json()["records"]
 

@@ -118,6 +118,16 @@ def test_metadata_condition_selects_the_matching_documents(search, condition, ex
     ({"conditions": [{"name": "year", "comparison_operator": ">", "value": "soon"}]}, "expected a number, got 'soon'"),
     ({"conditions": [{"name": "year", "comparison_operator": "is"}]}, "needs a value"),
     ({"conditions": [{"name": "a.b", "comparison_operator": "is", "value": "x"}]}, "contains '.'"),
+    # no finite number, or a time past the year 9999: were 500 (OverflowError, ValueError)
+    ({"conditions": [{"name": "stamp", "comparison_operator": "before", "value": "inf"}]}, "finite number, got 'inf'"),
+    ({"conditions": [{"name": "stamp", "comparison_operator": "after", "value": "nan"}]}, "finite number, got 'nan'"),
+    ({"conditions": [{"name": "stamp", "comparison_operator": "before", "value": 1e20}]}, "not a Unix timestamp"),
+    ({"conditions": [{"name": "stamp", "comparison_operator": "after", "value": "-1e20"}]}, "not a Unix timestamp"),
+    ({"conditions": [{"name": "year", "comparison_operator": "=", "value": "NaN"}]}, "finite number, got 'NaN'"),
+    ({"conditions": [{"name": "year", "comparison_operator": ">", "value": float("inf")}]}, "finite number, got inf"),
+    ({"conditions": [{"name": "year", "comparison_operator": "≥", "value": "99999999999999999999"}]},
+     "outside the 64-bit range"),
+    ({"conditions": [{"name": "team", "comparison_operator": "is", "value": "\ud800"}]}, "lone surrogate"),
 ])
 def test_a_condition_korag_cannot_apply_is_error_3001_and_nothing_is_searched(search, condition, message):
     with pytest.raises(DifyError, match=message) as caught:
@@ -147,13 +157,17 @@ def test_unknown_knowledge_is_error_2001(search):
 
 
 def test_bearer_header_and_error_bodies():
+    """Dify's documented status for 1001 and 1002 is 403 (its setup check rejects only 403, 404
+    and 502); no header at all is HTTP's 401 with a challenge."""
     assert bearer_key("Bearer korag_abc") == "korag_abc"
     assert bearer_key("bearer  korag_abc ") == "korag_abc"
-    for bad in (None, "", "korag_abc", "Basic xyz", "Bearer "):
+    for bad, status in ((None, 401), ("", 401), ("korag_abc", 403), ("Basic xyz", 403), ("Bearer ", 403)):
         with pytest.raises(DifyError) as caught:
             bearer_key(bad)
-        assert caught.value.to_json()["error_code"] == 1001 and caught.value.status == 401
-    assert DifyError.authorization_failed().to_json()["error_code"] == 1002
+        assert caught.value.to_json()["error_code"] == 1001 and caught.value.status == status
+        assert (caught.value.headers is not None) == (status == 401)
+    failed = DifyError.authorization_failed()
+    assert (failed.to_json()["error_code"], failed.status) == (1002, 403)
 
 
 def test_request_validation_follows_the_spec():
