@@ -99,7 +99,66 @@ def open_client(settings: Settings) -> Any:
 
     # Qdrant Edge. It names `korag migrate` for a directory of the old local mode, and the way out
     # (one `korag serve`, or a Qdrant server) when another process holds the directory.
-    return EdgeClient(path)
+    try:
+        return EdgeClient(path)
+    except StoreBusyError as exc:
+        holder = lock_holder(settings)
+        if holder is None:
+            raise
+        raise StoreBusyError(f"{exc}. It is held by {holder}") from exc
+
+
+# -- who holds the embedded store ---------------------------------------------------------------------
+EDGE_LOCK_FILE = ".lock"  # korag.edge.catalog.Catalog takes an exclusive flock on it while open
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """The process holding the embedded store's directory, as the kernel's lock table names it."""
+
+    pid: int
+    argv: tuple[str, ...]
+
+    @property
+    def serving(self) -> bool:
+        """A `korag serve` holds the store for its whole lifetime: waiting for it is no use (a
+        worker or another CLI command holds it for a task or a command, then lets go)."""
+        for i, arg in enumerate(self.argv):
+            if os.path.basename(arg) in ("korag", "korag.cli") or arg.endswith(os.path.join("korag", "cli.py")):
+                return self.argv[i + 1:i + 2] == ("serve",)
+        return False
+
+    def __str__(self) -> str:
+        command = " ".join(self.argv) if self.argv else "command line not readable"
+        own = ", this process" if self.pid == os.getpid() else ""
+        return f"process {self.pid}{own} (`{command}`)"
+
+
+def lock_holder(settings: Settings) -> LockHolder | None:
+    """Who holds the embedded store under KORAG_DATA_DIR, read from ``/proc/locks`` (Linux): the
+    flock on the lock file names its process. None where that cannot be told (another OS, the
+    holder in another PID namespace, the lock released meanwhile)."""
+    try:
+        st = os.stat(settings.qdrant_path / EDGE_LOCK_FILE)
+        with open("/proc/locks", encoding="ascii", errors="replace") as table:
+            lines = table.read().splitlines()
+    except OSError:
+        return None
+    device = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+    for line in lines:
+        fields = line.split()  # "1: FLOCK  ADVISORY  WRITE 8907 fe:00:2146430 0 EOF"; "1: -> ..." waits
+        if len(fields) < 6 or fields[1] != "FLOCK" or fields[5] != device or not fields[4].isdigit():
+            continue
+        pid = int(fields[4])
+        if pid <= 0:
+            return None
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                argv = tuple(a.decode(errors="replace") for a in cmdline.read().split(b"\0") if a)
+        except OSError:
+            argv = ()
+        return LockHolder(pid, argv)
+    return None
 
 
 def backend_of(client: Any) -> str:
@@ -194,6 +253,12 @@ class QdrantStore:
 
     def exists(self) -> bool:
         return self.client.collection_exists(self.collection)
+
+    def check(self) -> None:
+        """Read the collection's description (and, embedded, load its shard) once: a damaged or
+        unreadable store is a StoreError now, before a command spends a minute loading the model."""
+        if self.exists():
+            self.client.get_collection(self.collection)
 
     # -- writes ---------------------------------------------------------------------------------
     def upsert(
@@ -376,7 +441,7 @@ class StoreKeeper:
 def store_session(settings: Settings, wait_s: float = 0.0) -> Iterator[QdrantStore]:
     """Open a client for the duration of a block and always close it (the embedded engine's
     directory lock is released on close). ``wait_s``: how long to wait for another process to
-    release the embedded engine's directory."""
+    release the embedded engine's directory; none when a `korag serve` holds it (it never lets go)."""
     deadline = time.monotonic() + wait_s
     delay = 0.05
     while True:
@@ -384,7 +449,7 @@ def store_session(settings: Settings, wait_s: float = 0.0) -> Iterator[QdrantSto
             client = open_client(settings)
             break
         except StoreBusyError:
-            if time.monotonic() + delay > deadline:
+            if time.monotonic() + delay > deadline or _held_for_good(settings):
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -392,3 +457,8 @@ def store_session(settings: Settings, wait_s: float = 0.0) -> Iterator[QdrantSto
         yield QdrantStore(client, settings.collection, settings.upsert_batch_size)
     finally:
         client.close()
+
+
+def _held_for_good(settings: Settings) -> bool:
+    holder = lock_holder(settings)
+    return holder is not None and holder.serving
