@@ -8,12 +8,19 @@ and ``embed`` (``korag.embed_document``: the model, upsert, registry — GPU wor
 consumes both (the default) takes a document from parsing to the end itself; a parse-only worker
 hands each parsed document to the ``embed`` queue. ``celery`` is Celery's default queue, where
 messages queued by a korag before the split wait: parse workers consume it too.
+
+Each queue is bound to Celery's default exchange (``celery``, direct) under its own name as the
+routing key, so a message reaches exactly one queue. A korag before issue 18 bound all three under
+the routing key ``celery``: a message published to that exchange with it was copied into every
+queue (each document ingested three times over). Those bindings outlive the korag that made them
+(Redis keeps them in a set per exchange), so a worker removes them as it starts
+(:func:`drop_stale_bindings`).
 """
 
 from __future__ import annotations
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from korag.settings import Settings
 
@@ -21,6 +28,10 @@ PARSE_QUEUE = "parse"
 EMBED_QUEUE = "embed"
 LEGACY_QUEUE = "celery"
 ROLES = {"parse": (PARSE_QUEUE, LEGACY_QUEUE), "embed": (EMBED_QUEUE,)}
+EXCHANGE = Exchange("celery", type="direct")  # Celery's default exchange (task_default_exchange)
+QUEUES = tuple(Queue(name, EXCHANGE, routing_key=name) for name in (LEGACY_QUEUE, PARSE_QUEUE, EMBED_QUEUE))
+# (queue, routing key) bindings on EXCHANGE that a korag before issue 18 declared
+STALE_BINDINGS = ((PARSE_QUEUE, LEGACY_QUEUE), (EMBED_QUEUE, LEGACY_QUEUE))
 
 
 def queues_for(roles: str) -> list[str]:
@@ -55,12 +66,34 @@ def create_app(settings: Settings) -> Celery:
         result_expires=7 * 24 * 3600,
         task_track_started=True,
         broker_connection_retry_on_startup=True,
-        task_queues=[Queue(LEGACY_QUEUE), Queue(PARSE_QUEUE), Queue(EMBED_QUEUE)],
+        task_queues=list(QUEUES),
         task_default_queue=LEGACY_QUEUE,
+        task_default_exchange=EXCHANGE.name,
+        task_default_routing_key=LEGACY_QUEUE,
         task_routes={"korag.ingest_document": {"queue": PARSE_QUEUE}, "korag.embed_document": {"queue": EMBED_QUEUE}},
     )
     app.conf.korag_settings = settings
     return app
+
+
+def drop_stale_bindings(app: Celery) -> int:
+    """Remove the bindings an older korag left (:data:`STALE_BINDINGS`); how many were there.
+
+    Redis (kombu's virtual transport) keeps an exchange's bindings as members of a set, which
+    kombu's ``queue_unbind`` does not touch, so they are removed from the set; a broker with real
+    bindings (RabbitMQ) is asked to unbind."""
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        if not hasattr(channel, "keyprefix_queue"):  # AMQP: the broker keeps the bindings
+            for queue, routing_key in STALE_BINDINGS:
+                channel.queue_unbind(queue, exchange=EXCHANGE.name, routing_key=routing_key)
+            return 0
+        members = [channel.sep.join([routing_key, "", queue]) for queue, routing_key in STALE_BINDINGS]
+        removed = channel.client.srem(channel.keyprefix_queue % EXCHANGE.name, *members)
+        permanent = getattr(channel, "keyprefix_binding_permanent", None)  # kombu >= 5.6 keeps a copy
+        if permanent is not None:
+            channel.client.srem(permanent % EXCHANGE.name, *members)
+        return int(removed)
 
 
 def _app_from_environment() -> Celery:

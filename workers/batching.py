@@ -8,10 +8,20 @@ Each is settled as Celery settles a task: its result stored under its task id (s
 waiting on it gets it), a ``Task ...[id] succeeded`` log line, the message acknowledged. A
 message left unsettled (the batch ended early) goes back to the front of its queue when the
 connection closes.
+
+Monitors (Flower, ``celery events``) see every message of a batch as a task of its own: Celery
+sends the events of the message it delivered, and the batch sends the same events for each
+message it took (``task-received`` and ``task-started`` when taken, then ``task-succeeded``,
+``task-retried``, ``task-failed`` or, handed back to its queue, ``task-rejected``), under the
+message's own task id. In the worker's own process (solo or threads pool) they go through the
+worker's event dispatcher, so they are sent exactly when the worker's are (``-E``, or
+``enable_events`` as Flower sends it); a prefork pool's child process cannot see that switch and
+always sends them (nobody listening costs a publish that is dropped).
 """
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,9 +29,26 @@ from typing import Any
 
 from celery import Celery, Task, states
 from celery.utils.log import get_task_logger
+from celery.utils.saferepr import saferepr
 from kombu import Queue
 
 log = get_task_logger(__name__)
+
+_worker: tuple[int, Any] | None = None  # (pid, the worker's consumer), see watch_worker
+
+
+def watch_worker(consumer: Any) -> None:
+    """Remember the worker's consumer (Celery's ``worker_ready`` signal): in its process, batch
+    events go through its event dispatcher. A process forked later does not use it (its pid differs)."""
+    global _worker
+    _worker = (os.getpid(), consumer)
+
+
+def _worker_dispatcher() -> Any:
+    """The worker's own event dispatcher when this is the worker's process, else None."""
+    if _worker is None or _worker[0] != os.getpid():
+        return None
+    return getattr(_worker[1], "event_dispatcher", None)
 
 
 @dataclass
@@ -74,6 +101,9 @@ class Batch:
     def __exit__(self, *exc: object) -> None:
         if self._connection is None:
             return
+        for message in self.messages[1:]:
+            if not message.settled:
+                self._event("task-rejected", message, requeue=True)
         try:
             self._connection.close()  # what was taken and not settled goes back to its queue
         except Exception as error:  # the broker is gone: the visibility timeout brings them back
@@ -108,6 +138,7 @@ class Batch:
                         return
                     total += weight(kwargs) if weight is not None else 0.0
                     self.messages.append(Message(task_id, kwargs, retries, raw))
+                    self._received(self.messages[-1])
         except Exception as error:  # noqa: BLE001 - a batch of what was taken still runs
             log.warning("could not take more messages from %s: %s", ",".join(queues), error)
 
@@ -125,6 +156,7 @@ class Batch:
             log.warning("task %s: could not record its result (%s); it will be delivered again", message.task_id, error)
             return
         log.info("Task %s[%s] succeeded in %.3fs: %r", self.task.name, message.task_id, runtime, result)
+        self._event("task-succeeded", message, result=saferepr(result, self.task.resultrepr_maxsize), runtime=runtime)
 
     def handed_on(self, message: Message) -> None:
         """The message's work went on under the same task id (another task reports the result)."""
@@ -142,7 +174,8 @@ class Batch:
         if message.raw is None or message.settled:
             return
         try:
-            if message.retries >= (self.task.max_retries if self.task.max_retries is not None else 3):
+            failed = message.retries >= (self.task.max_retries if self.task.max_retries is not None else 3)
+            if failed:
                 self.app.backend.mark_as_failure(message.task_id, error)
             else:
                 self.app.send_task(self.task.name, kwargs=message.kwargs, task_id=message.task_id,
@@ -152,3 +185,32 @@ class Batch:
         except Exception as broker_error:
             log.warning("task %s: could not send it again (%s); it will be delivered again", message.task_id,
                         broker_error)
+            return
+        self._event("task-failed" if failed else "task-retried", message, exception=saferepr(error), traceback=None)
+
+    # -- events for monitors ----------------------------------------------------------------------
+    def _received(self, message: Message) -> None:
+        """``task-received`` and ``task-started`` for a message taken here, with the fields Celery
+        sends for the message it delivers."""
+        headers = message.raw.headers or {}
+        self._event("task-received", message, name=self.task.name, args=headers.get("argsrepr", "()"),
+                    kwargs=headers.get("kwargsrepr", saferepr(message.kwargs)), root_id=headers.get("root_id"),
+                    parent_id=headers.get("parent_id"), retries=message.retries, eta=headers.get("eta"),
+                    expires=headers.get("expires"))
+        self._event("task-started", message)
+
+    def _event(self, kind: str, message: Message, **fields: Any) -> None:
+        """Celery's task event ``kind`` for a message taken here, under its own task id (see the
+        module's docstring for when it is sent). Events serve monitors: failing to send one is logged."""
+        if message.raw is None or not self.task.send_events:
+            return
+        try:
+            dispatcher = _worker_dispatcher()
+            if dispatcher is not None:
+                if dispatcher.enabled:
+                    dispatcher.send(kind, uuid=message.task_id, **fields)
+                return
+            with self.app.events.default_dispatcher(hostname=self.task.request.hostname) as own:
+                own.send(kind, uuid=message.task_id, **fields)
+        except Exception as error:  # noqa: BLE001 - a monitor's view is not worth a document
+            log.warning("task %s: could not send its %s event (%s)", message.task_id, kind, error)

@@ -52,8 +52,8 @@ from korag.registry import DocumentRegistry, new_seq
 from korag.settings import Settings
 from korag.store import StoreKeeper
 from korag.types import IngestResult
-from workers.app import EMBED_QUEUE, LEGACY_QUEUE, PARSE_QUEUE, app
-from workers.batching import Batch, Message
+from workers.app import EMBED_QUEUE, LEGACY_QUEUE, PARSE_QUEUE, app, drop_stale_bindings
+from workers.batching import Batch, Message, watch_worker
 
 __all__ = ["embed_document", "ingest_blob", "ingest_document", "settle_delivery"]
 
@@ -274,6 +274,22 @@ def _order(message: Message) -> EmbedOrder:
     kw = message.kwargs
     return EmbedOrder(str(kw.get("prepared")), str(kw.get("doc_id")), str(kw.get("source")), int(kw.get("chunks") or 0),
                       int(kw.get("seq") or 0), kw.get("tenant"))
+
+
+@worker_ready.connect
+def _prepare_on_start(sender=None, **_):
+    """The worker's consumer serves the batches' events (workers.batching); the bindings an older
+    korag left are removed, so a message reaches one queue only (workers.app)."""
+    if sender is not None:
+        watch_worker(sender)
+        try:
+            dropped = drop_stale_bindings(sender.app)
+        except Exception as error:  # noqa: BLE001 - never stop the worker for it
+            log.warning("could not check the queues' bindings on the broker: %s", error)
+            return
+        if dropped:
+            log.warning("removed %d queue binding(s) an older korag left on exchange 'celery' (routing key "
+                        "'celery' copied a message into every queue)", dropped)
 
 
 @worker_ready.connect
