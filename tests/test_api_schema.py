@@ -2,8 +2,14 @@
 schemathesis' own runner in a subprocess, positive and negative data for every operation, a few
 examples each so the run stays within a couple of minutes on two cores.
 
-Checks: no 5xx, status codes, content types and bodies conform to the schema, invalid data is
-rejected (4xx), and a request without (or with a wrong) key is not served as if it had one.
+Checks: every schemathesis check but one, in every phase (stateful included: upload, then read,
+list and delete through the schema's links): no 5xx; status codes, content types, headers and
+bodies conform to the schema; invalid data is rejected (4xx); a method the schema does not list is
+405 with the path's methods in Allow; a missing key is 401 and a wrong one is not served; a deleted
+document stays gone. Not yet: positive_data_acceptance (every schema-valid request accepted), because
+the schema cannot yet say all the service enforces: the filter language of /v1/search and Dify's
+metadata_condition are open objects there, an opaque cursor the service never gave out is a 400,
+and JSON Schema has no way to say "as many `source` parts as `file` parts" (issue 18, item 10).
 """
 
 from __future__ import annotations
@@ -22,14 +28,20 @@ from tests.api_server import ApiServer, serve
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 KEY = "schema_" + secrets.token_urlsafe(24)
-CHECKS = [
-    "not_a_server_error",
-    "status_code_conformance",
-    "content_type_conformance",
-    "response_schema_conformance",
-    "negative_data_rejection",
-    "ignored_auth",
-]
+# schemathesis 4 runs every check unless told otherwise (flags on the command line would override
+# the per-operation part, so the choice lives here). positive_data_acceptance: see the module
+# docstring. Upload: every multipart part is text, so a `source` schemathesis sends as the wrong
+# type ({} instead of a list of strings) arrives as the valid source text "{}"; a 2xx there is no
+# schema violation (schemathesis skips such type changes for urlencoded forms, not for multipart).
+CONFIG = """
+[checks]
+positive_data_acceptance.enabled = false
+
+[[operations]]
+include-path = "/v1/documents"
+include-method = "POST"
+checks.negative_data_rejection.enabled = false
+"""
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +84,12 @@ def test_schemathesis_finds_no_failures(service: ApiServer, tmp_path):
     binary = shutil.which("schemathesis", path=str(sys.executable).rsplit("/", 1)[0]) or shutil.which("schemathesis")
     assert binary, "schemathesis is a dev dependency (pip install -e '.[dev]')"
     report = tmp_path / "report.json"
-    argv = [binary, "run", f"{service.url}/openapi.json",
-            "--checks", ",".join(CHECKS),
+    config = tmp_path / "schemathesis.toml"
+    config.write_text(CONFIG)
+    argv = [binary, "--config-file", str(config), "run", f"{service.url}/openapi.json",
             "--header", f"Authorization: Bearer {KEY}",
             "--mode", "all", "--max-examples", "8", "--seed", "20261127", "--no-shrink",
-            "--phases", "examples,coverage,fuzzing", "--workers", "1",
+            "--phases", "examples,coverage,fuzzing,stateful", "--workers", "1",
             "--request-timeout", "120", "--suppress-health-check", "too_slow,filter_too_much",
             "--report", "json", "--report-json-path", str(report),
             "--output-truncate", "false", "--warnings", "off"]
