@@ -35,8 +35,10 @@ def retriever(tmp_path_factory, minilm):
     client = open_client(settings)
     store = QdrantStore(client, settings.collection)
     pipeline = Pipeline.build(minilm, store, settings)
-    for source, meta in DOCS.items():
-        result = pipeline.ingest_path(docs.make_text(tmp / source), source=source,
+    for number, (source, meta) in enumerate(DOCS.items(), start=1):
+        # distinct texts, so the three scores differ and a threshold between them means something
+        text = f"공지사항\n\n{number}일에는 정기 점검으로 서비스가 {number}시간 중단됩니다. 불편을 드려 죄송합니다."
+        result = pipeline.ingest_path(docs.make_text(tmp / source, text=text), source=source,
                                       info=DocumentInfo(tenant="acme", meta=tuple(meta.items())))
         assert result.status == "indexed", result
     yield Retriever(minilm, store)
@@ -139,7 +141,9 @@ def test_a_condition_korag_cannot_apply_is_error_3001_and_nothing_is_searched(se
 
 def test_score_threshold_and_top_k(search):
     everything = _ask(search)
-    cut = sorted(r.score for r in everything.records)[1]
+    scores = sorted(r.score for r in everything.records)
+    assert len(set(scores)) == 3, scores
+    cut = scores[1]
     kept = _ask(search, score_threshold=cut)
     assert all(r.score >= cut for r in kept.records) and len(kept.records) == 2
     assert len(_ask(search, top_k=1).records) == 1
