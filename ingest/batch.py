@@ -17,6 +17,12 @@ beside the model only slows the model down by as much, and cuts its work into sm
 (batches formed over all of it) while the parsers rest; the previous window's documents are
 written meanwhile. The window follows the model's size (:func:`window_for`), so that one call
 takes about as long with KoE5 as with MiniLM. Measured in bench/RESULTS.md.
+
+**Memory follows the window.** A model call takes at most ``window_chunks`` chunks, in either
+mode: a document with more comes as several windows, each embedded and written in turn
+(:meth:`Pipeline.store_part`), and only its last records it ``indexed`` (:meth:`Pipeline.finish`),
+so readers keep the version indexed before until every window is stored. A document taken over
+by a newer request (or failed) meanwhile stops at its next window and removes what it wrote.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Any
 
 from ingest.parsing.pool import ParserPool
 from ingest.pipeline import DocumentInfo, Pending, Pipeline, doc_id_for
@@ -41,10 +48,15 @@ log = logging.getLogger("korag.ingest")
 
 @dataclass
 class _Prepared:
+    """A window of one parsed document's chunks: a document over a window comes as several, in
+    order, and only its last one records it (:meth:`Pipeline.store_part`, :meth:`Pipeline.finish`)."""
+
     index: int
     pending: Pending
     chunks: list[Chunk]
     sparse: list
+    total: int  # the document's chunks, all windows together
+    last: bool = True
 
 
 # Taking turns, a window holds about this many chunks x model parameters: 4,096 chunks for
@@ -112,7 +124,7 @@ class BatchIngest:
                     emitted += 1
             if pool is not None:
                 self._drain(pool, pending, done, ready, limit=None)
-            self._embed(ready, done)
+            self._embed(ready, done, flush=True)
         self._model = None
         while emitted in done:
             yield done.pop(emitted)
@@ -175,20 +187,38 @@ class BatchIngest:
             done[index] = self._guard(index, started, lambda: self.pipeline.reject(started, value.reason))
             return
         chunks, sparse = value
-        ready.append(_Prepared(index, started, chunks, sparse))
+        window = self.window_chunks
+        for start in range(0, max(1, len(chunks)), window):  # a document without chunks is one empty window
+            end = start + window
+            ready.append(_Prepared(index, started, chunks[start:end], sparse[start:end], len(chunks), end >= len(chunks)))
 
     def _embed(self, ready: list[_Prepared], done: dict[int, IngestResult], pool: ParserPool | None = None,
-               pending: dict[int, Pending] | None = None) -> None:
-        """One model call for the chunks of every ready document; then each is written and
-        recorded. With a model thread the call runs there, one at a time, and the documents of
-        the previous call are written while it runs; this one's when the next starts or the run ends.
-        Taking turns, the documents still in the parsers join the call, and parsing resumes
-        when the call is over."""
+               pending: dict[int, Pending] | None = None, flush: bool = False) -> None:
+        """Model calls of at most ``window_chunks`` chunks for the ready documents, in order: one,
+        and more while a whole window is ready (all of them when ``flush``). Taking turns, the
+        documents still in the parsers join first, and parsing resumes when the calls are over."""
         if pool is not None and not self.overlap:
             self._drain(pool, pending, done, ready, limit=None)
-        if not ready:
-            return
-        batch, ready[:] = list(ready), []
+        while ready:
+            batch = [item for item in self._window(ready) if item.index not in done]  # not a failed document's rest
+            if batch:
+                self._call(batch, done)
+            if not flush and sum(len(r.chunks) for r in ready) < self.window_chunks:
+                return
+
+    def _window(self, ready: list[_Prepared]) -> list[_Prepared]:
+        """The first ready windows up to ``window_chunks`` chunks in all (at least one), taken off ``ready``."""
+        taken, chunks = 1, len(ready[0].chunks)
+        while taken < len(ready) and chunks + len(ready[taken].chunks) <= self.window_chunks:
+            chunks += len(ready[taken].chunks)
+            taken += 1
+        batch, ready[:] = ready[:taken], ready[taken:]
+        return batch
+
+    def _call(self, batch: list[_Prepared], done: dict[int, IngestResult]) -> None:
+        """One model call for ``batch``; then each document is written and recorded. With a model
+        thread the call runs there, one at a time, and the documents of the previous call are
+        written while it runs; this one's when the next starts or the run ends."""
         chunks = [c for item in batch for c in item.chunks]
         if self._model is None:
             future: Future = Future()
@@ -222,30 +252,57 @@ class BatchIngest:
             end = start + len(item.chunks)
             parts.append((item, vectors[start:end], counts[start:end]))
             start = end
-        try:  # one upsert and one registry write for the whole batch
+        for item, v, c in parts:  # windows before a document's last: written, the document not recorded yet
+            if not item.last and item.index not in done:
+                self._store_part(item, v, c, done)
+        last = [(item, v, c) for item, v, c in parts if item.last and item.index not in done]
+        if last:
+            self._finish(last, done)
+        self.pipeline.store.maintain()  # bounded index building, when a segment filled up
+
+    def _finish(self, parts: list[tuple[_Prepared, Any, list[int]]], done: dict[int, IngestResult]) -> None:
+        """Write the last windows of their documents and record the documents: one upsert and one
+        registry write for them all, or, when that fails, each on its own (so it costs that one only)."""
+        try:
             results = self.pipeline.finish_many([(item.pending, item.chunks, item.sparse, v, c) for item, v, c in parts])
-        except Exception:  # the store failed somewhere: each document on its own, so it costs that one only
-            log.warning("writing %d documents at once failed; writing them one by one", len(batch), exc_info=True)
+        except Exception:  # the store failed somewhere
+            log.warning("writing %d documents at once failed; writing them one by one", len(parts), exc_info=True)
             for item, v, c in parts:
                 done[item.index] = self._guard(item.index, item.pending, lambda: self.pipeline.finish(
                     item.pending, item.chunks, item.sparse, v, c))
         else:
-            for item, result in zip(batch, results):
+            for (item, _, _), result in zip(parts, results):
                 done[item.index] = result
-        self.pipeline.store.maintain()  # bounded index building, when a segment filled up
+
+    def _store_part(self, item: _Prepared, vectors, counts, done: dict[int, IngestResult]) -> None:
+        """Write a window before a document's last; a failure, or the document lost to a newer
+        request, is its outcome (and its later windows are skipped)."""
+        def run() -> IngestResult | None:
+            return self.pipeline.store_part(item.pending, item.chunks, item.sparse, vectors, counts, item.total)
+
+        outcome = self._guard(item.index, item.pending, run)
+        if outcome is not None:
+            done[item.index] = outcome
 
     def _embed_one(self, item: _Prepared, done: dict[int, IngestResult]) -> None:
-        def run() -> IngestResult:
+        if item.index in done:  # an earlier window of its document failed
+            return
+
+        def run() -> IngestResult | None:
             embed = self.pipeline.embedder.embed_passages
             try:  # in the model thread when there is one: never two model calls at once
                 vectors, counts = self._model.submit(embed, item.chunks).result() if self._model else embed(item.chunks)
             except InputTooLongError as exc:
                 return self.pipeline.reject(item.pending, str(exc))
+            if not item.last:
+                return self.pipeline.store_part(item.pending, item.chunks, item.sparse, vectors, counts, item.total)
             return self.pipeline.finish(item.pending, item.chunks, item.sparse, vectors, counts)
 
-        done[item.index] = self._guard(item.index, item.pending, run)
+        outcome = self._guard(item.index, item.pending, run)
+        if outcome is not None:
+            done[item.index] = outcome
 
-    def _guard(self, index: int, pending: Pending, step) -> IngestResult:
+    def _guard(self, index: int, pending: Pending, step) -> IngestResult | None:
         """A store or model error costs this document only (recorded as failed, then reported)."""
         record = pending.record
         try:

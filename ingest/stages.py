@@ -357,17 +357,42 @@ def _parse(pipeline: Pipeline, started: dict[int, Pending], settings: Settings) 
 def embed_ready(pipeline: Pipeline, ready: dict[int, Ready], results: dict[int, Any], budget_chunks: int,
                 on_embedded: Callable[[int, int], None] | None = None) -> None:
     """Embed, upsert and record every ready document: the others together, in model calls of up
-    to ``budget_chunks`` chunks across documents, then each suspect alone."""
-    clean = [i for i, item in ready.items() if not item.suspect]
+    to ``budget_chunks`` chunks across documents, then each one over that budget alone, a window
+    of ``budget_chunks`` at a time (:func:`_embed_windows`), then each suspect alone."""
+    clean = [i for i, item in ready.items() if not item.suspect and len(item.chunks) <= budget_chunks]
     groups: list[list[int]] = []
     for i in clean:
         if not groups or sum(len(ready[j].chunks) for j in groups[-1]) + len(ready[i].chunks) > budget_chunks:
             groups.append([])
         groups[-1].append(i)
-    groups += [[i] for i, item in ready.items() if item.suspect]
+    big = [i for i, item in ready.items() if not item.suspect and len(item.chunks) > budget_chunks]
+    groups += [[i] for i in big] + [[i] for i, item in ready.items() if item.suspect]
     for group in groups:
-        _embed_group(pipeline, {i: ready[i] for i in group}, results, on_embedded)
+        if len(group) == 1 and len(ready[group[0]].chunks) > budget_chunks:
+            _embed_windows(pipeline, group[0], ready[group[0]], results, budget_chunks, on_embedded)
+        else:
+            _embed_group(pipeline, {i: ready[i] for i in group}, results, on_embedded)
     pipeline.store.maintain()  # bounded index building on the embedded engine, when a segment filled up
+
+
+def _embed_windows(pipeline: Pipeline, i: int, item: Ready, results: dict[int, Any], window: int,
+                   on_embedded: Callable[[int, int], None] | None) -> None:
+    """A document over one model call's budget: embedded and written ``window`` chunks at a time
+    (:meth:`Pipeline.finish_windows`), so a worker's memory follows the window, not the document;
+    it is recorded ``indexed`` once every window is stored."""
+    if not _mark_embedding(pipeline, {i: item}, results):
+        return
+
+    def embed(chunks: list[Chunk]) -> tuple[Any, list[int]]:
+        embedded = pipeline.embedder.embed_passages(chunks)
+        if on_embedded is not None:
+            on_embedded(len(chunks), 1)
+        return embedded
+
+    try:
+        results[i] = pipeline.finish_windows(item.pending, item.chunks, item.sparse, window, embed)
+    except InputTooLongError as exc:
+        results[i] = pipeline.reject(item.pending, str(exc))
 
 
 def _embed_group(pipeline: Pipeline, group: dict[int, Ready], results: dict[int, Any],
