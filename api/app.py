@@ -25,6 +25,7 @@ from api.errors import ApiError, responses
 from api.routes_dify import install as install_dify
 from api.routes_documents import describe_upload, service_of
 from api.routes_documents import router as documents_router
+from api.routes_search import describe_filter
 from api.routes_search import router as search_router
 from korag.keys import KeyRing, KeyRingError
 from korag.schemas import Health, Info, Limits, Ready
@@ -85,6 +86,7 @@ def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None,
     app.include_router(documents_router)
     describe_upload(app, settings.api_max_files)
     app.include_router(search_router)
+    describe_filter(app)  # the filter language's schemas
     install_dify(app)  # POST /v1/retrieval
 
     @app.get("/healthz", response_model=Health, tags=["service"], summary="The process is up")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Annotated, Any
 
@@ -78,6 +79,18 @@ def describe_upload(app: FastAPI, max_files: int) -> None:
         return app.openapi_schema
 
     app.openapi = openapi
+
+
+# A next_cursor as the service gives it out: unpadded base64url (korag.service._encode_cursor).
+CURSOR_PATTERN = "^[A-Za-z0-9_-]+$"
+
+
+def _cursor(cursor: str | None) -> str | None:
+    """``cursor`` if it has the form of one (Python's base64 would skip other characters, so a
+    cursor with them could still read as a position); a 400 otherwise, as for one never given out."""
+    if cursor is not None and re.fullmatch(CURSOR_PATTERN, cursor) is None:
+        raise BadRequest(f"cursor {cursor[:40]!r} is not one this service gave out (base64url)")
+    return cursor
 
 
 def service_of(request: Request) -> Service:
@@ -176,10 +189,11 @@ def list_documents(
     status: DocumentState | None = Query(None, description="only documents in this state"),
     source_prefix: str | None = Query(None, max_length=1024, description="only sources starting with this"),
     limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = Query(None, max_length=200, description="next_cursor of the previous page"),
+    cursor: str | None = Query(None, max_length=200, description="next_cursor of the previous page",
+                               json_schema_extra={"pattern": CURSOR_PATTERN}),
 ) -> DocumentList:
     try:
-        return service_of(request).documents(who.tenant, status, source_prefix, limit, cursor)
+        return service_of(request).documents(who.tenant, status, source_prefix, limit, _cursor(cursor))
     except BadRequest as exc:
         raise ApiError(400, "Bad request", str(exc)) from None
 
@@ -209,10 +223,11 @@ def document_chunks(
     doc_id: DocId,
     who: Caller = Depends(caller),
     limit: int = Query(100, ge=1, le=1000),
-    cursor: str | None = Query(None, max_length=200),
+    cursor: str | None = Query(None, max_length=200, description="next_cursor of the previous page",
+                               json_schema_extra={"pattern": CURSOR_PATTERN}),
 ) -> ChunkList:
     try:
-        found = service_of(request).chunks(doc_id, who.tenant, limit, cursor)
+        found = service_of(request).chunks(doc_id, who.tenant, limit, _cursor(cursor))
     except BadRequest as exc:
         raise ApiError(400, "Bad request", str(exc)) from None
     if found is None:

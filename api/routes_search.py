@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, Request
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
 
 from api.auth import Caller, caller
 from api.errors import ApiError, responses
 from api.routes_documents import service_of
+from korag.query_filter import json_schemas
 from korag.schemas import SearchRequest, SearchResponse
 
 router = APIRouter(tags=["search"])
@@ -24,3 +27,16 @@ def search(body: SearchRequest, request: Request, who: Caller = Depends(caller))
         raise ApiError(422, "Invalid filter", str(exc)) from None
     except ValueError as exc:
         raise ApiError(422, "Invalid search", str(exc)) from None
+
+
+def describe_filter(app: FastAPI) -> None:
+    """The filter language's schemas (korag.query_filter.json_schemas, which SearchRequest's
+    ``filter`` refers to) in the app's OpenAPI components."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            generate().setdefault("components", {}).setdefault("schemas", {}).update(json_schemas())
+        return app.openapi_schema
+
+    app.openapi = openapi

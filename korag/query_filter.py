@@ -30,7 +30,7 @@ from typing import Any
 
 from qdrant_client import models
 
-from korag.metadata import build_filter
+from korag.metadata import _condition as any_of_loosely  # build_filter's match, on a path of ours
 
 OPS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "exists")
 LOGICAL = ("and", "or", "not")
@@ -38,9 +38,23 @@ CONDITION_FIELDS = ("key", "op", "value")
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
 MAX_LIST = 1000
-_UNFILTERABLE = re.compile(r'[.\[\]"]')
+_UNFILTERABLE = re.compile(r'[.\[\]"\\]')  # a backslash: Qdrant Edge reads no path with one, quoted or not
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")  # what Qdrant reads unquoted in a JSON path
 _INT64 = (-(2**63), 2**63 - 1)
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})?)?")
+
+# The rules above as regular expressions, written once for both the parser and the JSON Schema
+# (ECMA-262 and Python's re read them alike: classes spelled out, since JSON Schema's \s and \d
+# are not Python's). BLANK: what str.strip() takes away.
+BLANK = "\\t-\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+_NOT_IN_KEY = '.\\[\\]"\\\\'
+KEY_PATTERN = f"^[^{_NOT_IN_KEY}]*[^{_NOT_IN_KEY}{BLANK}][^{_NOT_IN_KEY}]*$"  # not blank, no . [ ] ", no \\
+_YEAR = "([0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"  # 0001 to 9999, as Python's datetime
+_LEAP_YEAR = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
+_MONTH_DAY = "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
+_TIME = "[T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\\.[0-9]{1,9})?)?(Z|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?"
+DATE = f"({_YEAR}-{_MONTH_DAY}|{_LEAP_YEAR}-02-29)({_TIME})?"  # ISO 8601 date or date-time
+DATE_PATTERN = f"^[{BLANK}]*{DATE}[{BLANK}]*$"
+_DATE = re.compile(DATE)
 
 
 class FilterError(ValueError):
@@ -105,11 +119,13 @@ def _field(key: Any, where: str) -> str:
         raise FilterError(f"{where}: key {key!r} is not a metadata field name")
     bad = _UNFILTERABLE.search(key)
     if bad is not None:
-        raise FilterError(f"{where}: key {key!r} contains {bad.group()!r}; metadata keys never contain . [ ] \"")
+        raise FilterError(f"{where}: key {key!r} contains {bad.group()!r}; korag cannot filter on a key with "
+                          '. [ ] " or \\')
     surrogate = _lone_surrogate(key)
     if surrogate is not None:
         raise FilterError(f"{where}: key {surrogate}")
-    return f"metadata.{key}"
+    # Qdrant reads a key of other characters (a space, ":", "/") only quoted: "invalid JSON path" before
+    return f"metadata.{key}" if _PLAIN_KEY.fullmatch(key) else f'metadata."{key}"'
 
 
 def _exact(data: dict, where: str, counter: list[int]) -> models.Filter:
@@ -126,7 +142,7 @@ def _exact(data: dict, where: str, counter: list[int]) -> models.Filter:
             raise FilterError(f"{where}.{key}: more than {MAX_LIST} values")
         values = [_scalar(v, f"{where}.{key}", "an exact match") for v in items]
         exact = [v for v in values if not isinstance(v, float)]
-        options = [build_filter({key: exact}).must[0]] if exact else []
+        options = [any_of_loosely(field, exact)] if exact else []
         options += [_equals(field, v, where) for v in values if isinstance(v, float)]
         must.append(options[0] if len(options) == 1 else models.Filter(should=options))
     return models.Filter(must=must)
@@ -171,7 +187,7 @@ def _condition(data: dict, where: str, counter: list[int]) -> models.Filter | mo
 def _scalar(value: Any, where: str, op: str) -> str | int | float | bool:
     if not isinstance(value, (str, int, float)):  # bool is an int
         raise FilterError(f"{where}: {op} takes a string, number or boolean, got {_type(value)}")
-    problem = value_problem(value)
+    problem = value_problem(value, stored=True)  # beyond what a store holds: no match, and no schema could say it
     if problem is not None:
         raise FilterError(f"{where}: {problem}")
     return value
@@ -263,3 +279,56 @@ def _type(value: Any) -> str:
     if isinstance(value, dict):
         return "an object"
     return type(value).__name__
+
+
+# -- the same language as JSON Schema (the service's OpenAPI) -----------------------------------------
+RESERVED_NAMES = (*LOGICAL, *CONDITION_FIELDS)  # an exact match on a key of these names would switch the form
+NUMBER = {"type": "number", "minimum": _INT64[0], "maximum": _INT64[1]}
+SCALAR = {"anyOf": [{"type": "string"}, {"type": "boolean"}, NUMBER]}
+KEY = {"type": "string", "pattern": KEY_PATTERN}
+EXACT_KEY = {"type": "string", "pattern": KEY_PATTERN, "not": {"enum": list(RESERVED_NAMES)}}
+
+
+def scalars(min_items: int) -> dict:
+    return {"type": "array", "minItems": min_items, "maxItems": MAX_LIST, "items": SCALAR}
+
+
+def json_schemas(ref: str = "#/components/schemas/") -> dict[str, dict]:
+    """The filter language as named JSON Schemas, ``KoragFilter`` the whole filter: what they
+    admit, :func:`parse_filter` accepts, and what they refuse it refuses, save two limits no
+    JSON Schema generator copes with, stated in the descriptions: ``MAX_DEPTH`` levels of
+    nesting (spelled out level by level, the schema sent schemathesis' coverage phase into
+    an exponential walk) and ``MAX_CONDITIONS`` conditions in one filter (each list and object
+    is held to it on its own)."""
+    range_value = {"anyOf": [NUMBER, {"type": "string", "pattern": DATE_PATTERN}]}
+
+    def condition(ops: list[str], value: dict | None) -> dict:
+        properties = {"key": KEY, "op": {"enum": ops}}
+        if value is not None:
+            properties["value"] = value
+        required = ["key", "op"] if ops == ["exists"] else ["key", "op", "value"]
+        return {"type": "object", "additionalProperties": False, "required": required, "properties": properties}
+
+    node = {"$ref": ref + "KoragFilterNode"}
+    nodes = {"type": "array", "minItems": 1, "maxItems": MAX_CONDITIONS, "items": node}
+    logical = [{"type": "object", "additionalProperties": False, "required": [op],
+                "properties": {op: nodes if op != "not" else {"anyOf": [node, nodes]}}} for op in LOGICAL]
+    return {
+        "KoragFilterCondition": {"description": 'a condition {"key", "op", "value"}', "anyOf": [
+            condition(["exists"], {"type": "boolean"}),
+            condition(["eq", "ne"], SCALAR),
+            condition(["in", "nin"], scalars(0)),
+            condition(["gt", "gte", "lt", "lte"], range_value)]},
+        "KoragFilterExact": {
+            "description": "exact matches: every key must match, a list matches any of its items",
+            "type": "object", "minProperties": 1, "maxProperties": MAX_CONDITIONS, "propertyNames": EXACT_KEY,
+            "additionalProperties": {"anyOf": [SCALAR, scalars(1)]}},
+        "KoragFilterNode": {"description": f"and, or, not (at most {MAX_DEPTH} levels deep), a condition, "
+                                           "or exact matches",
+                            "anyOf": [*logical, {"$ref": ref + "KoragFilterCondition"},
+                                      {"$ref": ref + "KoragFilterExact"}]},
+        "KoragFilter": {
+            "description": "korag's metadata filter (README: Filters); {} is no filter. At most "
+                           f"{MAX_CONDITIONS} conditions, {MAX_DEPTH} levels deep",
+            "anyOf": [{"type": "object", "maxProperties": 0}, node]},
+    }

@@ -7,15 +7,18 @@ OpenAPI schema is generated from them). Field names are a contract: extend, neve
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from korag.registry import STATES, DocumentRecord
 from korag.types import IngestResult, SearchResult, StoredChunk
 
 MAX_QUERY_CHARS = 2000
 MAX_K = 100
+# korag.query_filter.json_schemas(), which the service adds to its OpenAPI components; the
+# service validates with korag.query_filter.parse_filter, which says the same
+FILTER_SCHEMA = {"anyOf": [{"$ref": "#/components/schemas/KoragFilter"}, {"type": "null"}]}
 
 Mode = Literal["dense", "sparse", "hybrid"]
 IngestStatus = Literal["indexed", "unchanged", "failed", "queued"]
@@ -184,7 +187,7 @@ class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="up to 2,000 characters")
     k: int = Field(5, ge=1, le=MAX_K)
     mode: Mode | None = Field(None, description="default: KORAG_SEARCH_MODE (hybrid)")
-    filter: dict[str, Any] | None = Field(
+    filter: Annotated[dict[str, Any] | None, WithJsonSchema(FILTER_SCHEMA)] = Field(
         None, description='exact matches {"key": value}, or {"and"|"or"|"not": [...]} over {"key", "op", "value"} '
                           "with op eq ne in nin gt gte lt lte exists")
     explain: bool = False

@@ -27,13 +27,26 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from collections.abc import Callable, Collection
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from qdrant_client import models
 
-from korag.query_filter import FilterError, parse_filter
+from korag.query_filter import (
+    BLANK,
+    DATE_PATTERN,
+    EXACT_KEY,
+    KEY,
+    MAX_CONDITIONS,
+    NUMBER,
+    RESERVED_NAMES,
+    SCALAR,
+    FilterError,
+    parse_filter,
+    scalars,
+)
 from korag.types import SearchResult
 
 MAX_TOP_K = 100
@@ -55,7 +68,15 @@ class DifyCondition(BaseModel):
     name: str | list[str] = Field(description="metadata field; a list: the condition holds on any of them")
     comparison_operator: str = Field(description="is, is not, in, not in, empty, not empty, null, not null, "
                                      "=, ≠, >, <, ≥, ≤, before, after")
-    value: str | int | float | list[str | int | float] | None = None
+    value: Any = None
+
+    @classmethod
+    def __get_pydantic_json_schema__(cls, core_schema, handler) -> dict[str, Any]:
+        """What :func:`condition_filter` accepts, operator by operator (the model itself takes any
+        value, so that a value korag cannot use is Dify's 3001 naming it)."""
+        return {"title": "DifyCondition", "type": "object", "required": ["name", "comparison_operator"],
+                "description": "a metadata condition; contains, not contains, start with and end with are refused",
+                "anyOf": [_variant(ops, exact, value) for ops, exact, value in _VARIANTS]}
 
 
 class MetadataCondition(BaseModel):
@@ -144,6 +165,34 @@ _POSITIVE = {"is": "is", "in": "in", "=": "=", ">": "gt", "<": "lt", "≥": "gte
              "<=": "lte", "before": "before", "after": "after", "not empty": "exists", "not null": "exists"}
 _NEGATIVE = {"is not": "is", "not in": "in", "≠": "=", "!=": "=", "empty": "exists", "null": "exists"}
 _UNSUPPORTED = ("contains", "not contains", "start with", "end with")
+# A number spelled as text: up to 18 digits before the point (so within 64 bits), no exponent; a
+# Unix timestamp as text: up to 10 (years 1653 to 2286); as a number: years 1 to 9999.
+NUMBER_TEXT = f"^[{BLANK}]*-?(0|[1-9][0-9]{{0,17}})(\\.[0-9]+)?[{BLANK}]*$"
+TIMESTAMP_TEXT = f"^[{BLANK}]*-?(0|[1-9][0-9]{{0,9}})(\\.[0-9]+)?[{BLANK}]*$"
+TIMESTAMPS = (-62_135_596_800, 253_402_300_799)  # 0001-01-01T00:00:00Z, 9999-12-31T23:59:59Z
+_NUMBER_TEXT, _TIMESTAMP_TEXT, _DATE_TEXT = re.compile(NUMBER_TEXT), re.compile(TIMESTAMP_TEXT), re.compile(DATE_PATTERN)
+
+_NUMBERS = {"anyOf": [NUMBER, {"type": "string", "pattern": NUMBER_TEXT}]}
+_VARIANTS = (  # operators, whether the name goes into an exact match, the value's schema
+    (["is", "is not"], True, {"anyOf": [SCALAR, scalars(1)]}),
+    (["in", "not in"], True, {"anyOf": [scalars(1), {"type": "string", "pattern": f"[^,{BLANK}]",
+                                                     "description": "comma-separated values"}]}),
+    (["=", "≠", "!="], True, _NUMBERS),
+    ([">", "<", "≥", "≤", ">=", "<="], False, _NUMBERS),
+    (["before", "after"], False, {"anyOf": [
+        {"type": "number", "minimum": TIMESTAMPS[0], "maximum": TIMESTAMPS[1]},
+        {"type": "string", "pattern": TIMESTAMP_TEXT}, {"type": "string", "pattern": DATE_PATTERN}]}),
+    (["empty", "not empty", "null", "not null"], False, None),
+)
+
+
+def _variant(ops: list[str], exact: bool, value: dict | None) -> dict[str, Any]:
+    key = EXACT_KEY if exact else KEY
+    properties = {"name": {"anyOf": [key, {"type": "array", "minItems": 1, "maxItems": MAX_CONDITIONS, "items": key}]},
+                  "comparison_operator": {"enum": ops}}
+    if value is None:
+        return {"properties": properties}
+    return {"properties": {**properties, "value": value}, "required": ["value"]}
 
 
 def condition_filter(condition: MetadataCondition | dict | None) -> dict | None:
@@ -161,7 +210,7 @@ def condition_filter(condition: MetadataCondition | dict | None) -> dict | None:
 
 def _condition(cond: DifyCondition, index: int) -> dict:
     where = f"conditions[{index}]"
-    op = cond.comparison_operator.strip().lower()
+    op = cond.comparison_operator
     names = cond.name if isinstance(cond.name, list) else [cond.name]
     if not names:
         raise FilterError(f"{where}: name is an empty list")
@@ -184,13 +233,19 @@ def _one(name: str, op: str, value: Any, where: str) -> dict:
         return {"key": name, "op": "exists", "value": True}
     if value is None:
         raise FilterError(f"{where}: comparison_operator needs a value")
+    if op in ("is", "in", "=") and name in RESERVED_NAMES:
+        raise FilterError(f"{where}: korag cannot match a field named {name!r} with {op!r} (use > or <, or rename "
+                          f"it); the names {', '.join(RESERVED_NAMES)} are its filter language's own")
     if op == "is":
         return {name: value}  # 2024 and "2024" match each other, as with the CLI's --filter
     if op == "in":
-        values = value if isinstance(value, list) else [v.strip() for v in str(value).split(",") if v.strip()]
-        if not values:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        elif not isinstance(value, list):
+            raise FilterError(f"{where}: 'in' takes a list or comma-separated text, got {value!r}")
+        if not value:
             raise FilterError(f"{where}: 'in' needs at least one value")
-        return {name: values}
+        return {name: value}
     if op == "=":
         return {name: _number(value, where)}
     if op in ("gt", "lt", "gte", "lte"):
@@ -198,41 +253,32 @@ def _one(name: str, op: str, value: Any, where: str) -> dict:
     # before / after: an ISO 8601 date-time, or a Unix timestamp (how Dify stores time metadata);
     # a timestamp matches fields holding either form.
     bound = "lt" if op == "before" else "gt"
-    if isinstance(value, str) and not _is_number(value):
-        return {"key": name, "op": bound, "value": value}
+    if isinstance(value, str) and not _TIMESTAMP_TEXT.search(value):
+        if _DATE_TEXT.search(value):
+            return {"key": name, "op": bound, "value": value}
+        raise FilterError(f"{where}: {value!r} is neither an ISO 8601 date-time nor a Unix timestamp korag can read "
+                          f"(years 1 to 9999; as text up to 10 digits)")
     stamp = _number(value, where)
-    try:
-        moment = dt.datetime.fromtimestamp(stamp, dt.timezone.utc)
-    except (OverflowError, OSError, ValueError):  # 1e20: past the year 9999
-        raise FilterError(f"{where}: {value!r} is not a Unix timestamp korag can read (years 1 to 9999)") from None
+    if not TIMESTAMPS[0] <= stamp <= TIMESTAMPS[1]:  # 1e20: past the year 9999
+        raise FilterError(f"{where}: {value!r} is not a Unix timestamp korag can read (years 1 to 9999)")
+    moment = dt.datetime.fromtimestamp(stamp, dt.timezone.utc)
     iso = moment.isoformat().replace("+00:00", "Z")
     return {"or": [{"key": name, "op": bound, "value": stamp}, {"key": name, "op": bound, "value": iso}]}
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def _number(value: Any, where: str) -> int | float:
-    """A finite number from a number or its spelling ("2024", "3.5"); "inf", "nan", 1e400 are refused."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-        raise FilterError(f"{where}: expected a number, got {value!r}")
+    """A finite number, or its spelling as :data:`NUMBER_TEXT` ("2024", "-3.5"); "inf", "nan",
+    "1e3", 1e400 are refused."""
     if isinstance(value, str):
-        text = value.strip()
-        if not _is_number(text):
+        if not _NUMBER_TEXT.search(value):
             raise FilterError(f"{where}: expected a number, got {value!r}")
-        number = float(text)
-        if number.is_integer() and "." not in text and "e" not in text.lower():
-            number = int(text)  # exact, even beyond a float's 53 bits
-    else:
-        number = value
-    if isinstance(number, float) and not math.isfinite(number):
+        text = value.strip()
+        return float(text) if "." in text else int(text)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FilterError(f"{where}: expected a number, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
         raise FilterError(f"{where}: expected a finite number, got {value!r}")
-    return number
+    return value
 
 
 # -- the endpoint's work ----------------------------------------------------------------------------

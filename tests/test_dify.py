@@ -7,11 +7,21 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
 from ingest.pipeline import DocumentInfo, Pipeline
+from korag.query_filter import FilterError, parse_filter
 from korag.store import QdrantStore, open_client
 from retrieval import Retriever
-from retrieval.dify import DifyError, DifyRequest, DifyResponse, bearer_key, condition_filter, retrieve
+from retrieval.dify import (
+    DifyError,
+    DifyRequest,
+    DifyResponse,
+    MetadataCondition,
+    bearer_key,
+    condition_filter,
+    retrieve,
+)
 from tests import documents as docs
 from tests.conftest import make_settings
 
@@ -121,14 +131,20 @@ def test_metadata_condition_selects_the_matching_documents(search, condition, ex
     ({"conditions": [{"name": "year", "comparison_operator": "is"}]}, "needs a value"),
     ({"conditions": [{"name": "a.b", "comparison_operator": "is", "value": "x"}]}, "contains '.'"),
     # no finite number, or a time past the year 9999: were 500 (OverflowError, ValueError)
-    ({"conditions": [{"name": "stamp", "comparison_operator": "before", "value": "inf"}]}, "finite number, got 'inf'"),
-    ({"conditions": [{"name": "stamp", "comparison_operator": "after", "value": "nan"}]}, "finite number, got 'nan'"),
+    ({"conditions": [{"name": "stamp", "comparison_operator": "before", "value": "inf"}]}, "'inf' is neither an ISO 8601"),
+    ({"conditions": [{"name": "stamp", "comparison_operator": "after", "value": "nan"}]}, "'nan' is neither an ISO 8601"),
     ({"conditions": [{"name": "stamp", "comparison_operator": "before", "value": 1e20}]}, "not a Unix timestamp"),
-    ({"conditions": [{"name": "stamp", "comparison_operator": "after", "value": "-1e20"}]}, "not a Unix timestamp"),
-    ({"conditions": [{"name": "year", "comparison_operator": "=", "value": "NaN"}]}, "finite number, got 'NaN'"),
+    ({"conditions": [{"name": "stamp", "comparison_operator": "after", "value": "-1e20"}]}, "nor a Unix timestamp"),
+    ({"conditions": [{"name": "year", "comparison_operator": "=", "value": "NaN"}]}, "expected a number, got 'NaN'"),
     ({"conditions": [{"name": "year", "comparison_operator": ">", "value": float("inf")}]}, "finite number, got inf"),
-    ({"conditions": [{"name": "year", "comparison_operator": "≥", "value": "99999999999999999999"}]},
+    ({"conditions": [{"name": "year", "comparison_operator": "≥", "value": 99999999999999999999}]},
      "outside the 64-bit range"),
+    ({"conditions": [{"name": "year", "comparison_operator": "≥", "value": "99999999999999999999"}]},
+     "expected a number"),  # as text: up to 18 digits, as the schema says (NUMBER_TEXT)
+    ({"conditions": [{"name": "year", "comparison_operator": "=", "value": " IS "}]}, "expected a number"),
+    ({"conditions": [{"name": "team", "comparison_operator": "IS", "value": "x"}]}, "unknown comparison_operator"),
+    ({"conditions": [{"name": "key", "comparison_operator": "is", "value": "x"}]}, "field named 'key'"),
+    ({"conditions": [{"name": "team", "comparison_operator": "in", "value": {"a": 1}}]}, "list or comma-separated"),
     ({"conditions": [{"name": "team", "comparison_operator": "is", "value": "\ud800"}]}, "lone surrogate"),
 ])
 def test_a_condition_korag_cannot_apply_is_error_3001_and_nothing_is_searched(search, condition, message):
@@ -184,3 +200,43 @@ def test_request_validation_follows_the_spec():
     assert condition_filter(None) is None and condition_filter({"conditions": []}) is None
     assert condition_filter({"conditions": [{"name": "t", "comparison_operator": "empty"}]}) == {
         "and": [{"not": {"key": "t", "op": "exists", "value": True}}]}
+
+
+# -- the JSON Schema of metadata_condition says what korag applies -------------------------------------
+_OPERATORS = ["is", "is not", "in", "not in", "=", "≠", "!=", ">", "<", "≥", "≤", ">=", "<=", "before", "after",
+              "empty", "not empty", "null", "not null", "contains", "start with", "IS", " is", "like"]
+_VALUES = ["legal", "legal, hr", ",", " , ", "", "2024", " 2024 ", "-3.5", "+3", "1e3", "1_000", "inf", "NaN",
+           "99999999999999999999", "1710000000", "17100000000", "2024-03-01", "2024-02-30", "2024-03-01T09:00Z",
+           2024, 2.5, -1e20, 1e20, 1_710_000_000, 253_402_300_800, 2**63, True, None, [], ["legal", 3], [None], {}]
+
+
+def _applies(condition) -> bool:
+    try:
+        parse_filter(condition_filter(condition))
+    except (FilterError, ValidationError):
+        return False
+    return True
+
+
+def test_the_json_schema_of_metadata_condition_admits_exactly_what_korag_applies():
+    """The OpenAPI schema of Dify's metadata_condition (per operator: its value's types, numbers
+    within 64 bits, timestamps within years 1 to 9999, dates that exist, names korag can filter
+    on) and condition_filter say the same of every condition."""
+    import jsonschema_rs
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    validator = jsonschema_rs.validator_for(MetadataCondition.model_json_schema())
+    name = st.sampled_from(["team", "team", "year", "key", "a.b", " ", ["team", "date"], [], ["and"]])
+    value = st.sampled_from(_VALUES)
+    condition = st.fixed_dictionaries({"name": name, "comparison_operator": st.sampled_from(_OPERATORS)},
+                                      optional={"value": value})
+    conditions = st.fixed_dictionaries({"conditions": st.lists(condition, max_size=3)},
+                                       optional={"logical_operator": st.sampled_from(["and", "or", "xor"])})
+
+    @settings(max_examples=3000, deadline=None, derandomize=True)
+    @given(conditions)
+    def agree(body):
+        assert validator.is_valid(body) == _applies(body), body
+
+    agree()
