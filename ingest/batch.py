@@ -39,6 +39,7 @@ from typing import Any
 
 from ingest.parsing.pool import ParserPool
 from ingest.pipeline import DocumentInfo, Pending, Pipeline, doc_id_for
+from ingest.sentences import release_kiwi
 from korag.errors import DocumentError, InputTooLongError
 from korag.settings import Settings
 from korag.types import Chunk, IngestResult
@@ -78,8 +79,11 @@ class BatchIngest:
     """``BatchIngest(pipeline).run([(path, source), ...], info)`` → one result per document."""
 
     def __init__(self, pipeline: Pipeline, workers: int | None = None, batch_chunks: int = 256,
-                 overlap: bool | None = None, window_chunks: int | None = None) -> None:
+                 overlap: bool | None = None, window_chunks: int | None = None, keep_kiwi: bool = True) -> None:
         self.pipeline = pipeline
+        # False where this process analyses no text of its own (a CLI ingest; `korag serve` does,
+        # for queries): with a parser pool, its Kiwi (~480 MB) goes once the workers are forked.
+        self.keep_kiwi = keep_kiwi
         self.workers = workers if workers is not None else max(1, os.cpu_count() or 1)
         self.batch_chunks = batch_chunks
         # None: overlap unless the model runs on the CPU the parsers use
@@ -89,9 +93,9 @@ class BatchIngest:
         self._inflight: tuple[list[_Prepared], Future] | None = None  # the one model call under way
 
     @classmethod
-    def from_settings(cls, pipeline: Pipeline, settings: Settings) -> "BatchIngest":
+    def from_settings(cls, pipeline: Pipeline, settings: Settings, keep_kiwi: bool = True) -> "BatchIngest":
         overlap = {"auto": None, "on": True, "off": False}[settings.ingest_overlap]
-        return cls(pipeline, workers=settings.parse_workers, overlap=overlap)
+        return cls(pipeline, workers=settings.parse_workers, overlap=overlap, keep_kiwi=keep_kiwi)
 
     def run(self, documents: Iterable[tuple[Path, str]], info: DocumentInfo | None = None) -> Iterator[IngestResult]:
         info = info if info is not None else DocumentInfo()
@@ -136,8 +140,12 @@ class BatchIngest:
         if not limits.isolated:
             return None
         self.pipeline.warm_up_for_fork()
-        return stack.enter_context(ParserPool(self.pipeline.prepare, self.workers, limits.timeout_s,
-                                              limits.memory_bytes))
+        pool = stack.enter_context(ParserPool(self.pipeline.prepare, self.workers, limits.timeout_s,
+                                              limits.memory_bytes, warm_up=self.pipeline.warm_up_for_fork))
+        if not self.keep_kiwi:
+            pool.start()
+            release_kiwi()
+        return pool
 
     def _start(self, path: Path, source: str, info: DocumentInfo) -> IngestResult | Pending:
         doc_id = doc_id_for(source, info.tenant, self.pipeline.registry)

@@ -7,6 +7,9 @@ every chunk to tokenize.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 from dataclasses import dataclass
 from functools import cache
 from typing import NamedTuple
@@ -27,6 +30,29 @@ def kiwi():
     # so that forked parser processes inherit it and no document or query pays it.
     analyser.analyze("준비 문장입니다.")
     return analyser
+
+
+def release_kiwi() -> None:
+    """Drop this process's analyser and hand its memory back to the system (~480 MB).
+
+    For a process that has forked its parsers and analyses no text itself (a CLI batch ingest):
+    the forked parsers keep their copy. Freeing the analyser alone returns little: most of its
+    model sits in the heap of the mimalloc that kiwipiepy links, the rest in glibc's, and both
+    keep freed pages until told to return them (measured: 524 MB RSS with Kiwi, 382 after
+    freeing, 282 after glibc's trim, 35 after mimalloc's collect). A later :func:`kiwi` loads
+    it again."""
+    if not kiwi.cache_info().currsize:
+        return
+    kiwi.cache_clear()
+    gc.collect()  # the analyser goes with its last reference, not at some later collection
+    libc = ctypes.util.find_library("c")
+    if libc is not None:
+        getattr(ctypes.CDLL(libc), "malloc_trim", lambda _pad: 0)(0)
+    import _kiwipiepy
+
+    collect = getattr(ctypes.CDLL(_kiwipiepy.__file__), "mi_collect", None)  # absent in a build without mimalloc
+    if collect is not None:
+        collect(ctypes.c_bool(True))
 
 
 class Morph(NamedTuple):

@@ -202,7 +202,8 @@ def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, in
         embedder = Embedder.load(settings)
         pipeline = Pipeline.build(embedder, store, settings)
         reap_dead_owners(pipeline.registry)
-        batch = BatchIngest.from_settings(pipeline, settings)
+        # This process analyses no text itself: its Kiwi goes once the parsers are forked (-0.47 GiB)
+        batch = BatchIngest.from_settings(pipeline, settings, keep_kiwi=False)
         yield from progress_of(batch.run(documents, info), len(documents), show_progress, "ingest")
 
 

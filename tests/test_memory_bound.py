@@ -137,3 +137,47 @@ def test_the_embed_stage_takes_a_long_document_a_window_at_a_time(tmp_path, mini
         record = pipeline.registry.get(long.doc_id)
         assert (record.status, record.chunks) == ("indexed", long.chunks)
         assert pipeline.store.count({"doc_id": long.doc_id}) == long.chunks
+
+
+_CLI_INGEST = """
+import json, sys
+from pathlib import Path
+from ingest.pipeline import DocumentInfo
+from ingest.sentences import kiwi
+from korag.cli import _ingest_in_process
+from korag.settings import Settings
+
+paths = [Path(p) for p in sys.argv[1:]]
+results = list(_ingest_in_process([(p, p.name) for p in paths], Settings(), DocumentInfo(), False))
+status = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in open("/proc/self/status"))
+          if k in ("VmRSS", "VmHWM")}
+print(json.dumps({"results": [(r.status, r.chunks) for r in results], "kiwi": kiwi.cache_info().currsize,
+                  "rss_kb": status["VmRSS"], "peak_kb": status["VmHWM"]}))
+"""
+
+
+@pytest.mark.slow
+def test_a_cli_ingest_gives_back_its_kiwi_once_the_parsers_are_forked(tmp_path):
+    """``korag ingest``'s process analyses no text itself: its Kiwi (~480 MB) goes once the parser
+    pool is forked, and the forked parsers still chunk and tag Korean. The CLI's in-process
+    ingest runs in a fresh interpreter (as ``korag ingest`` does), so nothing else holds Kiwi."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import korag_env, offline_model_path
+
+    paths = []
+    for name, paragraphs in (("a.txt", 3), ("b.txt", 5)):
+        paths.append(tmp_path / name)
+        paths[-1].write_text(docs.long_korean_text(paragraphs), encoding="utf-8")
+    env = korag_env({"KORAG_EMBEDDING_MODEL": offline_model_path(), "KORAG_DATA_DIR": str(tmp_path / "data"),
+                     "KORAG_EMBEDDING_DEVICE": "cpu"})
+    done = subprocess.run([sys.executable, "-c", _CLI_INGEST, *map(str, paths)], env=env, capture_output=True,
+                          text=True, timeout=600, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.splitlines()[-1])
+    assert [status for status, _ in report["results"]] == ["indexed", "indexed"] and all(
+        chunks > 0 for _, chunks in report["results"]), report
+    assert report["kiwi"] == 0, report  # not held any more...
+    assert report["peak_kb"] - report["rss_kb"] > 300 * 1024, report  # ...and its memory went back to the system

@@ -36,7 +36,8 @@ class _Worker:
     deadline: float = 0.0
 
 
-def _serve(conn: Connection, work: Callable[..., Any], parent: int, timeout_s: float, memory_bytes: int) -> None:
+def _serve(conn: Connection, work: Callable[..., Any], parent: int, timeout_s: float, memory_bytes: int,
+           warm_up: Callable[[], Any] | None) -> None:
     prctl = _prctl()
     if prctl is not None:
         prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -44,6 +45,8 @@ def _serve(conn: Connection, work: Callable[..., Any], parent: int, timeout_s: f
         os._exit(1)
     signal.signal(signal.SIGALRM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if warm_up is not None:  # what the parent no longer holds is loaded outside the allowance
+        warm_up()
     limit = _mapped_bytes() + memory_bytes
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     while True:
@@ -67,10 +70,11 @@ class ParserPool:
     ``(key, value_or_DocumentError)`` as documents finish. Use as a context manager."""
 
     def __init__(self, work: Callable[..., Any], size: int, timeout_s: float, memory_bytes: int,
-                 max_tasks: int = 200) -> None:
+                 max_tasks: int = 200, warm_up: Callable[[], Any] | None = None) -> None:
         if size < 1:
             raise ValueError("a parser pool needs at least one process")
         self.work, self.size, self.timeout_s, self.memory_bytes = work, size, timeout_s, memory_bytes
+        self.warm_up = warm_up  # run by each worker before its memory cap (a no-op where inherited)
         self.max_tasks = max_tasks
         self._idle: list[_Worker] = []
         self._busy: dict[Connection, _Worker] = {}
@@ -86,6 +90,13 @@ class ParserPool:
     @property
     def pending(self) -> int:
         return len(self._queue) + len(self._busy)
+
+    def start(self) -> None:
+        """Fork every worker now rather than at the first documents: what the parent drops after
+        this (its Kiwi, in a CLI ingest) the workers still share. Later replacements load it
+        themselves (``warm_up``)."""
+        while self._workers < self.size:
+            self._idle.append(self._fork())
 
     def submit(self, key: Any, source: str, *args: Any) -> None:
         self._queue.append((key, source, args))
@@ -137,7 +148,7 @@ class ParserPool:
             status = 0
             try:
                 ours.close()
-                _serve(theirs, self.work, parent, self.timeout_s, self.memory_bytes)
+                _serve(theirs, self.work, parent, self.timeout_s, self.memory_bytes, self.warm_up)
             except BaseException:  # noqa: BLE001
                 status = 1
             finally:
