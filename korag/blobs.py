@@ -57,16 +57,21 @@ class BlobStore:
 
     def put(self, data: bytes, owner: str | None = None) -> str:
         """Store ``data``; with ``owner`` (host:pid) the blob stays pinned while that process lives."""
+        return self.put_pinned(data, owner)[0]
+
+    def put_pinned(self, data: bytes, owner: str | None) -> tuple[str, Path | None]:
+        """Store ``data``: its digest and, with ``owner``, the pin that keeps it until the caller's
+        record refers to it (``korag.lifecycle.release_upload`` drops it)."""
         digest = hashlib.sha256(data).hexdigest()
         fd, tmp = self.temp_file(owner)
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
-            self.place(tmp, digest, owner)
+            pin = self.place(tmp, digest, owner)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return digest
+        return digest, pin
 
     def place(self, tmp: Path, digest: str, owner: str | None) -> Path | None:
         """Move a written temp file into place as blob ``digest`` (dropped when the blob is there

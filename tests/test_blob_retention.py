@@ -202,6 +202,28 @@ def test_deleting_a_queued_document_removes_its_prepared_chunks(parts):
     assert not prepared.exists() and _stored(blobs.root) == set()
 
 
+@pytest.mark.slow
+def test_a_version_queued_through_the_broker_replaces_the_old_blob_and_leaves_no_pin(tmp_path, redis_server):
+    """Distributed ``korag ingest`` (workers.client.enqueue, a real Redis): the new version's bytes
+    stay, the replaced version's go, and the upload's pin is dropped once its record is claimed."""
+    from ingest.pipeline import DocumentInfo
+    from tests import documents as docs
+    from workers.app import create_app
+    from workers.client import enqueue
+
+    settings = make_settings(tmp_path, broker_url=redis_server.url)
+    registry = DocumentRegistry(open_client(settings), settings.collection)
+    registry.ensure()
+    app, blobs = create_app(settings), BlobStore(settings.blobs_path)
+    path = tmp_path / "규정.txt"
+    for text in (V1, V2):
+        sent = enqueue(app, blobs, registry, docs.make_text(path, text=text), "규정.txt", settings.max_file_bytes,
+                       DocumentInfo(tenant="a"))
+        assert sent.failure is None and registry.get(sent.doc_id).status == "queued"
+    assert _blobs_of(blobs.root) == {_digest(V2)}
+    assert list(blobs.pins()) == []
+
+
 # -- over HTTP ---------------------------------------------------------------------------------------
 LIMIT = 20_000
 

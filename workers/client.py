@@ -17,8 +17,8 @@ from celery.result import AsyncResult
 from ingest.pipeline import DocumentInfo, doc_id_for, read_document, unreadable
 from korag.blobs import BlobStore
 from korag.errors import KoragError
-from korag.lifecycle import SUPERSEDED, queue_request
-from korag.registry import DocumentRegistry
+from korag.lifecycle import SUPERSEDED, queue_request, release_upload
+from korag.registry import DocumentRegistry, this_process
 from korag.types import IngestResult
 
 TASK_NAME = "korag.ingest_document"
@@ -118,13 +118,20 @@ def enqueue(
     info = info if info is not None else DocumentInfo()
     doc_id = doc_id_for(source, info.tenant, registry)
     try:
-        blob = blobs.put(read_document(path, max_file_bytes))
+        # pinned until the record refers to it, so a concurrent delete of the same bytes keeps them
+        blob, pin = blobs.put_pinned(read_document(path, max_file_bytes), this_process())
     except (OSError, ValueError) as exc:
         return Enqueued(source, doc_id, None, unreadable(exc))
     filename = unicodedata.normalize("NFC", PurePath(path).name)  # macOS spells names in NFD
     request = seq = None
-    if registry is not None:  # the new request owns the document from now on (korag.lifecycle)
-        claimed = queue_request(registry, doc_id, source, filename, blob, info.tenant, dict(info.meta))
+    if registry is None:
+        blobs.unpin(pin)
+    else:  # the new request owns the document from now on (korag.lifecycle); the replaced blob goes
+        try:
+            claimed = queue_request(registry, doc_id, source, filename, blob, info.tenant, dict(info.meta),
+                                    blobs=blobs)
+        finally:
+            release_upload(blobs, registry, blob, pin)
         if claimed is None:
             return Enqueued(source, doc_id, None, SUPERSEDED)
         request, seq = claimed
