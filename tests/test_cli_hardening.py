@@ -274,8 +274,9 @@ def test_cli_sources_filters_and_messages(tmp_path, monkeypatch, capsys):
     (first,) = json_lines(out)
     assert code == 0 and first["source"] == "in/a.md"
     code, out, _ = run(monkeypatch, capsys, ["ingest", "in"], **env)
-    assert code == 0
-    assert "\x1b" not in out and "in/evil\\x1b[2J.txt" in out
+    # a name holding ESC is refused as a source (korag.metadata.source_problem), shown escaped; the rest go in
+    assert code == 1
+    assert "\x1b" not in out and "in/evil\\x1b[2J.txt" in out and "U+001B" in out
     assert f"unchanged in/a.md  ({first['chunks']} chunks, doc_id {first['doc_id']})" in out  # one document
 
     code, out, _ = run(monkeypatch, capsys, ["search", "한글 파일", "--json", "--filter", "source=in/한글.txt"], **env)
