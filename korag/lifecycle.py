@@ -10,8 +10,6 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from qdrant_client import models
-
 from korag.blobs import BlobStore
 from korag.registry import (
     DELETED,
@@ -91,15 +89,6 @@ def delete_document(store: QdrantStore, registry: DocumentRegistry, doc_id: str,
 
 
 # -- blob retention ---------------------------------------------------------------------------------
-def _referenced(registry: DocumentRegistry, digest: str) -> bool:
-    """Does any record (of any status, a queued newer version included) refer to blob ``digest``?"""
-    if not registry.client.collection_exists(registry.collection):
-        return False
-    found, _ = registry.client.scroll(registry.collection, limit=1, with_payload=False, scroll_filter=models.Filter(
-        must=[models.FieldCondition(key="blob", match=models.MatchValue(value=digest))]))
-    return bool(found)
-
-
 def _stale(owner: str, age_s: float) -> bool:
     """A temp file or pin whose writer is gone: its process ended (this host) or it is old."""
     return age_s > STALE_S or process_alive(owner) is False
@@ -124,7 +113,7 @@ def release_blob(blobs: BlobStore, registry: DocumentRegistry, digest: str | Non
             if not _stale(owner, _age(pin)):
                 return False
             blobs.unpin(pin)
-        if _referenced(registry, digest):
+        if registry.refers_to_blob(digest):
             return False
         return blobs.remove(digest)
 

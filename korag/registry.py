@@ -171,6 +171,14 @@ class DocumentRegistry:
         record = DocumentRecord.from_payload(found[0].payload)
         return record if include_deleted or record.status != DELETED else None
 
+    def refers_to_blob(self, digest: str) -> bool:
+        """Does any record (of any status, a queued newer version included) refer to blob ``digest``?"""
+        if not self.client.collection_exists(self.collection):
+            return False
+        found, _ = self.client.scroll(self.collection, limit=1, with_payload=False,
+                                      scroll_filter=models.Filter(must=[_match("blob", digest)]))
+        return bool(found)
+
     def all(self, status: str | None = None) -> Iterator[DocumentRecord]:
         if not self.client.collection_exists(self.collection):
             return
