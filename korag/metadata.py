@@ -20,7 +20,9 @@ RESERVED_FIELDS = frozenset({
     "doc_id", "source", "filename", "chunk_index", "chunk_count", "token_count", "page_number", "section",
     "content_hash", "embedding_model", "element_types", "tenant", "ingest_seq", "request",
 })
-_UNFILTERABLE = re.compile(r'[.\[\]"]')
+_NESTING = re.compile(r'[.\[\]"]')  # read by Qdrant as a path into nested fields: never a stored key
+UNFILTERABLE = re.compile(r'[.\[\]"\\]')  # and a backslash: Qdrant Edge reads no path with one, quoted or not
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")  # what Qdrant reads unquoted in a JSON path
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -28,7 +30,7 @@ def check_key(key: str) -> None:
     """Refuse a metadata key that could be stored but never filtered, or that korag owns."""
     if not isinstance(key, str) or not key.strip():
         raise ValueError(f"metadata key {key!r} is empty; give a name, e.g. --meta team=legal")
-    bad = _UNFILTERABLE.search(key)
+    bad = _NESTING.search(key)
     if bad is not None:
         raise ValueError(
             f"metadata key {key!r} contains {bad.group()!r}: Qdrant reads '.', '[', ']' and '\"' in a key as a "
@@ -144,7 +146,13 @@ def alternatives(value: Any) -> list[Any]:
     return [value]
 
 
-def _condition(field: str, values: list[Any]) -> models.Condition:
+def metadata_path(key: str) -> str:
+    """The payload path of metadata ``key`` (a key :data:`UNFILTERABLE` allows): Qdrant reads a key
+    of other characters than letters, digits, ``_`` and ``-`` (a space, ":", "/") only quoted."""
+    return f"metadata.{key}" if _PLAIN_KEY.fullmatch(key) else f'metadata."{key}"'
+
+
+def any_of(field: str, values: list[Any]) -> models.Condition:
     """One condition matching any of ``values`` or their alternatives (MatchAny per type:
     Qdrant cannot mix strings and integers in one MatchAny)."""
     options = [option for value in values for option in alternatives(value)]
@@ -170,8 +178,9 @@ def build_filter(filters: dict[str, Any] | None) -> models.Filter | None:
         return None
     must: list[models.Condition] = []
     for key, value in filters.items():
-        if not isinstance(key, str) or not key.strip() or _UNFILTERABLE.search(key):
-            raise ValueError(f"cannot filter on metadata key {key!r}: keys with '.', '[', ']' or '\"' are never stored")
+        if not isinstance(key, str) or not key.strip() or UNFILTERABLE.search(key):
+            raise ValueError(f"cannot filter on metadata key {key!r}: keys with '.', '[', ']', '\"' or '\\' cannot "
+                             "be filtered on")
         values = list(value) if isinstance(value, (list, tuple, set, frozenset)) else [value]
-        must.append(_condition(f"metadata.{key}", values))
+        must.append(any_of(metadata_path(key), values))
     return models.Filter(must=must)

@@ -30,7 +30,7 @@ from typing import Any
 
 from qdrant_client import models
 
-from korag.metadata import _condition as any_of_loosely  # build_filter's match, on a path of ours
+from korag.metadata import UNFILTERABLE, any_of, metadata_path
 
 OPS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "exists")
 LOGICAL = ("and", "or", "not")
@@ -38,8 +38,6 @@ CONDITION_FIELDS = ("key", "op", "value")
 MAX_DEPTH = 8
 MAX_CONDITIONS = 100
 MAX_LIST = 1000
-_UNFILTERABLE = re.compile(r'[.\[\]"\\]')  # a backslash: Qdrant Edge reads no path with one, quoted or not
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")  # what Qdrant reads unquoted in a JSON path
 _INT64 = (-(2**63), 2**63 - 1)
 
 # The rules above as regular expressions, written once for both the parser and the JSON Schema
@@ -117,15 +115,14 @@ def _count(counter: list[int], where: str) -> None:
 def _field(key: Any, where: str) -> str:
     if not isinstance(key, str) or not key.strip():
         raise FilterError(f"{where}: key {key!r} is not a metadata field name")
-    bad = _UNFILTERABLE.search(key)
+    bad = UNFILTERABLE.search(key)
     if bad is not None:
         raise FilterError(f"{where}: key {key!r} contains {bad.group()!r}; korag cannot filter on a key with "
                           '. [ ] " or \\')
     surrogate = _lone_surrogate(key)
     if surrogate is not None:
         raise FilterError(f"{where}: key {surrogate}")
-    # Qdrant reads a key of other characters (a space, ":", "/") only quoted: "invalid JSON path" before
-    return f"metadata.{key}" if _PLAIN_KEY.fullmatch(key) else f'metadata."{key}"'
+    return metadata_path(key)
 
 
 def _exact(data: dict, where: str, counter: list[int]) -> models.Filter:
@@ -142,7 +139,7 @@ def _exact(data: dict, where: str, counter: list[int]) -> models.Filter:
             raise FilterError(f"{where}.{key}: more than {MAX_LIST} values")
         values = [_scalar(v, f"{where}.{key}", "an exact match") for v in items]
         exact = [v for v in values if not isinstance(v, float)]
-        options = [any_of_loosely(field, exact)] if exact else []
+        options = [any_of(field, exact)] if exact else []
         options += [_equals(field, v, where) for v in values if isinstance(v, float)]
         must.append(options[0] if len(options) == 1 else models.Filter(should=options))
     return models.Filter(must=must)

@@ -85,7 +85,7 @@ def test_filters_match_typed_and_string_values(tmp_path):
 
     store = QdrantStore(open_client(make_settings(tmp_path)), "t")
     store.ensure_collection("m", 4)
-    stored = [{"page_number": 3, "flag": True}, {"page_number": "3", "flag": "true"},
+    stored = [{"page_number": 3, "flag": True, "my team": "법무팀"}, {"page_number": "3", "flag": "true"},
               {"page_number": 4, "flag": False}, {"page_number": "33", "flag": "yes"}]
     payloads = [{"page_content": f"text {i}", "metadata": {**m, "doc_id": f"d{i}"}} for i, m in enumerate(stored)]
     store.upsert([f"00000000-0000-0000-0000-00000000000{i}" for i in range(4)], np.eye(4, dtype=np.float32), payloads)
@@ -99,6 +99,7 @@ def test_filters_match_typed_and_string_values(tmp_path):
     assert found({"flag": "false"}) == ["d2"]
     assert found({"page_number": ["3", "4"]}) == ["d0", "d1", "d2"]
     assert found({"page_number": "3", "flag": "false"}) == []
+    assert found({"my team": "법무팀"}) == ["d0"]  # a key Qdrant reads only quoted ("invalid JSON path" before)
     with pytest.raises(ValueError, match="cannot filter on metadata key 'a.b'"):
         found({"a.b": "x"})
 
