@@ -33,6 +33,7 @@ test: setup system-deps lint
 
 lint: setup
 	$(PY) -m ruff check .
+	$(VENV)/bin/lint-imports
 
 # The quick loop: no worker processes, no subprocess CLI runs.
 test-fast: setup

@@ -1,1 +1,1 @@
-"""`korag serve`: the HTTP way in, thin over korag.service (as workers/ is for the queue)."""
+"""`korag serve`: the HTTP way in, thin over korag.services.service (as workers/ is for the queue)."""

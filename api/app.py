@@ -1,6 +1,6 @@
 """The FastAPI app of ``korag serve``: ``create_app(settings, service=...)``.
 
-Routes are thin over :class:`korag.service.Service`; errors are problem+json (api.errors); the
+Routes are thin over :class:`korag.services.service.Service`; errors are problem+json (api.errors); the
 caller's tenant comes from its key (api.auth). ``/healthz`` answers as soon as the process is up,
 ``/readyz`` once the model is loaded and the store (and broker) answer.
 """
@@ -27,8 +27,8 @@ from api.routes_documents import describe_upload, service_of
 from api.routes_documents import router as documents_router
 from api.routes_search import describe_filter
 from api.routes_search import router as search_router
-from korag.keys import KeyRing, KeyRingError
-from korag.schemas import Health, Info, Limits, Ready
+from korag.services.keys import KeyRing, KeyRingError
+from korag.services.schemas import Health, Info, Limits, Ready
 from korag.settings import Settings
 
 log = logging.getLogger("korag.serve")
@@ -44,7 +44,7 @@ def _version() -> str:
 
 def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None, open_allowed: bool = True,
                metrics=None) -> FastAPI:
-    """``service``: an opened :class:`korag.service.Service` (``korag serve`` opens it before
+    """``service``: an opened :class:`korag.services.service.Service` (``korag serve`` opens it before
     listening, so setup errors end the command); None: opened at start-up and closed at shutdown.
     ``open_allowed``: run without keys (only when listening on a loopback address); decided here,
     once: open only when allowed and no key exists now, and closed for good once a key appears."""
@@ -55,9 +55,9 @@ def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None,
     async def lifespan(app: FastAPI):
         owned = None
         if app.state.service is None:
-            from korag.events import Webhooks
-            from korag.service import Service
-            from korag.telemetry import Metrics
+            from korag.services.events import Webhooks
+            from korag.services.service import Service
+            from korag.services.telemetry import Metrics
 
             app.state.metrics = app.state.metrics if app.state.metrics is not None else Metrics()
             owned = await run_in_threadpool(Service.open, settings, app.state.metrics, Webhooks.from_settings(settings))

@@ -4,7 +4,7 @@ the request; an admin key (tenant ``*``) may name one with ``X-Korag-Tenant``, o
 Open mode (no key: every caller is an admin) is decided when the service starts: it runs open
 only when it was allowed to (``create_app(open_allowed=True)``: ``korag serve`` on a loopback
 address) and no key existed then, and it stops being open for good once a key appears.
-:attr:`korag.keys.KeyRing.configured` carries that decision: it never turns false again.
+:attr:`korag.services.keys.KeyRing.configured` carries that decision: it never turns false again.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import ApiError
-from korag.keys import ADMIN_TENANT, KeyRing, KeyRingError, check_named_tenant
+from korag.services.keys import ADMIN_TENANT, KeyRing, KeyRingError, check_named_tenant
 
 TENANT_HEADER = "X-Korag-Tenant"
 bearer_scheme = HTTPBearer(auto_error=False, description="an API key from `korag keys add` or KORAG_API_KEYS")

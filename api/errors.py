@@ -130,7 +130,7 @@ def _declare_problem(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            from korag.schemas import Problem
+            from korag.services.schemas import Problem
 
             schemas = generate().setdefault("components", {}).setdefault("schemas", {})
             schemas.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))

@@ -17,11 +17,11 @@ from python_multipart.multipart import MultipartParser, MultipartState, parse_op
 from starlette.requests import ClientDisconnect, Request
 
 from api.errors import ApiError
-from korag.blobs import BlobStore
-from korag.disk import DiskFullError, check_free
-from korag.lifecycle import release_upload
-from korag.registry import DocumentRegistry, this_process
-from korag.uploads import BlobWriter, TooLargeError, clean_filename
+from korag.services.lifecycle import release_upload
+from korag.storage.blobs import BlobStore
+from korag.storage.disk import DiskFullError, check_free
+from korag.storage.registry import DocumentRegistry, this_process
+from korag.storage.uploads import BlobWriter, TooLargeError, clean_filename
 
 MAX_FIELD_BYTES = 64 * 1024  # a form field (source, metadata)
 MAX_FIELDS = 1000

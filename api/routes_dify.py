@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from api.auth import TENANT_HEADER, bearer_scheme
 from api.errors import responses, validation_detail
 from api.routes_documents import service_of
-from korag.keys import ADMIN_TENANT, KeyRingError, check_named_tenant
+from korag.services.keys import ADMIN_TENANT, KeyRingError, check_named_tenant
 from retrieval.dify import DifyError, DifyErrorBody, DifyRequest, DifyResponse, bearer_key, retrieve
 
 

@@ -1,4 +1,4 @@
-"""``/v1/documents``: upload, status, listing, chunks, deletion. Thin over korag.service."""
+"""``/v1/documents``: upload, status, listing, chunks, deletion. Thin over korag.services.service."""
 
 from __future__ import annotations
 
@@ -14,10 +14,18 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Caller, caller
 from api.errors import ApiError, responses
 from api.multipart import receive, release
-from korag.disk import MIB
-from korag.metadata import RESERVED_FIELDS
-from korag.schemas import ChunkList, Deleted, DocumentList, DocumentState, DocumentStatus, IngestOutcome, IngestResponse
-from korag.service import BadRequest, Service, Submitted, Upload, clean_source
+from korag.rules import RESERVED_FIELDS
+from korag.services.schemas import (
+    ChunkList,
+    Deleted,
+    DocumentList,
+    DocumentState,
+    DocumentStatus,
+    IngestOutcome,
+    IngestResponse,
+)
+from korag.services.service import BadRequest, Service, Submitted, Upload, clean_source
+from korag.storage.disk import MIB
 
 router = APIRouter(prefix="/v1/documents", tags=["documents"], responses=responses(400, 401, 503))
 
@@ -25,12 +33,12 @@ DEFAULT_WAIT_S = 60.0
 MAX_WAIT_S = 600.0
 DocId = Annotated[str, Path(min_length=1, max_length=200, description="the document's id (from an upload)")]
 
-# What a `source` may not hold (korag.metadata.source_problem: C0 and C1 controls, U+2028/2029,
+# What a `source` may not hold (korag.rules.source_problem: C0 and C1 controls, U+2028/2029,
 # bidirectional controls and marks) and what str.strip() takes for blank, as regex classes
 # (spelled out: JSON Schema's \s is ECMA-262's, not Python's).
 _NOT_IN_SOURCE = "\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069"
 _BLANK = "\\t-\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
-_NOT_IN_KEY = '.\\[\\]"'  # korag.metadata.check_key
+_NOT_IN_KEY = '.\\[\\]"'  # korag.rules.check_key
 _META_VALUE = {"anyOf": [{"type": "string"}, {"type": "boolean"},
                          {"type": "number", "minimum": -(2**63), "maximum": 2**63 - 1}]}
 
@@ -38,7 +46,7 @@ _META_VALUE = {"anyOf": [{"type": "string"}, {"type": "boolean"},
 def upload_body(max_files: int) -> dict[str, Any]:
     """The upload's OpenAPI request body, saying what the service enforces: 1 to ``max_files``
     files; `source` not blank and without control characters; `metadata` one JSON object (a
-    part of type application/json) whose keys korag.metadata.check_key and values
+    part of type application/json) whose keys korag.rules.check_key and values
     ingest.pipeline's DocumentInfo accept; no other field. JSON Schema cannot say "no `source`,
     or as many as files" (one anyOf branch per count did, but schemathesis can neither generate
     from it nor cover 100 branches in time): the description says it."""
@@ -81,7 +89,7 @@ def describe_upload(app: FastAPI, max_files: int) -> None:
     app.openapi = openapi
 
 
-# A next_cursor as the service gives it out: unpadded base64url (korag.service._encode_cursor).
+# A next_cursor as the service gives it out: unpadded base64url (korag.services.service._encode_cursor).
 CURSOR_PATTERN = "^[A-Za-z0-9_-]+$"
 
 

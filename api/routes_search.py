@@ -9,8 +9,8 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from api.auth import Caller, caller
 from api.errors import ApiError, responses
 from api.routes_documents import service_of
-from korag.query_filter import json_schemas
-from korag.schemas import SearchRequest, SearchResponse
+from korag.services.schemas import SearchRequest, SearchResponse
+from korag.storage.query_filter import json_schemas
 
 router = APIRouter(tags=["search"])
 
@@ -18,7 +18,7 @@ router = APIRouter(tags=["search"])
 @router.post("/v1/search", response_model=SearchResponse, responses=responses(400, 401, 422, 503),
              summary="Top-k chunks for a query (the CLI's search JSON plus took_ms)")
 def search(body: SearchRequest, request: Request, who: Caller = Depends(caller)) -> SearchResponse:
-    from korag.query_filter import FilterError
+    from korag.storage.query_filter import FilterError
 
     service = service_of(request)
     try:
@@ -30,7 +30,7 @@ def search(body: SearchRequest, request: Request, who: Caller = Depends(caller))
 
 
 def describe_filter(app: FastAPI) -> None:
-    """The filter language's schemas (korag.query_filter.json_schemas, which SearchRequest's
+    """The filter language's schemas (korag.storage.query_filter.json_schemas, which SearchRequest's
     ``filter`` refers to) in the app's OpenAPI components."""
     generate = app.openapi
 

@@ -3,7 +3,7 @@
     python bench/parse_bench.py [--corpus CORPUS_DIR] [--samples SAMPLES_DIR] [--pages N] [--repeat R]
 
 1. Korean plain text (about 290 KB of passages from CORPUS_DIR/corpus.jsonl, default
-   ../shared/data/autorag-ko; tests/documents.py's long_korean_text without it): parse_document
+   ../shared/data/autorag-ko; bench/documents.py's long_korean_text without it): parse_document
    with unstructured's English rules for every paragraph (korag before) and with the
    script-aware rules (now); spaCy calls and time inside spaCy counted around unstructured's one
    entry point into it (``unstructured.nlp.tokenize._run_pipeline``), caches emptied before each.
@@ -29,9 +29,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import documents as docs  # noqa: E402
 from ingest.parsing import parse_document, script_rules, warm_up  # noqa: E402
 from ingest.parsing.pdf import pdfium_pages, pdfminer_pages  # noqa: E402
-from tests import documents as docs  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 TEXT_BYTES = 290_000

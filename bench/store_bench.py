@@ -1,5 +1,5 @@
 """Thin wrapper kept for old instructions: the store benchmark is ``korag bench store``
-(``korag.bench_store``).
+(``korag.bench.store``).
 
     python bench/store_bench.py [--points 100000] [--local-points 5000] [--json]
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from korag.cli_store import main  # noqa: E402
+from korag.cli.store import main  # noqa: E402
 
 if __name__ == "__main__":
     raise SystemExit(main(["bench", "store", *sys.argv[1:]]))

@@ -13,12 +13,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ingest.discovery import discover  # noqa: E402
 from ingest.embedder import Embedder  # noqa: E402
 from ingest.pipeline import Pipeline  # noqa: E402
-from korag.cli import discover  # noqa: E402
 from korag.errors import ModelLoadError  # noqa: E402
 from korag.settings import Settings  # noqa: E402
-from korag.store import store_session  # noqa: E402
+from korag.storage.store import store_session  # noqa: E402
 from retrieval import Retriever, format_context  # noqa: E402
 
 DOCS = Path(__file__).parent / "docs"

@@ -4,7 +4,7 @@ with the document's state kept in the registry at each step.
 Celery tasks and the in-process CLI call the same :meth:`Pipeline.ingest_bytes`.
 
 Every run is a :class:`Request` that must own the document in the registry (the newest request
-wins, see :mod:`korag.registry`). Each state write is a compare-and-set on the request; chunks
+wins, see :mod:`korag.storage.registry`). Each state write is a compare-and-set on the request; chunks
 carry the request's sequence number (``ingest_seq``) and point ids derived from the request, so
 versions never overwrite each other. Only the owner, after recording its version as indexed,
 removes chunks of *older* requests; a request that lost the document removes its own chunks.
@@ -33,11 +33,18 @@ from ingest.parsing.guard import run_guarded
 from ingest.sentences import kiwi
 from ingest.sparse import SparseEncoder, SparseVector
 from korag.errors import DocumentError, InputTooLongError
-from korag.lifecycle import lost_reason
-from korag.metadata import RESERVED_FIELDS, normalize_source
-from korag.registry import DELETED, DocumentRecord, DocumentRegistry, document_id, new_seq, this_process
+from korag.rules import RESERVED_FIELDS, check_meta, check_tenant, normalize_source, value_problem
 from korag.settings import Settings
-from korag.store import SEQ_FIELD, QdrantStore, point_id
+from korag.storage.registry import (
+    DELETED,
+    DocumentRecord,
+    DocumentRegistry,
+    document_id,
+    lost_reason,
+    new_seq,
+    this_process,
+)
+from korag.storage.store import SEQ_FIELD, QdrantStore, point_id
 from korag.types import Chunk, IngestResult
 
 log = logging.getLogger("korag.ingest")
@@ -45,7 +52,7 @@ log = logging.getLogger("korag.ingest")
 
 def doc_id_for(source: str, tenant: str | None = None, registry: DocumentRegistry | None = None) -> str:
     """Stable document id derived from the tenant and the source name the caller gave, injective
-    (:func:`korag.registry.document_id`). With the ``registry``, a document stored under the id of
+    (:func:`korag.storage.registry.document_id`). With the ``registry``, a document stored under the id of
     an older korag keeps it (:meth:`DocumentRegistry.doc_id_for`); every ingest path passes it."""
     return registry.doc_id_for(source, tenant) if registry is not None else document_id(source, tenant)
 
@@ -124,9 +131,7 @@ class DocumentInfo:
     meta: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
-        # Keys must be filterable and not korag's own fields (korag.metadata.RESERVED_FIELDS).
-        from korag.metadata import check_meta, check_tenant
-
+        # Keys must be filterable and not korag's own fields (korag.rules.RESERVED_FIELDS).
         check_tenant(self.tenant)
         check_meta(self.meta)
         for key, value in self.meta:
@@ -135,11 +140,9 @@ class DocumentInfo:
 
 def _check_meta_value(key: str, value: Any) -> None:
     """A metadata value is a string, number or boolean that the store keeps as given and a filter
-    can match (korag.query_filter.value_problem: no NaN, Infinity, lone surrogate or number beyond
+    can match (korag.rules.value_problem: no NaN, Infinity, lone surrogate or number beyond
     64 bits, which failed in the store or came back as a float no filter matched); ValueError
     naming the key otherwise, before anything is read or written."""
-    from korag.query_filter import value_problem
-
     if not isinstance(value, (str, int, float)):
         kind = "null" if value is None else type(value).__name__
         raise ValueError(f"metadata {key!r}: a value must be a string, number or boolean, not {kind}")

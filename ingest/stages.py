@@ -37,12 +37,19 @@ from ingest.embedder import Embedder
 from ingest.parsing.pool import ParserPool
 from ingest.pipeline import DocumentInfo, Pending, Pipeline, Request
 from ingest.sparse import SparseVector
-from korag.blobs import BlobStore
 from korag.errors import DocumentError, InputTooLongError
-from korag.lifecycle import lost_reason
-from korag.registry import DELETED, MID_FLIGHT, DocumentRecord, DocumentRegistry, new_seq, note_interruption
 from korag.settings import Settings
-from korag.store import StoreKeeper
+from korag.storage.blobs import BlobStore
+from korag.storage.registry import (
+    DELETED,
+    MID_FLIGHT,
+    DocumentRecord,
+    DocumentRegistry,
+    lost_reason,
+    new_seq,
+    note_interruption,
+)
+from korag.storage.store import StoreKeeper
 from korag.types import Chunk, IngestResult
 
 log = logging.getLogger("korag.ingest")

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
     max_crashes: int = Field(3, ge=1, description="deliveries a worker may die on before the document is failed")
     sweep_after_s: float | None = Field(None, gt=0, description="unfinished documents older than this are re-queued; default: task time limit + 60 s")
 
-    # -- service keys and webhooks (korag.keys, korag.events) --
+    # -- service keys and webhooks (korag.services.keys, korag.services.events) --
     api_keys: SecretStr | None = Field(
         None, description='"KEY=TENANT,..." accepted besides <data_dir>/keys.json; tenant * is an admin key')
     webhook_url: str | None = Field(None, description="document.indexed/failed/deleted events are POSTed here")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from korag.metadata import printable
+from korag.rules import printable
 from korag.types import SearchResult
 
 

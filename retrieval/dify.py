@@ -34,7 +34,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from qdrant_client import models
 
-from korag.query_filter import (
+from korag.storage.query_filter import (
     BLANK,
     DATE_PATTERN,
     EXACT_KEY,
@@ -196,7 +196,7 @@ def _variant(ops: list[str], exact: bool, value: dict | None) -> dict[str, Any]:
 
 
 def condition_filter(condition: MetadataCondition | dict | None) -> dict | None:
-    """Dify's ``metadata_condition`` in korag's filter language (see korag.query_filter), or None.
+    """Dify's ``metadata_condition`` in korag's filter language (see korag.storage.query_filter), or None.
     Raises FilterError naming the operator or value it cannot apply."""
     if condition is None:
         return None

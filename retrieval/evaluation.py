@@ -20,7 +20,7 @@ from ingest.batch import BatchIngest
 from ingest.embedder import Embedder
 from ingest.pipeline import Pipeline
 from korag.settings import Settings
-from korag.store import Fusion, QdrantStore, open_client
+from korag.storage.store import Fusion, QdrantStore, open_client
 from retrieval.metrics import evaluate
 from retrieval.search import Retriever
 

@@ -17,7 +17,7 @@ from langchain_qdrant import SparseEmbeddings, SparseVector
 from qdrant_client import models
 
 from ingest.sparse import SparseEncoder
-from korag.store import Fusion
+from korag.storage.store import Fusion
 
 
 def _to_langchain(vector) -> SparseVector:

@@ -32,11 +32,11 @@ from langchain_core.vectorstores import VectorStore
 from ingest.embedder import Embedder
 from ingest.pipeline import DocumentInfo, Pipeline
 from korag.errors import DocumentError
-from korag.lifecycle import delete_document
-from korag.metadata import RESERVED_FIELDS, source_problem
-from korag.registry import DocumentRecord, DocumentRegistry, legacy_id, structured_id
+from korag.rules import RESERVED_FIELDS, source_problem
 from korag.settings import Settings
-from korag.store import QdrantStore
+from korag.storage.documents import delete_document
+from korag.storage.registry import DocumentRecord, DocumentRegistry, legacy_id, structured_id
+from korag.storage.store import QdrantStore
 from korag.types import SearchResult, StoredChunk
 from retrieval.langchain_embeddings import KoragEmbeddings
 from retrieval.search import Retriever

@@ -10,8 +10,8 @@ from qdrant_client import models
 from ingest.embedder import Embedder
 from ingest.sparse import SparseEncoder
 from korag.errors import StoreError
-from korag.metadata import check_tenant
-from korag.store import MODES, Fusion, QdrantStore
+from korag.rules import check_tenant
+from korag.storage.store import MODES, Fusion, QdrantStore
 from korag.types import SearchResult
 
 
@@ -67,7 +67,7 @@ class Retriever:
         (a list value matches any of its items; ``"3"`` also matches a stored 3, ``"true"`` a stored
         True), e.g. ``{"source": "규정.pdf"}``; ``tenant`` restricts the search to that tenant's
         documents; ``where`` is a Qdrant filter that must match as well (the service's filter
-        language: korag.query_filter.parse_filter); ``mode`` is dense, sparse or hybrid. A query
+        language: korag.storage.query_filter.parse_filter); ``mode`` is dense, sparse or hybrid. A query
         longer than the model's limit is cut for the dense channel only (see
         :meth:`search_with_notes` to learn when)."""
         return self.search_with_notes(query, k, filters, mode, tenant, where=where).results

@@ -60,7 +60,7 @@ def tiny_xlmr_dir(tmp_path_factory) -> Path:
     from tokenizers import SentencePieceUnigramTokenizer
     from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
 
-    from tests.documents import long_korean_text
+    from bench.documents import long_korean_text
 
     root = tmp_path_factory.mktemp("tiny-xlmr")
     corpus = long_korean_text(30).split("\n\n") + ["passage: query: 한국어 문서 검색 시험입니다. The quick brown fox."]

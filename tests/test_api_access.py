@@ -23,7 +23,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from korag.keys import KeyRing
+from korag.services.keys import KeyRing
 from tests import test_console
 from tests.api_server import ApiServer, serve
 from tests.conftest import korag_env, make_settings
@@ -152,7 +152,7 @@ def test_metrics_need_an_admin_key_and_show_only_documented_stages(keyed):
     scraped = httpx.get(f"{url}/metrics", headers=keyed.auth(keyed.admin_key))
     assert scraped.status_code == 200 and scraped.headers["content-type"].startswith("text/plain")
 
-    from korag.telemetry import STAGES
+    from korag.services.telemetry import STAGES
 
     [family] = [f for f in text_string_to_metric_families(scraped.text) if f.name == "korag_stage_duration_seconds"]
     observed = {s.labels["stage"] for s in family.samples}

@@ -158,7 +158,7 @@ def test_bad_search_values_are_422_and_a_whole_float_k_is_an_integer(server):
 def test_cli_refuses_meta_korag_cannot_store_naming_the_key(tmp_path, monkeypatch, capsys):
     """`korag ingest --meta` takes its values from argv, where a name that is not UTF-8 arrives as
     lone surrogates: exit 2 naming the key, before the store or the model is touched."""
-    from tests import documents as docs
+    from bench import documents as docs
     from tests.test_cli_hardening import local_env, run
 
     docs.make_markdown(tmp_path / "a.md")

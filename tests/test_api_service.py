@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import documents as docs
+from bench import documents as docs
 from tests.api_server import ApiServer
 from tests.conftest import free_port, make_settings
 from tests.test_lifecycle import _bad_inputs
@@ -116,7 +116,7 @@ def fresh_service(tmp_path, receiver):
 
 
 def _service(workdir, receiver) -> ApiServer:
-    from korag.keys import FILE_NAME, KeyRing
+    from korag.services.keys import FILE_NAME, KeyRing
 
     server = ApiServer(workdir, {
         "KORAG_API_KEYS": f"{ALPHA_KEY}=alpha,{ADMIN_KEY}=*",

@@ -9,12 +9,12 @@ import time
 
 import pytest
 
+from bench import documents as docs
 from ingest.batch import BatchIngest
 from ingest.parsing.pool import ParserPool
 from ingest.pipeline import Pipeline
 from korag.errors import DocumentError
-from korag.store import QdrantStore, open_client
-from tests import documents as docs
+from korag.storage.store import QdrantStore, open_client
 from tests.conftest import make_settings
 
 
@@ -115,7 +115,7 @@ def test_the_model_sees_many_documents_per_call(tmp_path, pipeline, overlap):
 def test_one_registry_write_for_many_documents_keeps_each_ones_ownership(pipeline):
     """Batched state writes are a compare-and-set per document: the record a newer request took
     over meanwhile is left as the newer request wrote it, the others are written."""
-    from korag.registry import DocumentRecord, new_seq
+    from korag.storage.registry import DocumentRecord, new_seq
 
     registry = pipeline.registry
     mine = [DocumentRecord(doc_id=f"d{i}", source=f"s{i}", status="parsing", request=f"r{i}", seq=new_seq())

@@ -23,11 +23,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from korag.blobs import BlobStore
-from korag.lifecycle import delete_document, queue_request, release_blob, release_upload, sweep_blobs
-from korag.registry import DocumentRegistry, this_process
-from korag.store import QdrantStore, open_client
-from korag.uploads import BlobWriter
+from korag.services.lifecycle import delete_document, queue_request, release_blob, release_upload, sweep_blobs
+from korag.storage.blobs import BlobStore
+from korag.storage.registry import DocumentRegistry, this_process
+from korag.storage.store import QdrantStore, open_client
+from korag.storage.uploads import BlobWriter
 from tests.api_server import serve
 from tests.conftest import korag_env, make_settings
 
@@ -204,12 +204,12 @@ def test_deleting_a_queued_document_removes_its_prepared_chunks(parts):
 
 @pytest.mark.slow
 def test_a_version_queued_through_the_broker_replaces_the_old_blob_and_leaves_no_pin(tmp_path, redis_server):
-    """Distributed ``korag ingest`` (workers.client.enqueue, a real Redis): the new version's bytes
+    """Distributed ``korag ingest`` (korag.services.queue_client.enqueue, a real Redis): the new version's bytes
     stay, the replaced version's go, and the upload's pin is dropped once its record is claimed."""
+    from bench import documents as docs
     from ingest.pipeline import DocumentInfo
-    from tests import documents as docs
+    from korag.services.queue_client import enqueue
     from workers.app import create_app
-    from workers.client import enqueue
 
     settings = make_settings(tmp_path, broker_url=redis_server.url)
     registry = DocumentRegistry(open_client(settings), settings.collection)

@@ -12,7 +12,7 @@ import redis
 from celery import Celery
 from kombu import Queue
 
-from tests import documents as docs
+from bench import documents as docs
 from tests.conftest import korag_cli
 from tests.test_queue_batching import RoleWorker, _snapshot, _wait_until
 from tests.test_queue_batching import env as env  # noqa: F401 - the fixture

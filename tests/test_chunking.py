@@ -6,12 +6,12 @@ import re
 
 import pytest
 
+from bench.documents import long_korean_text
 from ingest.chunking import Chunker, ChunkingOptions
 from ingest.parsing.blocks import Block
 from ingest.tokens import compose_input
 from korag.errors import InputTooLongError
 from korag.types import Chunk
-from tests.documents import long_korean_text
 
 MODELS = ["minilm", "tiny_xlmr"]
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests import documents as docs
+from bench import documents as docs
 from tests.conftest import korag_cli, korag_env, offline_model_path
 
 pytestmark = pytest.mark.slow

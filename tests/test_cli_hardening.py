@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bench import documents as docs
 from ingest.pipeline import DocumentInfo
-from korag.cli import main, scan
-from korag.metadata import RESERVED_FIELDS, normalize_source, printable
-from tests import documents as docs
+from korag.cli.main import main, scan
+from korag.rules import RESERVED_FIELDS, normalize_source, printable
 from tests.conftest import free_port, korag_cli, korag_env, make_settings, offline_model_path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_cli_refuses_reserved_meta_and_empty_tenant_before_anything_runs(tmp_pat
 def test_filters_match_typed_and_string_values(tmp_path):
     """`--filter page_number=3` arrives as the string "3": it must find a page stored as the integer
     3 (what korag writes) and one stored as the text "3"; "true" likewise finds True and "true"."""
-    from korag.store import QdrantStore, open_client
+    from korag.storage.store import QdrantStore, open_client
 
     store = QdrantStore(open_client(make_settings(tmp_path)), "t")
     store.ensure_collection("m", 4)
@@ -140,7 +140,7 @@ def test_scan_reports_an_unreadable_folder(tmp_path):
             as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
             if as_nobody and shutil.which("setpriv") is None:
                 pytest.skip("running as root without setpriv (util-linux) to drop privileges")
-            code = ("import json; from korag.cli import scan; "
+            code = ("import json; from korag.cli.main import scan; "
                     f"print(json.dumps([{{'source': f.source, 'problem': f.problem}} for f in scan([{str(tree)!r}])]))")
             done = subprocess.run([*as_nobody, sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                                   timeout=120)
@@ -179,8 +179,8 @@ def test_ingest_of_a_tree_never_blocks_nor_leaves_it(tmp_path):
 # -- 11: setup errors: one line, exit 2, nothing half-recorded ------------------------------------------
 def _filled_store(tmp_path: Path) -> Path:
     """An embedded store (Qdrant Edge) with a korag-shaped registry collection."""
-    from korag.edge_client import EdgeClient
-    from korag.registry import DocumentRecord, DocumentRegistry
+    from korag.storage.edge_client import EdgeClient
+    from korag.storage.registry import DocumentRecord, DocumentRegistry
 
     path = tmp_path / "data" / "qdrant"
     client = EdgeClient(path)
@@ -275,7 +275,7 @@ def test_cli_sources_filters_and_messages(tmp_path, monkeypatch, capsys):
     (first,) = json_lines(out)
     assert code == 0 and first["source"] == "in/a.md"
     code, out, _ = run(monkeypatch, capsys, ["ingest", "in"], **env)
-    # a name holding ESC is refused as a source (korag.metadata.source_problem), shown escaped; the rest go in
+    # a name holding ESC is refused as a source (korag.rules.source_problem), shown escaped; the rest go in
     assert code == 1
     assert "\x1b" not in out and "in/evil\\x1b[2J.txt" in out and "U+001B" in out
     assert f"unchanged in/a.md  ({first['chunks']} chunks, doc_id {first['doc_id']})" in out  # one document
@@ -297,7 +297,7 @@ def test_long_query_is_cut_for_the_dense_channel_only(tmp_path, minilm):
     """A query over the model's limit is answered: dense embeds the part that fits, keyword search
     sees all of it (a term only at the end still finds its chunk), and the response says so."""
     from ingest.pipeline import Pipeline
-    from korag.store import store_session
+    from korag.storage.store import store_session
     from retrieval.search import Retriever
 
     settings = make_settings(tmp_path, embedding_model=offline_model_path())
@@ -329,7 +329,7 @@ def test_model_path_with_a_trailing_slash_is_the_same_model(tmp_path, minilm):
 
 
 def test_qdrant_api_key_is_never_shown(tmp_path):
-    from korag.store import open_client
+    from korag.storage.store import open_client
     from workers.app import create_app
 
     settings = make_settings(tmp_path, qdrant_url="http://127.0.0.1:9", qdrant_api_key="sekrit-key",

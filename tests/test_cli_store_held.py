@@ -15,7 +15,7 @@ import time
 import pytest
 
 from korag.settings import Settings
-from korag.store import lock_holder
+from korag.storage.store import lock_holder
 from tests.api_server import serve
 from tests.conftest import korag_cli, korag_env
 
@@ -59,7 +59,7 @@ def test_the_lock_holder_is_named_and_a_passing_holder_is_not_taken_for_a_serve(
     settings = Settings(data_dir=tmp_path / "data", embedding_model=NO_MODEL)
     script = textwrap.dedent(f"""
         import sys, time
-        from korag.edge_client import EdgeClient
+        from korag.storage.edge_client import EdgeClient
         client = EdgeClient({str(settings.qdrant_path)!r})
         print("held", flush=True)
         sys.stdin.read()
@@ -78,8 +78,8 @@ def test_the_lock_holder_is_named_and_a_passing_holder_is_not_taken_for_a_serve(
 
 
 def test_a_damaged_store_is_reported_before_the_model_loads(tmp_path):
-    from korag.edge_client import EdgeClient
-    from korag.registry import DocumentRecord, DocumentRegistry
+    from korag.storage.edge_client import EdgeClient
+    from korag.storage.registry import DocumentRecord, DocumentRegistry
 
     _documents(tmp_path)
     client = EdgeClient(tmp_path / "data" / "qdrant")

@@ -12,7 +12,7 @@ import shutil
 
 import pytest
 
-from tests import documents as docs
+from bench import documents as docs
 from tests.api_server import serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

@@ -10,10 +10,10 @@ from collections import Counter
 
 import pytest
 
-from korag.registry import DocumentRegistry
+from bench import documents as docs
 from korag.settings import Settings
-from korag.store import store_session
-from tests import documents as docs
+from korag.storage.registry import DocumentRegistry
+from korag.storage.store import store_session
 from tests.conftest import Worker, korag_cli, korag_env, offline_model_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -9,9 +9,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from bench import documents as docs
 from ingest.pipeline import DocumentInfo, Pipeline
-from korag.query_filter import FilterError, parse_filter
-from korag.store import QdrantStore, open_client
+from korag.storage.query_filter import FilterError, parse_filter
+from korag.storage.store import QdrantStore, open_client
 from retrieval import Retriever
 from retrieval.dify import (
     DifyError,
@@ -22,7 +23,6 @@ from retrieval.dify import (
     condition_filter,
     retrieve,
 )
-from tests import documents as docs
 from tests.conftest import make_settings
 
 # Dify's documented example request, byte for byte in its field names

@@ -19,9 +19,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from korag.blobs import BlobStore
-from korag.disk import MIB, DiskFullError, free_bytes
-from korag.uploads import BlobWriter
+from korag.storage.blobs import BlobStore
+from korag.storage.disk import MIB, DiskFullError, free_bytes
+from korag.storage.uploads import BlobWriter
 from tests.api_server import serve
 from tests.conftest import korag_env
 

@@ -17,14 +17,14 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from bench import documents as docs
 from ingest.batch import BatchIngest
 from ingest.pipeline import DocumentInfo, Pipeline, doc_id_for
 from korag.errors import DocumentError
-from korag.metadata import source_problem
-from korag.registry import DocumentRecord, DocumentRegistry
-from korag.service import clean_source
-from korag.store import QdrantStore, open_client, store_session
-from tests import documents as docs
+from korag.rules import source_problem
+from korag.services.service import clean_source
+from korag.storage.registry import DocumentRecord, DocumentRegistry
+from korag.storage.store import QdrantStore, open_client, store_session
 from tests.api_server import serve
 from tests.conftest import make_settings
 from tests.test_cli_hardening import json_lines, local_env, run
@@ -132,9 +132,9 @@ def test_a_source_spelling_another_tenants_old_id_gets_its_own_document(tmp_path
 
 @pytest.mark.slow
 def test_the_queue_client_keeps_an_old_id(tmp_path, redis_server):
-    from korag.blobs import BlobStore
+    from korag.services.queue_client import enqueue
+    from korag.storage.blobs import BlobStore
     from workers.app import create_app
-    from workers.client import enqueue
 
     settings = make_settings(tmp_path, broker_url=redis_server.url)
     registry = DocumentRegistry(open_client(settings), settings.collection)

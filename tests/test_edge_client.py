@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient, models
 
-from korag.edge import EdgeUnsupportedError, LocalModeDataError
-from korag.edge_client import EdgeClient
 from korag.errors import ModelMismatchError, StoreBusyError
+from korag.storage.edge import EdgeUnsupportedError, LocalModeDataError
+from korag.storage.edge_client import EdgeClient
 
 CHUNKS = "korag"
 REGISTRY = "korag-documents"
@@ -280,8 +280,8 @@ def test_dense_sparse_and_hybrid_rank_the_same_on_both_engines(tmp_path, tenant)
 # -- korag's own store and registry on Edge ---------------------------------------------------------
 def test_korag_store_and_registry_run_unchanged_on_edge(tmp_path, minilm):
     from ingest.sparse import SparseEncoder
-    from korag.registry import DocumentRecord, DocumentRegistry
-    from korag.store import QdrantStore, point_id
+    from korag.storage.registry import DocumentRecord, DocumentRegistry
+    from korag.storage.store import QdrantStore, point_id
     from korag.types import Chunk
 
     texts = ["연차휴가는 입사 1년 후 15일이 부여됩니다.", "법원조직법은 법원의 조직을 정한 법률입니다.",
@@ -352,7 +352,7 @@ def _child(code: str, path) -> subprocess.CompletedProcess:
     script = textwrap.dedent(f"""
         import sys
         from qdrant_client import models
-        from korag.edge_client import EdgeClient
+        from korag.storage.edge_client import EdgeClient
         from korag.errors import StoreBusyError
         path = {str(path)!r}
     """) + textwrap.dedent(code)
@@ -457,7 +457,7 @@ def test_upsert_plain_stores_exactly_what_upsert_stores(tmp_path):
 
 
 def test_after_batch_keeps_answers_and_does_nothing_on_qdrant_client(tmp_path):
-    from korag.edge import upkeep
+    from korag.storage.edge import upkeep
 
     local = QdrantClient(location=":memory:")
     _create(local)
@@ -482,7 +482,7 @@ def test_a_store_made_before_the_upkeep_settings_gets_bounded_segments_when_open
 
     import qdrant_edge as qe
 
-    from korag.edge import upkeep
+    from korag.storage.edge import upkeep
 
     client = EdgeClient(tmp_path / "edge")
     _create(client)

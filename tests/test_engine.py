@@ -9,12 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bench.documents import long_korean_text
 from ingest.batching import plan_batches
 from ingest.engine import EmbeddingEngine
 from ingest.precision import cpu_has_native_bf16, resolve
 from korag.errors import ModelLoadError
 from tests.conftest import make_settings, offline_model_path
-from tests.documents import long_korean_text
 
 MODELS = ["minilm", "tiny_xlmr"]
 

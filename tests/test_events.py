@@ -1,4 +1,4 @@
-"""Webhooks (korag.events) delivered to a real HTTP server on a loopback port that fails the
+"""Webhooks (korag.services.events) delivered to a real HTTP server on a loopback port that fails the
 first deliveries: retries, signatures, the durable outbox across a restart, dead events."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from korag.events import EVENT_TYPES, Webhooks, sign, verify_signature
+from korag.services.events import EVENT_TYPES, Webhooks, sign, verify_signature
 from korag.settings import Settings
 
 SECRET = "whsec-test-0123456789"

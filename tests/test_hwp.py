@@ -9,9 +9,9 @@ import zipfile
 
 import pytest
 
+from bench import documents as docs
 from ingest.parsing import parse_document
 from korag.errors import DocumentError
-from tests import documents as docs
 from tests.conftest import shared_path
 
 

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
+from bench import documents as docs
 from ingest.pipeline import DocumentInfo, Pipeline
 from ingest.sparse import SparseEncoder, term_id
-from korag.store import QdrantStore, open_client
+from korag.storage.store import QdrantStore, open_client
 from retrieval import Retriever
-from tests import documents as docs
 from tests.conftest import make_settings
 
 LAWS = {

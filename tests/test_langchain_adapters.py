@@ -9,13 +9,13 @@ import threading
 import pytest
 from langchain_core.documents import Document
 
+from bench import documents as docs
 from ingest.pipeline import DocumentInfo, Pipeline
 from korag.errors import DocumentError
-from korag.registry import DocumentRegistry
-from korag.store import QdrantStore, open_client
+from korag.storage.registry import DocumentRegistry
+from korag.storage.store import QdrantStore, open_client
 from retrieval.langchain import KoragEmbeddings, KoragRetriever, KoragVectorStore, format_documents
 from retrieval.search import Retriever
-from tests import documents as docs
 from tests.conftest import make_settings
 
 LAWS = {

@@ -9,7 +9,7 @@ import pytest
 from langchain_qdrant import QdrantVectorStore, RetrievalMode
 
 from ingest.pipeline import Pipeline
-from korag.store import SPARSE, QdrantStore, open_client
+from korag.storage.store import SPARSE, QdrantStore, open_client
 from retrieval.langchain import KoragEmbeddings, KoragSparseEmbeddings, korag_fusion
 from retrieval.search import Retriever
 from tests.conftest import make_settings

@@ -15,7 +15,7 @@ from langchain_tests.integration_tests import (
 from langchain_tests.unit_tests import EmbeddingsUnitTests
 
 from ingest.pipeline import Pipeline
-from korag.store import QdrantStore, open_client
+from korag.storage.store import QdrantStore, open_client
 from retrieval.langchain import KoragEmbeddings, KoragRetriever, KoragVectorStore
 from retrieval.search import Retriever
 from tests.conftest import make_settings

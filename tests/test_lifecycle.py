@@ -13,12 +13,12 @@ import zipfile
 
 import pytest
 
+from bench import documents as docs
 from ingest.parsing.guard import run_guarded
 from ingest.pipeline import Pipeline
 from korag.errors import DocumentError
-from korag.registry import DocumentRegistry
-from korag.store import QdrantStore, open_client
-from tests import documents as docs
+from korag.storage.registry import DocumentRegistry
+from korag.storage.store import QdrantStore, open_client
 from tests.conftest import korag_cli, korag_env, make_settings, offline_model_path
 
 

@@ -15,12 +15,12 @@ from dataclasses import replace
 
 import pytest
 
+from bench import documents as docs
 from ingest.batch import BatchIngest
 from ingest.pipeline import Pipeline
 from ingest.stages import prepare_batch
-from korag.registry import new_seq
-from korag.store import SEQ_FIELD, QdrantStore, open_client
-from tests import documents as docs
+from korag.storage.registry import new_seq
+from korag.storage.store import SEQ_FIELD, QdrantStore, open_client
 from tests.conftest import make_settings
 from tests.test_queue_batching import _queue
 
@@ -144,7 +144,7 @@ import json, sys
 from pathlib import Path
 from ingest.pipeline import DocumentInfo
 from ingest.sentences import kiwi
-from korag.cli import _ingest_in_process
+from korag.cli.main import _ingest_in_process
 from korag.settings import Settings
 
 paths = [Path(p) for p in sys.argv[1:]]

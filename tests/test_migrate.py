@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from qdrant_client import QdrantClient
 
+from bench import documents as docs
 from ingest.pipeline import DocumentInfo, Pipeline
-from korag import cli_store
-from korag.edge import LocalModeDataError
-from korag.edge_client import EdgeClient
-from korag.migrate import backup_path
-from korag.store import QdrantStore
+from korag.cli import store as cli_store
+from korag.storage.edge import LocalModeDataError
+from korag.storage.edge_client import EdgeClient
+from korag.storage.migrate import backup_path
+from korag.storage.store import QdrantStore
 from retrieval import Retriever
-from tests import documents as docs
 from tests.conftest import make_settings
 
 TEXTS = {

@@ -17,12 +17,12 @@ import textwrap
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
+from bench import documents as docs
 from ingest.pipeline import DocumentInfo, Pipeline, Request
-from korag.lifecycle import delete_document, queue_request, reap_dead_owners
-from korag.registry import DocumentRecord, DocumentRegistry
-from korag.store import QdrantStore, open_client
+from korag.services.lifecycle import delete_document, queue_request, reap_dead_owners
+from korag.storage.registry import DocumentRecord, DocumentRegistry
+from korag.storage.store import QdrantStore, open_client
 from retrieval.search import Retriever
-from tests import documents as docs
 from tests.conftest import make_settings, offline_model_path
 from workers.tasks import ingest_blob, settle_delivery
 
@@ -160,8 +160,8 @@ def test_a_metadata_change_updates_the_chunks_without_embedding_again(minilm, st
 
 # -- deletion outlives queued messages --------------------------------------------------------------
 def test_deleting_a_queued_document_is_not_undone_by_its_task(minilm, settings):
-    from korag.blobs import BlobStore
-    from korag.store import store_session
+    from korag.storage.blobs import BlobStore
+    from korag.storage.store import store_session
 
     settings = settings.model_copy(update={"qdrant_url": None})  # one embedded store, opened in turn
     blob = BlobStore(settings.blobs_path).put(NEW.encode())
@@ -195,11 +195,11 @@ def test_deleting_a_document_while_it_is_being_embedded(minilm, store, settings)
 def test_transient_errors_after_the_state_was_written_are_retries_not_crashes(minilm, settings, tmp_path):
     """The store's upsert fails three times with a connection error (a Qdrant server restarting:
     the one failure the real local engine cannot produce on demand, so it is injected)."""
-    from korag.blobs import BlobStore
+    from korag.storage.blobs import BlobStore
 
     settings = settings.model_copy(update={"max_crashes": 2, "qdrant_url": None})
     blob = BlobStore(settings.blobs_path).put(OLD.encode())
-    from korag.store import store_session
+    from korag.storage.store import store_session
 
     with store_session(settings) as store:
         pipeline = _pipeline(minilm, store, settings)
@@ -245,8 +245,8 @@ def test_a_redelivery_of_the_same_attempt_is_a_crash(minilm, store, settings):
 
 
 def test_the_soft_time_limit_ends_the_document_failed_with_the_reason(minilm, settings):
-    from korag.blobs import BlobStore
-    from korag.store import store_session
+    from korag.storage.blobs import BlobStore
+    from korag.storage.store import store_session
 
     settings = settings.model_copy(update={"qdrant_url": None})
     blob = BlobStore(settings.blobs_path).put(OLD.encode())
@@ -281,7 +281,7 @@ def test_a_killed_in_process_ingest_is_failed_at_once_not_after_the_sweep_age(tm
         from ingest.embedder import Embedder
         from ingest.pipeline import Pipeline
         from korag.settings import Settings
-        from korag.store import store_session
+        from korag.storage.store import store_session
         settings = Settings(embedding_model={offline_model_path()!r}, data_dir={str(data)!r}, embedding_device="cpu")
         with store_session(settings) as store:
             pipeline = Pipeline.build(Embedder.load(settings), store, settings)
@@ -291,7 +291,7 @@ def test_a_killed_in_process_ingest_is_failed_at_once_not_after_the_sweep_age(tm
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.getcwd()}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == -9, done.stderr[-2000:]
-    from korag.store import store_session
+    from korag.storage.store import store_session
 
     settings = make_settings(tmp_path, qdrant_url=None)
     with store_session(settings) as store:

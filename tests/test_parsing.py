@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from bench import documents as docs
 from ingest.parsing import parse_document
 from ingest.parsing.text_decoding import decode_text
 from korag.errors import DocumentError, EmptyDocumentError, UnsupportedFormatError
-from tests import documents as docs
 
 
 def _parse(path):

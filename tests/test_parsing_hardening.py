@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 import ingest.sentences as sentences
+from bench.documents import SECRET_SENTENCE, long_korean_text, make_docx
 from ingest.chunking import Chunker, ChunkingOptions
 from ingest.parsing import parse_document
 from ingest.parsing.blocks import Block
 from ingest.parsing.text_decoding import decode
 from ingest.tokens import TokenBudget
 from korag.errors import DocumentError
-from tests.documents import SECRET_SENTENCE, long_korean_text, make_docx
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,11 +12,11 @@ import os
 
 import pytest
 
+from bench import documents as docs
 from ingest.parsing import parse_document, script_rules
 from ingest.parsing.guard import run_guarded
 from ingest.parsing.pdf import partition_pdf_text, pdfium_pages, pdfminer_pages
 from korag.errors import DocumentError, EmptyDocumentError
-from tests import documents as docs
 from tests.conftest import SHARED
 
 

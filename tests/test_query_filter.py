@@ -1,4 +1,4 @@
-"""The service's filter language (korag.query_filter) on both embedded engines — Qdrant Edge and
+"""The service's filter language (korag.storage.query_filter) on both embedded engines — Qdrant Edge and
 qdrant-client's in-memory engine — with the same assertions, through QdrantStore.search's
 ``where`` in every search mode, and through the Retriever with the real offline model.
 
@@ -13,11 +13,11 @@ import uuid
 import numpy as np
 import pytest
 
+from bench import documents as docs
 from ingest.pipeline import DocumentInfo, Pipeline
-from korag.query_filter import FilterError, parse_filter
-from korag.store import QdrantStore, open_client
+from korag.storage.query_filter import FilterError, parse_filter
+from korag.storage.store import QdrantStore, open_client
 from retrieval import Retriever
-from tests import documents as docs
 from tests.conftest import make_settings
 
 DIM = 4
@@ -194,8 +194,8 @@ def test_retriever_applies_where_with_tenant_and_filters(retriever_setup, mode):
 def _filter_validator():
     import jsonschema_rs
 
-    from korag.query_filter import json_schemas
-    from korag.schemas import FILTER_SCHEMA  # SearchRequest's filter: null or a KoragFilter
+    from korag.services.schemas import FILTER_SCHEMA  # SearchRequest's filter: null or a KoragFilter
+    from korag.storage.query_filter import json_schemas
 
     root = json.loads(json.dumps(FILTER_SCHEMA).replace("#/components/schemas/", "#/$defs/"))
     return jsonschema_rs.validator_for({**root, "$defs": json_schemas("#/$defs/")})
@@ -241,7 +241,7 @@ def _filters():
 
 
 def test_the_json_schema_admits_exactly_the_filters_the_parser_accepts():
-    """korag.query_filter.json_schemas (the service's OpenAPI) and parse_filter say the same of
+    """korag.storage.query_filter.json_schemas (the service's OpenAPI) and parse_filter say the same of
     every filter: well formed and not, typed values, dates that exist and do not, keys korag
     refuses, numbers beyond 64 bits. (The two limits the schema only states, MAX_DEPTH and
     MAX_CONDITIONS, are not reached here.)"""

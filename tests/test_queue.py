@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests import documents as docs
+from bench import documents as docs
 from tests.conftest import Worker, korag_cli, korag_env, offline_model_path
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -48,10 +48,10 @@ def test_ingest_through_the_queue_then_search(tmp_path, env, worker):
 
 def test_documents_travel_as_blobs_not_paths(tmp_path, env, worker, monkeypatch):
     """The worker never sees the client's path: the client's copy is deleted before the task runs."""
-    from korag.blobs import BlobStore
+    from korag.services.queue_client import enqueue
     from korag.settings import Settings
+    from korag.storage.blobs import BlobStore
     from workers.app import create_app
-    from workers.client import enqueue
 
     for key, value in env.items():
         if key.startswith("KORAG_"):

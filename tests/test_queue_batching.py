@@ -14,14 +14,14 @@ from collections import Counter
 
 import pytest
 
+from bench import documents as docs
 from ingest.pipeline import DocumentInfo, Pipeline, Request
 from ingest.stages import Delivery, PreparedStore, Stage, prepare_batch
-from korag.blobs import BlobStore
-from korag.lifecycle import queue_request
-from korag.registry import DocumentRegistry
+from korag.services.lifecycle import queue_request
 from korag.settings import Settings
-from korag.store import store_session
-from tests import documents as docs
+from korag.storage.blobs import BlobStore
+from korag.storage.registry import DocumentRegistry
+from korag.storage.store import store_session
 from tests.conftest import Worker, korag_cli, korag_env, make_settings, offline_model_path
 
 

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from korag.events import verify_signature
-from tests import documents as docs
+from bench import documents as docs
+from korag.services.events import verify_signature
 from tests.conftest import Worker, korag_cli, korag_env, offline_model_path
 from tests.test_events import SECRET, Receiver
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import documents as docs
+from bench import documents as docs
 from tests.conftest import korag_env, offline_model_path
 
 README = Path(__file__).resolve().parents[1] / "README.md"

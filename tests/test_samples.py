@@ -6,7 +6,7 @@ import pytest
 
 from ingest.parsing import SUPPORTED_SUFFIXES
 from ingest.pipeline import Pipeline
-from korag.store import QdrantStore, open_client
+from korag.storage.store import QdrantStore, open_client
 from tests.conftest import SHARED, make_settings, shared_path
 
 SAMPLES = sorted(p for p in (SHARED / "samples").glob("*") if p.suffix.lower() in SUPPORTED_SUFFIXES) if (SHARED / "samples").is_dir() else []

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from bench import documents as docs
 from ingest.pipeline import Pipeline
 from korag.errors import ModelMismatchError
-from korag.registry import DocumentRegistry
-from korag.store import QdrantStore, open_client, point_id
+from korag.storage.registry import DocumentRegistry
+from korag.storage.store import QdrantStore, open_client, point_id
 from retrieval import Retriever, format_context
-from tests import documents as docs
 from tests.conftest import make_settings
 
 

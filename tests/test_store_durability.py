@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from korag.edge_client import EdgeClient
-from korag.registry import DocumentRegistry
-from korag.store import QdrantStore
-from tests import documents as docs
+from bench import documents as docs
+from korag.storage.edge_client import EdgeClient
+from korag.storage.registry import DocumentRegistry
+from korag.storage.store import QdrantStore
 from tests.conftest import make_settings
 
 pytestmark = pytest.mark.slow
@@ -35,9 +35,9 @@ CHILD = textwrap.dedent("""
     from pathlib import Path
     from ingest.embedder import Embedder
     from ingest.pipeline import Pipeline
-    from korag.edge_client import EdgeClient
+    from korag.storage.edge_client import EdgeClient
     from korag.settings import Settings
-    from korag.store import QdrantStore
+    from korag.storage.store import QdrantStore
 
     settings = Settings()
     client = EdgeClient(settings.qdrant_path)

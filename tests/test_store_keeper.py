@@ -7,7 +7,7 @@ Qdrant server can run here, and ":memory:" goes through the same keep-it-open br
 from __future__ import annotations
 
 from korag.settings import Settings
-from korag.store import QdrantStore, StoreKeeper, open_client
+from korag.storage.store import QdrantStore, StoreKeeper, open_client
 
 MODEL = "test-model"
 

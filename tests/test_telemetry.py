@@ -1,4 +1,4 @@
-"""korag.telemetry: the Prometheus exposition a scraper reads, fed by a real pipeline run with
+"""korag.services.telemetry: the Prometheus exposition a scraper reads, fed by a real pipeline run with
 the offline model, searches, HTTP requests and a queue-depth callback."""
 
 from __future__ import annotations
@@ -8,10 +8,10 @@ import math
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench import documents as docs
 from ingest.pipeline import Pipeline
-from korag.store import QdrantStore, open_client
-from korag.telemetry import STAGES, Metrics
-from tests import documents as docs
+from korag.services.telemetry import STAGES, Metrics
+from korag.storage.store import QdrantStore, open_client
 from tests.conftest import make_settings
 
 
@@ -144,6 +144,6 @@ def test_stage_labels_are_one_documented_list():
     [family] = [f for f in text_string_to_metric_families(body.decode()) if f.name == "korag_stage_duration_seconds"]
     for stage in ("queue", "ingest", "parse", "embed", "record", "cleanup"):
         assert stage in STAGES and f"{stage}: " in family.documentation, stage
-    with pytest.raises(ValueError, match="'upload' is not one of korag.telemetry.STAGES"):
+    with pytest.raises(ValueError, match="'upload' is not one of korag.services.telemetry.STAGES"):
         metrics.observe_stage("upload", 1.0)
     assert ("korag_stage_duration_seconds_count", (("stage", "upload"),)) not in _samples(metrics)

@@ -14,16 +14,16 @@ import time
 from celery import Celery
 
 from ingest.stages import PreparedStore
-from korag.lifecycle import reap_dead_owners
-from korag.registry import (
+from korag.services.lifecycle import reap_dead_owners
+from korag.services.queue_client import send, send_embed
+from korag.settings import Settings
+from korag.storage.registry import (
     MID_FLIGHT,
     UNFINISHED,
     DocumentRecord,
     DocumentRegistry,
     note_interruption,
 )
-from korag.settings import Settings
-from workers.client import send, send_embed
 
 RESEND_DELAY_S = 5.0
 

@@ -45,12 +45,12 @@ from ingest.stages import (
     prepare_batch,
     settle_delivery,
 )
-from korag.blobs import BlobStore
 from korag.errors import StoreBusyError
-from korag.events import Webhooks, outcome_event
-from korag.registry import DocumentRegistry, new_seq
+from korag.services.events import Webhooks, outcome_event
 from korag.settings import Settings
-from korag.store import StoreKeeper
+from korag.storage.blobs import BlobStore
+from korag.storage.registry import DocumentRegistry, new_seq
+from korag.storage.store import StoreKeeper
 from korag.types import IngestResult
 from workers.app import EMBED_QUEUE, LEGACY_QUEUE, PARSE_QUEUE, app, drop_stale_bindings
 from workers.batching import Batch, Message, watch_worker

@@ -1,0 +1,148 @@
+"""Documents the tests and benchmarks build themselves, in every supported format, with Korean content
+(a benchmark never imports tests, so they live here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+SECRET_SENTENCE = "마지막 조항에 따르면 금고의 비밀번호는 ZEBRA-QUARTZ-7781 입니다."
+
+TABLE = [["이름", "국어", "영어", "수학"], ["김철수", "90", "85", "77"], ["이영희", "88", "92", "95"]]
+
+
+def long_korean_text(paragraphs: int = 40) -> str:
+    """Many distinct sentences, so a test can check each one landed in some chunk."""
+    out = []
+    for p in range(paragraphs):
+        sentences = [
+            f"제{p + 1}절의 {s + 1}번째 문장은 법원조직법 제{p * 7 + s}조에 관한 설명입니다."
+            for s in range(6)
+        ]
+        out.append(" ".join(sentences))
+    return "\n\n".join(out)
+
+
+def make_pdf(path: Path, pages: list[list[str]]) -> Path:
+    """A text-layer PDF with Korean text (Adobe's Korean CID font, no font file needed)."""
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    pdfmetrics.registerFont(UnicodeCIDFont("HYSMyeongJo-Medium"))
+    c = canvas.Canvas(str(path))
+    for lines in pages:
+        c.setFont("HYSMyeongJo-Medium", 11)
+        y = 780
+        for line in lines:
+            c.drawString(50, y, line)
+            y -= 18
+        c.showPage()
+    c.save()
+    return path
+
+
+def make_docx(path: Path) -> Path:
+    import docx
+
+    d = docx.Document()
+    d.add_heading("제1장 총칙", level=1)
+    d.add_paragraph("이 규정은 korag의 문서 처리 시험을 위하여 작성되었습니다.")
+    d.add_heading("제2장 성적", level=1)
+    table = d.add_table(rows=len(TABLE), cols=len(TABLE[0]))
+    for r, row in enumerate(TABLE):
+        for c, value in enumerate(row):
+            table.cell(r, c).text = value
+    d.add_paragraph(SECRET_SENTENCE)
+    d.save(str(path))
+    return path
+
+
+def make_pptx(path: Path) -> Path:
+    from pptx import Presentation
+    from pptx.util import Inches
+
+    prs = Presentation()
+    slide = prs.slides.add_slide(prs.slide_layouts[1])
+    slide.shapes.title.text = "분기 실적 보고"
+    slide.placeholders[1].text = "매출은 전년 대비 12% 증가했습니다."
+    slide = prs.slides.add_slide(prs.slide_layouts[5])
+    slide.shapes.title.text = "성적표"
+    shape = slide.shapes.add_table(len(TABLE), len(TABLE[0]), Inches(1), Inches(2), Inches(6), Inches(2))
+    for r, row in enumerate(TABLE):
+        for c, value in enumerate(row):
+            shape.table.cell(r, c).text = value
+    prs.save(str(path))
+    return path
+
+
+def make_xlsx(path: Path) -> Path:
+    import openpyxl
+
+    wb = openpyxl.Workbook()
+    ws = wb.active
+    ws.title = "성적"
+    for row in TABLE:
+        ws.append(row)
+    wb.save(str(path))
+    return path
+
+
+def make_html(path: Path) -> Path:
+    rows = "".join("<tr>" + "".join(f"<td>{v}</td>" for v in row) + "</tr>" for row in TABLE)
+    path.write_text(
+        "<html><head><meta charset='utf-8'><title>안내</title></head><body>"
+        "<h1>도서관 이용 안내</h1><p>도서관은 평일 오전 9시부터 오후 6시까지 운영합니다.</p>"
+        f"<h2>성적</h2><table>{rows}</table></body></html>",
+        encoding="utf-8",
+    )
+    return path
+
+
+def make_markdown(path: Path) -> Path:
+    path.write_text(
+        "# 설치 안내\n\n파이썬 3.11 이상이 필요합니다.\n\n## 실행\n\n`korag ingest` 명령으로 문서를 넣습니다.\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def make_text(path: Path, encoding: str = "utf-8", text: str | None = None) -> Path:
+    body = text if text is not None else "공지사항\n\n내일은 정기 점검으로 서비스가 중단됩니다. 불편을 드려 죄송합니다."
+    path.write_bytes(body.encode(encoding))
+    return path
+
+
+def all_formats(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "pdf": make_pdf(folder / "규정.pdf", [["제1장 총칙", "이 규정은 시험용입니다."], [SECRET_SENTENCE]]),
+        "docx": make_docx(folder / "문서.docx"),
+        "pptx": make_pptx(folder / "발표.pptx"),
+        "xlsx": make_xlsx(folder / "성적.xlsx"),
+        "html": make_html(folder / "안내.html"),
+        "md": make_markdown(folder / "설치.md"),
+        "txt": make_text(folder / "공지.txt"),
+        "euc-kr": make_text(folder / "공지-euckr.txt", "euc-kr"),
+    }
+
+
+
+
+def make_hwp_document(path: Path) -> Path:
+    """HWPX or HWP 5.0 (by suffix), written by python-hwpx: a heading, paragraphs, a table,
+    a Hancom private-use bullet and decomposed (NFD) Hangul to be cleaned."""
+    import unicodedata
+
+    from hwpx import HwpxDocument
+
+    doc = HwpxDocument.new()
+    doc.add_heading("제1장 총칙", level=1)
+    doc.add_paragraph("이 규정은 한글 문서 처리를 시험하기 위한 것입니다.")
+    doc.add_paragraph("\uf0a7 " + unicodedata.normalize("NFD", "분해된 한글 글자입니다."))
+    table = doc.add_table(len(TABLE), len(TABLE[0]))
+    for r, row in enumerate(TABLE):
+        for c, value in enumerate(row):
+            table.set_cell_text(r, c, value)
+    doc.add_paragraph(SECRET_SENTENCE)
+    doc.save_to_path(str(path))
+    return path

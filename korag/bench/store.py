@@ -1,0 +1,288 @@
+"""``korag bench store``: the embedded store (Qdrant Edge) against qdrant-client's old local mode,
+each at the size it can do, in one run, through korag's own store code.
+
+Points: synthetic normalised 1024-dim dense vectors (KoE5's size) and real Kiwi BM25 keyword
+vectors of the AutoRAG passages (``ingest.sparse.SparseEncoder``), cycled; each distinct passage
+is encoded once. Without the corpus, generated Korean text stands in. Queries: the dataset's
+questions (Kiwi query vectors) with dense vectors near stored ones. Each engine runs in its own
+process, so its memory figures are its own. Edge is written in ingest batches of
+``BATCH_POINTS``, each followed by ``korag.storage.edge.upkeep.after_batch`` (its index upkeep, timed,
+with a search thread measuring what a concurrent query waits meanwhile).
+
+The printed object is the embedded default's figures, with the old local mode's under ``local``:
+``{"backend", "points", "upsert_points_per_s", "reopen_s", "disk_bytes", "rss_bytes",
+"dense": {"p50_ms", "p95_ms"}, "sparse", "hybrid", "hybrid_filtered", ..., "local": {...}}``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "autorag-ko"
+DIM = 1024
+TENANTS = 10
+MODEL = "bench-synthetic-1024"
+COLLECTION = "korag"
+WRITE_POINTS = 1000  # points per store.upsert call
+BATCH_POINTS = 10_000  # points per ingest batch (then upkeep)
+
+
+# -- data ------------------------------------------------------------------------------------------
+def _texts(corpus: Path, queries: int) -> tuple[list[str], list[str], str]:
+    corpus_file, query_file = corpus / "corpus.jsonl", corpus / "queries.jsonl"
+    if corpus_file.is_file():
+        passages = [t for t in (json.loads(line)["text"] for line in corpus_file.open(encoding="utf-8")) if t.strip()]
+        asked = []
+        if query_file.is_file():
+            asked = [json.loads(line)["text"] for line in query_file.open(encoding="utf-8")][:queries]
+        if len(asked) < queries:
+            asked += [p[:40] for p in passages[: queries - len(asked)]]
+        return passages, asked, str(corpus_file)
+    rng = np.random.default_rng(3)
+    words = ("연차 휴가 규정 법원 조직 출장 정산 재택 근무 승인 부서장 예산 계약 보안 교육 인사 평가 급여 복지 감사 "
+             "위원회 시행 개정 조항 신청 서류 기한 책임 의무 권한").split()
+    passages = [" ".join(rng.choice(words, size=60)) + "입니다." for _ in range(720)]
+    return passages, [" ".join(rng.choice(words, size=4)) for _ in range(queries)], "generated"
+
+
+def _dense(start: int, n: int) -> np.ndarray:
+    """Rows ``start`` .. ``start + n`` of the dataset, the same in every process."""
+    out = np.empty((n, DIM), dtype=np.float32)
+    block = 1000
+    for first in range(start - start % block, start + n, block):
+        rows = np.random.default_rng(first).standard_normal((block, DIM)).astype(np.float32)
+        lo, hi = max(first, start), min(first + block, start + n)
+        out[lo - start : hi - start] = rows[lo - first : hi - first]
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
+def _payload(i: int, passage: str) -> dict[str, Any]:
+    return {"page_content": passage, "metadata": {
+        "doc_id": f"doc-{i // 10}", "source": f"docs/doc-{i // 10}.pdf", "chunk_index": i % 10,
+        "page_number": i % 10 + 1, "tenant": f"t{i % TENANTS}", "content_hash": f"{i // 10:064x}",
+        "embedding_model": MODEL,
+    }}
+
+
+# -- measuring -------------------------------------------------------------------------------------
+def _rss() -> tuple[int, int]:
+    status = Path("/proc/self/status").read_text()
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+
+
+def _disk(path: Path) -> int:
+    return sum(os.stat(os.path.join(d, f)).st_blocks * 512 for d, _, files in os.walk(path) for f in files)
+
+
+def _percentiles(times: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2)}
+
+
+def _latency(fn, runs: list[Any]) -> dict[str, float]:
+    for arg in runs[:3]:  # warm-up
+        fn(arg)
+    times = []
+    for arg in runs:
+        t0 = time.perf_counter()
+        fn(arg)
+        times.append((time.perf_counter() - t0) * 1000)
+    return _percentiles(times)
+
+
+def _hybrid(store, fusion, tenant: str | None = None):
+    filters = {"tenant": tenant} if tenant is not None else None
+    return lambda q: store.search(q[0], 10, filters, sparse=q[1], mode="hybrid", fusion=fusion)
+
+
+def _searches(store, queries: list[tuple[np.ndarray, Any]]) -> dict[str, dict[str, float]]:
+    from korag.storage.store import Fusion
+
+    fusion = Fusion()
+    return {
+        "dense": _latency(lambda q: store.search(q[0], 10, mode="dense"), queries),
+        "sparse": _latency(lambda q: store.search(None, 10, sparse=q[1], mode="sparse"), queries),
+        "hybrid": _latency(_hybrid(store, fusion), queries),
+        "hybrid_filtered": _latency(_hybrid(store, fusion, "t3"), queries),
+    }
+
+
+def _recall(client, queries: list[tuple[np.ndarray, Any]]) -> float:
+    """Dense recall@10 of the engine's default search against exact search."""
+    from qdrant_client import models
+
+    hits = 0
+    for vector, _ in queries:
+        kw = dict(query=vector.tolist(), using="dense", limit=10, with_payload=False)
+        approx = {p.id for p in client.query_points(COLLECTION, **kw).points}
+        exact = {p.id for p in client.query_points(COLLECTION, search_params=models.SearchParams(exact=True), **kw).points}
+        hits += len(approx & exact)
+    return round(hits / (10 * len(queries)), 4)
+
+
+class _Upkeep:
+    """Runs ``after_batch`` while a thread keeps searching: what a concurrent query waits."""
+
+    def __init__(self, store, queries) -> None:
+        from korag.storage.store import Fusion
+
+        self.search = _hybrid(store, Fusion())
+        self.queries = queries
+        self.calls: list[float] = []
+        self.during: list[float] = []
+
+    def __call__(self, client) -> None:
+        from korag.storage.edge.upkeep import after_batch
+
+        done = threading.Event()
+
+        def searcher() -> None:
+            i = 0
+            while not done.is_set():
+                t0 = time.perf_counter()
+                self.search(self.queries[i % len(self.queries)])
+                self.during.append((time.perf_counter() - t0) * 1000)
+                i += 1
+
+        thread = threading.Thread(target=searcher)
+        thread.start()
+        t0 = time.perf_counter()
+        after_batch(client)
+        self.calls.append(time.perf_counter() - t0)
+        done.set()
+        thread.join()
+
+    def figures(self) -> dict[str, Any]:
+        return {"calls": len(self.calls), "total_s": round(sum(self.calls), 1), "max_s": round(max(self.calls), 1),
+                "hybrid_during": {**_percentiles(self.during), "max_ms": round(max(self.during), 1)}}
+
+
+def _write(store, ids, vectors, payloads, sparse) -> None:
+    """``QdrantStore.upsert``, through ``EdgeClient.upsert_plain`` when the client has it (the
+    fast path notes/store.md asks QdrantStore.upsert to take; same points either way)."""
+    from korag.storage.store import DENSE, SPARSE
+
+    if not hasattr(store.client, "upsert_plain"):
+        store.upsert(ids, vectors, payloads, sparse)
+        return
+    for start in range(0, len(ids), store.upsert_batch_size):
+        end = start + store.upsert_batch_size
+        store.client.upsert_plain(store.collection, ids[start:end], {DENSE: vectors[start:end]}, payloads[start:end],
+                                  {SPARSE: sparse[start:end]})
+
+
+def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir: Path) -> dict[str, Any]:
+    """One engine in this process: write, search, reopen. ``backend``: ``edge`` or ``local``."""
+    from ingest.sparse import SparseEncoder
+    from korag.storage.store import QdrantStore, point_id
+
+    def open_client():
+        if backend == "edge":
+            from korag.storage.edge_client import EdgeClient
+
+            return EdgeClient(workdir)
+        from qdrant_client import QdrantClient
+
+        return QdrantClient(path=str(workdir))
+
+    passages, asked, source = _texts(corpus, n_queries)
+    encoder = SparseEncoder()
+    t0 = time.perf_counter()
+    sparse = [encoder.encode_document(p) for p in passages]
+    encode_s = time.perf_counter() - t0
+    rng = np.random.default_rng(5)
+    near = rng.integers(0, points, size=n_queries)
+    qdense = np.stack([_dense(int(j), 1)[0] + 0.01 * rng.standard_normal(DIM).astype(np.float32) for j in near])
+    qdense /= np.linalg.norm(qdense, axis=1, keepdims=True)
+    queries = list(zip(qdense, [encoder.encode_query(q) for q in asked]))
+
+    result: dict[str, Any] = {"backend": backend, "points": points, "dimension": DIM, "texts": source,
+                              "distinct_passages": len(passages), "kiwi_encode_s": round(encode_s, 2)}
+    client = open_client()
+    store = QdrantStore(client, COLLECTION, upsert_batch_size=256)
+    store.ensure_collection(MODEL, DIM)
+    upkeep = _Upkeep(store, queries)
+    upsert_s = 0.0
+    for start in range(0, points, WRITE_POINTS):
+        n = min(WRITE_POINTS, points - start)
+        vectors = _dense(start, n)
+        ids = [point_id(f"doc-{i // 10}", i % 10) for i in range(start, start + n)]
+        payloads = [_payload(i, passages[i % len(passages)]) for i in range(start, start + n)]
+        sparse_rows = [sparse[i % len(passages)] for i in range(start, start + n)]
+        t0 = time.perf_counter()
+        _write(store, ids, vectors, payloads, sparse_rows)
+        upsert_s += time.perf_counter() - t0
+        if backend == "edge" and ((start + n) % BATCH_POINTS == 0 or start + n == points):
+            upkeep(client)
+    result["upsert_points_per_s"] = round(points / upsert_s, 1)
+    assert store.count() == points, "points went missing"
+    if backend == "edge":
+        result["upkeep"] = upkeep.figures()
+        result["dense_recall_at_10"] = _recall(client, queries[:20])
+    result.update(_searches(store, queries))
+    client.close()
+
+    t0 = time.perf_counter()
+    client = open_client()
+    reopened = client.count(COLLECTION, exact=True).count
+    result["reopen_s"] = round(time.perf_counter() - t0, 2)
+    assert reopened == points
+    QdrantStore(client, COLLECTION).search(queries[0][0], 10, sparse=queries[0][1], mode="hybrid")
+    result["disk_bytes"] = _disk(workdir)
+    result["rss_bytes"], result["peak_rss_bytes"] = _rss()
+    client.close()
+    return result
+
+
+# -- both engines ----------------------------------------------------------------------------------
+def _child(engine: str, points: int, queries: int, corpus: Path) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"korag-store-bench-{engine}-"))
+    try:
+        cmd = [sys.executable, "-m", "korag.bench.store", engine, str(points), str(queries), str(corpus), str(workdir)]
+        print(f"bench store: {engine}, {points} points ...", file=sys.stderr, flush=True)
+        child = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        if child.returncode != 0:
+            raise RuntimeError(f"bench store: the {engine} run failed (exit {child.returncode})")
+        return json.loads(child.stdout.strip().splitlines()[-1])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def run(points: int = 100_000, local_points: int = 5_000, queries: int = 50, local_queries: int = 20,
+        corpus: Path = DEFAULT_CORPUS) -> dict[str, Any]:
+    """The embedded default at ``points``, the old local mode at ``local_points`` (0: skip; it
+    scores sparse vectors in Python, so it gets fewer queries)."""
+    result = _child("edge", points, queries, corpus)
+    result["local"] = _child("local", local_points, local_queries, corpus) if local_points > 0 else None
+    load = os.getloadavg()
+    result["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(load[0], 2), "python": platform.python_version(),
+                         "platform": platform.platform()}
+    return result
+
+
+def _flat(prefix: str, obj: Any) -> list[str]:
+    if isinstance(obj, dict):
+        return [line for key, value in obj.items() for line in _flat(f"{prefix}.{key}" if prefix else key, value)]
+    return [f"{prefix}: {obj}"]
+
+
+def render(result: dict[str, Any]) -> str:
+    """The human-readable form: one ``key.path: value`` line per figure."""
+    return "\n".join(_flat("", result))
+
+
+if __name__ == "__main__":  # a child run: python -m korag.bench.store ENGINE POINTS QUERIES CORPUS DIR
+    engine, n_points, n_queries, corpus_dir, directory = sys.argv[1:6]
+    print(json.dumps(run_engine(engine, int(n_points), int(n_queries), Path(corpus_dir), Path(directory))))

@@ -1,0 +1,5 @@
+"""``python -m korag.cli``."""
+
+from korag.cli.main import main
+
+raise SystemExit(main())

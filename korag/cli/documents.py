@@ -1,0 +1,123 @@
+"""`korag docs`, `status`, `delete`, `sweep`: the document lifecycle from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from korag.cli.common import EXIT_FAILED_DOCUMENTS, STORE_WAIT_S, print_json
+from korag.rules import printable
+from korag.settings import Settings
+
+
+def _registry_session(settings: Settings, stack):
+    from korag.services.lifecycle import reap_dead_owners
+    from korag.storage.registry import DocumentRegistry
+    from korag.storage.store import store_session
+
+    store = stack.enter_context(store_session(settings, wait_s=STORE_WAIT_S))
+    registry = DocumentRegistry(store.client, store.collection)
+    reap_dead_owners(registry)  # an in-process ingest that was killed shows as failed at once
+    return store, registry
+
+
+def _when(ts: float | None) -> str:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
+
+
+def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import ExitStack
+
+    from korag.services.schemas import Document
+
+    with ExitStack() as stack:
+        _, registry = _registry_session(settings, stack)
+        records = sorted(registry.all(), key=lambda r: r.created_at)
+    for r in records:
+        if args.json:
+            print_json(Document.of(r).model_dump())
+        else:
+            print(f"{r.status:<9} v{r.version:<3} {r.chunks:>5} chunks  {_when(r.updated_at)}  {r.doc_id}  "
+                  f"{printable(r.source)}" + (f"\n          error: {printable(r.error)}" if r.error else ""))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    from collections import Counter
+    from contextlib import ExitStack
+
+    from korag.services.schemas import Document, StatusSummary
+    from korag.storage.registry import STATES
+
+    with ExitStack() as stack:
+        store, registry = _registry_session(settings, stack)
+        backend = store.backend
+        if args.doc_id:
+            record = registry.get(args.doc_id)
+            if record is None:
+                print(f"korag status: no document {printable(args.doc_id)}", file=sys.stderr)
+                return EXIT_FAILED_DOCUMENTS
+            if args.json:
+                print_json(Document.of(record).model_dump())
+            else:
+                print(f"{record.doc_id}  {printable(record.source)}\n  status {record.status}, version "
+                      f"{record.version}, {record.chunks} chunks, updated {_when(record.updated_at)}"
+                      + (f"\n  error: {printable(record.error)}" if record.error else ""))
+            return 0
+        counts = Counter(r.status for r in registry.all())
+    total = sum(counts.values())
+    done = counts["indexed"] + counts["failed"]
+    summary = StatusSummary(total=total, done=done, by_status={s: counts.get(s, 0) for s in STATES},
+                            backend=backend).model_dump()
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"{done} of {total} documents finished: " + ", ".join(f"{s} {n}" for s, n in summary["by_status"].items()))
+        print(f"store: {backend}")
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import ExitStack
+
+    from korag.services.lifecycle import delete_document
+    from korag.storage.blobs import BlobStore
+
+    with ExitStack() as stack:
+        store, registry = _registry_session(settings, stack)
+        blobs = BlobStore(settings.blobs_path)  # the uploaded bytes go too
+        deletion = delete_document(store, registry, args.doc_id, blobs=blobs)  # leaves a tombstone for queued messages
+    deleted = deletion.deleted_chunks
+    if args.json:
+        from korag.services.schemas import Deleted
+
+        print_json(Deleted(doc_id=args.doc_id, deleted_chunks=deleted).model_dump())
+    else:
+        print(f"deleted {printable(args.doc_id)}: {deleted} chunks")
+    if not deletion.known:
+        print(f"korag delete: no document {printable(args.doc_id)}", file=sys.stderr)
+        return EXIT_FAILED_DOCUMENTS
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
+    from contextlib import ExitStack
+
+    from workers.sweeper import sweep
+
+    app = None
+    if settings.broker_url is not None:
+        from workers.app import create_app
+
+        app = create_app(settings)
+    with ExitStack() as stack:
+        _, registry = _registry_session(settings, stack)
+        swept = sweep(registry, app, settings)
+    for r in swept:
+        if args.json:
+            print_json({"doc_id": r.doc_id, "source": r.source, "status": r.status})
+        else:
+            print(f"{r.status:<8} {printable(r.source)} ({r.doc_id})")
+    return 0

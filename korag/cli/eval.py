@@ -1,0 +1,67 @@
+"""`korag eval`: retrieval quality on a BEIR-layout dataset, optionally tuning the fusion."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from korag.cli.common import print_json
+from korag.settings import Settings
+
+TUNE_DENSE_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
+TUNE_RRF_KS = (2, 5, 10, 30, 60)
+
+
+def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.embedder import Embedder
+    from korag.storage.store import Fusion
+    from retrieval.evaluation import Dataset, Evaluation
+
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = set(modes) - {"dense", "sparse", "hybrid"}
+    if unknown:
+        raise ValueError(f"unknown mode(s) {', '.join(sorted(unknown))}; use dense, sparse, hybrid")
+    dataset = Dataset.load(Path(args.dataset))
+    evaluation = Evaluation(dataset, Embedder.load(settings), settings)
+    print(f"ingesting {len(dataset.corpus)} passages of {dataset.name} ...", file=sys.stderr)
+    evaluation.ingest()
+    reports = {mode: evaluation.run_mode(mode, args.k).to_json() for mode in modes}
+    fusion = Fusion.from_settings(settings)
+    out: dict = {
+        "dataset": dataset.name,
+        "modes": reports,
+        "k": args.k,
+        "queries": len(dataset.qrels),
+        "model": settings.embedding_model,
+        "fusion": {"dense_weight": fusion.dense_weight, "sparse_weight": fusion.sparse_weight, "k": fusion.k},
+        "ingest": {
+            "documents": len(dataset.corpus),
+            "chunks": evaluation.chunks,
+            "seconds": round(evaluation.ingest_seconds, 2),
+            "docs_per_s": round(len(dataset.corpus) / evaluation.ingest_seconds, 2),
+        },
+    }
+    if args.tune:
+        ranked = evaluation.tune(args.k, TUNE_DENSE_WEIGHTS, TUNE_RRF_KS)
+        out["tune"] = [
+            {"dense_weight": f.dense_weight, "sparse_weight": f.sparse_weight, "k": f.k, f"ndcg@{args.k}": round(v, 4)}
+            for f, v in ranked
+        ]
+    if args.json:
+        print_json(out)
+        return 0
+    print(f"{dataset.name}: {out['queries']} queries, model {settings.embedding_model}")
+    print(f"ingest: {out['ingest']['documents']} documents, {out['ingest']['chunks']} chunks, "
+          f"{out['ingest']['seconds']} s ({out['ingest']['docs_per_s']} docs/s)")
+    names = list(next(iter(reports.values())).keys()) if reports else []
+    print("mode    " + "".join(f"{n:>11}" for n in names))
+    for mode, report in reports.items():
+        print(f"{mode:<8}" + "".join(f"{report[n]:>11}" for n in names))
+    if args.tune:
+        best = out["tune"][0]
+        print(f"best fusion: KORAG_FUSION_DENSE_WEIGHT={best['dense_weight']} KORAG_FUSION_SPARSE_WEIGHT=1.0 "
+              f"KORAG_FUSION_K={best['k']}  (nDCG@{args.k} {best[f'ndcg@{args.k}']})")
+        for row in out["tune"][:10]:
+            print(f"  dense {row['dense_weight']:<5} k {row['k']:<3} nDCG@{args.k} {row[f'ndcg@{args.k}']}")
+    return 0

@@ -1,0 +1,169 @@
+"""Document operations that need no model: deletion (with a tombstone), telling that an
+in-process ingest died, and keeping the blob store to what the registry refers to. Shared by the
+CLI, the workers and any other way in."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from korag.storage import documents
+from korag.storage.blobs import BlobStore
+from korag.storage.documents import Deletion
+from korag.storage.registry import (
+    DELETED,
+    MID_FLIGHT,
+    UNFINISHED,
+    DocumentRecord,
+    DocumentRegistry,
+    new_seq,
+    process_alive,
+)
+from korag.storage.store import QdrantStore
+
+log = logging.getLogger("korag.services.lifecycle")
+
+STALE_S = 3600.0  # a temp file or pin untouched this long has no live writer, whoever wrote it
+
+def queue_request(registry: DocumentRegistry, doc_id: str, source: str, filename: str, blob: str,
+                  tenant: str | None, meta: dict, blobs: BlobStore | None = None) -> tuple[str, int] | None:
+    """Record a document as ``queued`` under a new request that now owns it (any older request,
+    queued or running, is superseded). Returns ``(request id, seq)`` for the task message, or
+    None when an even newer request got there first. With ``blobs``, what only the replaced
+    request referred to (its blob, its prepared file) is removed."""
+    request, seq = uuid.uuid4().hex, new_seq()
+    current = registry.get(doc_id, include_deleted=True)
+    before = (current.blob, current.request) if current is not None else (None, None)
+    record = current if current is not None and current.status != DELETED else DocumentRecord(
+        doc_id=doc_id, source=source, status="queued")
+    record.status, record.blob, record.filename, record.request, record.seq = "queued", blob, filename, request, seq
+    record.source, record.tenant, record.meta, record.crashes = source, tenant, dict(meta), 0
+    record.attempt, record.owner = None, None
+    if not registry.claim(record):
+        return None
+    if blobs is not None:
+        old_blob, old_request = before
+        _release_replaced(blobs, registry, old_blob if old_blob != blob else None, old_request)
+    return request, seq
+
+
+def delete_document(store: QdrantStore, registry: DocumentRegistry, doc_id: str,
+                    blobs: BlobStore | None = None) -> Deletion:
+    """:func:`korag.storage.documents.delete_document` (chunks gone, a tombstone left), and with
+    ``blobs`` the uploaded bytes too (unless another document has the same bytes), and the
+    prepared chunks of a queued request."""
+    deletion = documents.delete_document(store, registry, doc_id)
+    if blobs is not None and deletion.replaced is not None:
+        _release_replaced(blobs, registry, deletion.replaced.blob, deletion.replaced.request)
+    return deletion
+
+
+# -- blob retention ---------------------------------------------------------------------------------
+def _stale(owner: str, age_s: float) -> bool:
+    """A temp file or pin whose writer is gone: its process ended (this host) or it is old."""
+    return age_s > STALE_S or process_alive(owner) is False
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def release_blob(blobs: BlobStore, registry: DocumentRegistry, digest: str | None) -> bool:
+    """Remove blob ``digest`` when nothing needs it any more: no live writer pins it and no record
+    refers to it. Pins are read before records (a writer claims its record before it unpins), all
+    under the store's lock, so an upload of the same bytes never loses its blob. Returns whether
+    it was removed."""
+    if not digest or not blobs.has(digest):
+        return False
+    with blobs.lock():
+        for pin, owner in list(blobs.pins(digest)):
+            if not _stale(owner, _age(pin)):
+                return False
+            blobs.unpin(pin)
+        if registry.refers_to_blob(digest):
+            return False
+        return blobs.remove(digest)
+
+
+def release_upload(blobs: BlobStore, registry: DocumentRegistry, digest: str | None, pin: Path | None) -> bool:
+    """An upload's request is over (its record claimed, or the request refused or failed): drop
+    its pin, and its blob when no record refers to it."""
+    blobs.unpin(pin)
+    return release_blob(blobs, registry, digest)
+
+
+def _release_replaced(blobs: BlobStore, registry: DocumentRegistry, digest: str | None, request: str | None) -> None:
+    """A record stopped referring to ``digest`` and ``request`` (a new version or a deletion took over)."""
+    if request is not None:
+        drop_prepared(blobs, request)
+    release_blob(blobs, registry, digest)
+
+
+def drop_prepared(blobs: BlobStore, request: str) -> None:
+    """The prepared chunks a parse worker left for ``request`` (``<blobs>/prepared/<request>.json``)."""
+    if request.isalnum():
+        (blobs.prepared / f"{request}.json").unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class Swept:
+    blobs: int = 0
+    prepared: int = 0
+    temp_files: int = 0
+
+
+def sweep_blobs(blobs: BlobStore, registry: DocumentRegistry) -> Swept:
+    """At start: remove what no record refers to and no live writer holds: temp files and pins of
+    dead writers, prepared files of requests that own nothing, blobs of no record."""
+    temps = 0
+    for path, owner, age in list(blobs.temp_files()):
+        if _stale(owner, age):
+            path.unlink(missing_ok=True)
+            temps += 1
+    with blobs.lock():
+        pinned = set()
+        for pin, owner in list(blobs.pins()):
+            if _stale(owner, _age(pin)):
+                blobs.unpin(pin)
+            else:
+                pinned.add(pin.name.partition(".")[0])
+        referenced, requests = set(), set()  # pins were read first: a writer claims its record before it unpins
+        for record in registry.all():  # tombstones refer to nothing
+            referenced.add(record.blob)
+            if record.status in UNFINISHED:
+                requests.add(record.request)
+        removed = sum(blobs.remove(d) for d in list(blobs.digests()) if d not in referenced and d not in pinned)
+    prepared = 0
+    if blobs.prepared.is_dir():
+        for path in list(blobs.prepared.glob("*.json")):
+            if path.stem not in requests:
+                path.unlink(missing_ok=True)
+                prepared += 1
+    if removed or prepared or temps:
+        log.info("blob store: removed %d blob(s), %d prepared file(s) and %d temp file(s) no document refers to",
+                 removed, prepared, temps)
+    return Swept(removed, prepared, temps)
+
+
+def reap_dead_owners(registry: DocumentRegistry) -> list[DocumentRecord]:
+    """Documents an in-process ingest on this machine left mid-flight when its process died
+    (killed, out of memory): nothing else can be working on them, so they are failed now
+    instead of waiting for the sweep age. Returns them."""
+    reaped = []
+    for status in MID_FLIGHT:
+        for record in registry.all(status):
+            if record.owner is None or process_alive(record.owner) is not False:
+                continue
+            pid = record.owner.rpartition(":")[2]
+            record.status = "failed"
+            record.error = (f"interrupted: the korag process ingesting it (pid {pid}) ended before it finished; "
+                            "ingest it again")
+            if registry.write(record):
+                reaped.append(record)
+    return reaped

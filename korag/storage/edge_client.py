@@ -1,0 +1,291 @@
+"""``EdgeClient``: Qdrant Edge (Qdrant's engine in-process) behind the part of
+``qdrant_client.QdrantClient``'s API that korag uses, with the same argument and return types.
+
+korag's store and registry run unchanged over either client. Each collection is one Edge
+shard in its own subdirectory (``korag.storage.edge.catalog``); the directory is held by one process
+until :meth:`EdgeClient.close`. Edge builds its HNSW index only in :meth:`EdgeClient.optimize`
+(blocking); until then new points are searched exactly, by brute force. Segments are bounded so
+that each optimize indexes only what is new (``korag.storage.edge.upkeep``: when and how much).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import qdrant_edge as qe
+from qdrant_client import models
+from qdrant_client.http.models import QueryResponse  # models.QueryResponse is fastembed's, not this
+
+from korag.storage.edge import EdgeUnsupportedError
+from korag.storage.edge.catalog import Catalog, CollectionSpec, edge_call
+from korag.storage.edge.filters import edge_id, to_edge_filter
+from korag.storage.edge.indexes import client_schema, edge_schema
+from korag.storage.edge.points import (
+    client_id,
+    edge_update_mode,
+    edge_with_payload,
+    selector,
+    to_edge_points,
+    to_record,
+    to_scored,
+)
+from korag.storage.edge.queries import query_request
+
+
+def _done() -> models.UpdateResult:
+    return models.UpdateResult(operation_id=None, status=models.UpdateStatus.COMPLETED)
+
+
+def _row(rows: Any, i: int) -> Any:
+    row = rows[i]
+    return row.tolist() if isinstance(row, np.ndarray) else row
+
+
+def _refuse(method: str, **options: Any) -> None:
+    given = sorted(name for name, value in options.items() if value is not None)
+    if given:
+        raise EdgeUnsupportedError(f"EdgeClient.{method} does not support {', '.join(given)}")
+
+
+class EdgeClient:
+    """``EdgeClient(path)``: the embedded store in ``path``, created on first use."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._catalog = Catalog(self.path)
+
+    # -- collections ------------------------------------------------------------------------------
+    def collection_exists(self, collection_name: str, **kwargs: Any) -> bool:
+        return self._catalog.exists(collection_name)
+
+    def get_collections(self, **kwargs: Any) -> models.CollectionsResponse:
+        names = self._catalog.names()
+        return models.CollectionsResponse(collections=[models.CollectionDescription(name=n) for n in names])
+
+    def create_collection(
+        self,
+        collection_name: str,
+        vectors_config: models.VectorParams | dict[str, models.VectorParams] | None = None,
+        sparse_vectors_config: dict[str, models.SparseVectorParams] | None = None,
+        metadata: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> bool:
+        _refuse("create_collection", **{k: v for k, v in options.items() if k != "timeout"})
+        spec = CollectionSpec(
+            vectors=vectors_config if vectors_config is not None else {},
+            sparse_vectors=dict(sparse_vectors_config) if sparse_vectors_config else None,
+            metadata=metadata,
+        )
+        self._catalog.create(collection_name, spec)
+        return True
+
+    def delete_collection(self, collection_name: str, **kwargs: Any) -> bool:
+        return self._catalog.drop(collection_name)
+
+    def get_collection(self, collection_name: str, **kwargs: Any) -> models.CollectionInfo:
+        spec = self._catalog.spec(collection_name)
+        info = self._call(collection_name, "info")
+        return models.CollectionInfo(
+            status=models.CollectionStatus.GREEN,
+            optimizer_status=models.OptimizersStatusOneOf.OK,
+            indexed_vectors_count=info.indexed_vectors_count,
+            points_count=info.points_count,
+            segments_count=info.segments_count,
+            payload_schema={key: client_schema(value) for key, value in info.payload_schema.items()},
+            config=models.CollectionConfig(
+                params=spec.params(),
+                hnsw_config=models.HnswConfig(m=16, ef_construct=100, full_scan_threshold=10000),
+                optimizer_config=models.OptimizersConfig(
+                    deleted_threshold=0.2, vacuum_min_vector_number=1000, default_segment_number=0, flush_interval_sec=5
+                ),
+                metadata=spec.metadata,
+            ),
+        )
+
+    def create_payload_index(
+        self,
+        collection_name: str,
+        field_name: str,
+        field_schema: Any = None,
+        field_type: Any = None,
+        wait: bool = True,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        schema = field_schema if field_schema is not None else field_type
+        if schema is None:
+            raise ValueError(f"create_payload_index({field_name!r}) needs a field_schema")
+        self._update(collection_name, qe.UpdateOperation.create_field_index(field_name, edge_schema(schema)))
+        return _done()
+
+    def optimize(self, collection_name: str) -> bool:
+        """Not in qdrant-client: index the segments that reached ``korag.storage.edge.upkeep.SEGMENT_KB``
+        and vacuum deleted points now. Blocks the process (holds the GIL) while it runs: seconds
+        to tens of seconds per full segment. Returns whether anything was optimized."""
+        return self._call(collection_name, "optimize")
+
+    def maintain(self) -> dict[str, bool]:
+        """Not in qdrant-client: :meth:`optimize` every collection this client has opened
+        (``korag.storage.edge.upkeep.after_batch`` calls it after an ingest batch)."""
+        return {name: self.optimize(name) for name in self._catalog.loaded()}
+
+    # -- points: writes ---------------------------------------------------------------------------
+    def upsert(
+        self,
+        collection_name: str,
+        points: Sequence[models.PointStruct],
+        wait: bool = True,
+        update_filter: models.Filter | None = None,
+        update_mode: models.UpdateMode | None = None,
+        **kwargs: Any,
+    ) -> models.UpdateResult:
+        """``update_filter``: an existing point is only replaced when it matches (new points are
+        always inserted), as in Qdrant."""
+        operation = qe.UpdateOperation.upsert_points(
+            to_edge_points(points), condition=to_edge_filter(update_filter), update_mode=edge_update_mode(update_mode)
+        )
+        self._update(collection_name, operation)
+        return _done()
+
+    def upsert_plain(
+        self,
+        collection_name: str,
+        ids: Sequence[Any],
+        dense: Mapping[str, np.ndarray],
+        payloads: Sequence[dict[str, Any]],
+        sparse: Mapping[str, Sequence[Any]] | None = None,
+    ) -> models.UpdateResult:
+        """Not in qdrant-client: upsert without building ``PointStruct`` models (several times
+        faster). ``dense``: vector name -> one row per point; ``sparse``: vector name -> per point
+        an object with ``indices`` and ``values`` (None or no indices: the point has no such vector)."""
+        sparse = sparse if sparse is not None else {}
+        n = len(ids)
+        if len(payloads) != n or any(len(rows) != n for rows in (*dense.values(), *sparse.values())):
+            raise ValueError("ids, payloads and every vector differ in length")
+        points = []
+        for i in range(n):  # a row's tolist() crosses into Edge faster than the ndarray row itself
+            vector: dict[str, Any] = {name: _row(rows, i) for name, rows in dense.items()}
+            for name, rows in sparse.items():
+                value = rows[i]
+                if value is not None and len(value.indices):
+                    vector[name] = qe.SparseVector(list(value.indices), list(value.values))
+            points.append(qe.Point(edge_id(ids[i]), vector, payloads[i]))
+        self._update(collection_name, qe.UpdateOperation.upsert_points(points))
+        return _done()
+
+    def delete(self, collection_name: str, points_selector: Any, wait: bool = True, **kwargs: Any) -> models.UpdateResult:
+        ids, flt = selector(points_selector)
+        op = qe.UpdateOperation.delete_points(ids) if flt is None else qe.UpdateOperation.delete_points_by_filter(flt)
+        self._update(collection_name, op)
+        return _done()
+
+    def set_payload(
+        self, collection_name: str, payload: dict[str, Any], points: Any, key: str | None = None,
+        wait: bool = True, **kwargs: Any,
+    ) -> models.UpdateResult:
+        """Merge ``payload`` into the points' payloads (into the object at ``key`` when given)."""
+        ids, flt = selector(points)
+        if flt is None:
+            op = qe.UpdateOperation.set_payload(ids, payload, key=key)
+        else:
+            op = qe.UpdateOperation.set_payload_by_filter(flt, payload, key=key)
+        self._update(collection_name, op)
+        return _done()
+
+    def overwrite_payload(
+        self, collection_name: str, payload: dict[str, Any], points: Any, wait: bool = True, **kwargs: Any
+    ) -> models.UpdateResult:
+        ids, flt = selector(points)
+        if flt is None:
+            op = qe.UpdateOperation.overwrite_payload(ids, payload)
+        else:
+            op = qe.UpdateOperation.overwrite_payload_by_filter(flt, payload)
+        self._update(collection_name, op)
+        return _done()
+
+    def delete_payload(
+        self, collection_name: str, keys: Sequence[str], points: Any, wait: bool = True, **kwargs: Any
+    ) -> models.UpdateResult:
+        ids, flt = selector(points)
+        if flt is None:
+            op = qe.UpdateOperation.delete_payload(ids, list(keys))
+        else:
+            op = qe.UpdateOperation.delete_payload_by_filter(flt, list(keys))
+        self._update(collection_name, op)
+        return _done()
+
+    # -- points: reads ----------------------------------------------------------------------------
+    def retrieve(
+        self, collection_name: str, ids: Sequence[Any], with_payload: Any = True, with_vectors: Any = False,
+        **kwargs: Any,
+    ) -> list[models.Record]:
+        found = self._call(
+            collection_name, "retrieve", [edge_id(i) for i in ids], edge_with_payload(with_payload), with_vectors
+        )
+        return [to_record(r) for r in found]
+
+    def scroll(
+        self,
+        collection_name: str,
+        scroll_filter: models.Filter | None = None,
+        limit: int = 10,
+        order_by: Any = None,
+        offset: Any = None,
+        with_payload: Any = True,
+        with_vectors: Any = False,
+        **kwargs: Any,
+    ) -> tuple[list[models.Record], int | str | None]:
+        _refuse("scroll", order_by=order_by)
+        request = qe.ScrollRequest(
+            offset=edge_id(offset) if offset is not None else None,
+            limit=limit,
+            filter=to_edge_filter(scroll_filter),
+            with_payload=edge_with_payload(with_payload),
+            with_vector=with_vectors,
+        )
+        records, next_offset = self._call(collection_name, "scroll", request)
+        return [to_record(r) for r in records], client_id(next_offset) if next_offset is not None else None
+
+    def count(
+        self, collection_name: str, count_filter: models.Filter | None = None, exact: bool = True, **kwargs: Any
+    ) -> models.CountResult:
+        n = self._call(collection_name, "count", qe.CountRequest(exact=exact, filter=to_edge_filter(count_filter)))
+        return models.CountResult(count=n)
+
+    def query_points(
+        self,
+        collection_name: str,
+        query: Any = None,
+        using: str | None = None,
+        prefetch: Any = None,
+        query_filter: models.Filter | None = None,
+        search_params: models.SearchParams | None = None,
+        limit: int = 10,
+        offset: int | None = None,
+        with_payload: Any = True,
+        with_vectors: Any = False,
+        score_threshold: float | None = None,
+        lookup_from: Any = None,
+        **kwargs: Any,
+    ) -> QueryResponse:
+        _refuse("query_points", lookup_from=lookup_from)
+        request = query_request(
+            query, using, prefetch, query_filter, search_params, limit, offset, with_payload, with_vectors,
+            score_threshold,
+        )
+        return QueryResponse(points=[to_scored(p) for p in self._call(collection_name, "query", request)])
+
+    # -- lifecycle --------------------------------------------------------------------------------
+    def close(self, **kwargs: Any) -> None:
+        """Flush and close every shard and release the directory for other processes."""
+        self._catalog.close()
+
+    # -- internals --------------------------------------------------------------------------------
+    def _call(self, collection_name: str, method: str, *args: Any) -> Any:
+        shard = self._catalog.shard(collection_name)
+        return edge_call(self._catalog.directory(collection_name), getattr(shard, method), *args)
+
+    def _update(self, collection_name: str, operation: Any) -> None:
+        self._call(collection_name, "update", operation)
