@@ -8,12 +8,14 @@ truncated: a truncated chunk silently loses its end.
 from __future__ import annotations
 
 import os
+import socket
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
 
 import numpy as np
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:  # the embedder imports without pydantic-settings (bench/gpu_c
 
 
 def _default_device() -> str:
-    import torch
+    import torch  # lazy: torch, only where a model loads
 
     return "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -50,7 +52,7 @@ def _load_error(name: str, exc: BaseException) -> ModelLoadError:
 
 def _cached(name: str) -> bool:
     try:
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # lazy: only for an offline cache lookup
 
         return isinstance(try_to_load_from_cache(name, "modules.json"), str)
     except Exception:  # an odd name: let the real load say what is wrong
@@ -58,9 +60,6 @@ def _cached(name: str) -> bool:
 
 
 def _hub_reachable(timeout_s: float = 3.0) -> bool:
-    import socket
-    from urllib.parse import urlparse
-
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
     try:
         socket.create_connection((host, 443), timeout=timeout_s).close()
@@ -134,8 +133,8 @@ class Embedder:
         name = model_name(settings.embedding_model)
         _fail_fast_if_unreachable(name)
         try:
-            from sentence_transformers import SentenceTransformer
-            from transformers.utils import logging as hf_logging
+            from sentence_transformers import SentenceTransformer  # lazy: torch, only where a model loads
+            from transformers.utils import logging as hf_logging  # lazy: torch, only where a model loads
 
             hf_logging.disable_progress_bar()
 

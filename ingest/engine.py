@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,9 +61,17 @@ class Stack:
 def understand(model: Any) -> Stack | str:
     """The model's module stack as a :class:`Stack`, or why the engine cannot reproduce it."""
     try:
-        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+        from sentence_transformers.sentence_transformer.modules import (  # lazy: torch, only where a model loads
+            Normalize,
+            Pooling,
+            Transformer,
+        )
     except ImportError:  # sentence-transformers 5.x
-        from sentence_transformers.models import Normalize, Pooling, Transformer
+        from sentence_transformers.models import (  # lazy: torch, only where a model loads
+            Normalize,
+            Pooling,
+            Transformer,
+        )
     modules = list(model)
     if len(modules) not in (2, 3):
         return f"{len(modules)} modules (the engine knows Transformer, Pooling[, Normalize])"
@@ -92,7 +101,7 @@ class EmbeddingEngine:
 
     def __init__(self, model: Any, precision: str = "auto", batch_tokens: int | None = None,
                  compile_bucket: int | None = None, fallback_batch_size: int = 32, runtime: str = "auto") -> None:
-        import torch
+        import torch  # lazy: torch, only where a model loads
 
         self.model = model
         self.device = torch.device(str(model.device))
@@ -213,7 +222,7 @@ class EmbeddingEngine:
         """Forward ``batches`` and return the vectors in input order. On CUDA nothing here waits for
         the GPU until the end: inputs go up from pinned memory, vectors stay on the device, so the
         next batch is packed while the GPU runs the last one."""
-        import torch
+        import torch  # lazy: torch, only where a model loads
 
         if not ids:
             return np.zeros((0, self.dimension), dtype=np.float32)
@@ -270,10 +279,8 @@ class EmbeddingEngine:
         length) and compile it for this CPU at ``self.precision``. When ``checked`` (``auto``), bf16
         must agree with torch's fp32 on CHECK_SENTENCES (cosine >= MIN_AGREEMENT), else the torch
         fp32 forward stays."""
-        import warnings
-
-        import torch
-        from transformers.utils import logging as hf_logging
+        import torch  # lazy: torch, only where a model loads
+        from transformers.utils import logging as hf_logging  # lazy: torch, only where a model loads
 
         ov = _openvino()
 
@@ -305,7 +312,7 @@ class EmbeddingEngine:
     def _apply_precision(self, checked: bool) -> None:
         """Cast or quantize the transformer for ``self.precision``. When ``checked`` (``auto``),
         compare with fp32 on CHECK_SENTENCES first and stay at fp32 below MIN_AGREEMENT."""
-        import torch
+        import torch  # lazy: torch, only where a model loads
 
         if self.precision == "fp32":
             return
@@ -313,9 +320,7 @@ class EmbeddingEngine:
         saved = {k: v.detach().to("cpu", copy=True) for k, v in self._module.state_dict().items()} if checked else None
         fp32_module = self._module
         if self.precision == "int8":
-            import warnings
-
-            from torch.ao.quantization import quantize_dynamic
+            from torch.ao.quantization import quantize_dynamic  # lazy: torch, only where a model loads
 
             with warnings.catch_warnings():  # torch.ao's deprecation notice, once per load
                 warnings.simplefilter("ignore")
@@ -353,7 +358,7 @@ class EmbeddingEngine:
 
     @staticmethod
     def _allow_recompiles(count: int) -> None:
-        import torch._dynamo
+        import torch._dynamo  # lazy: torch, only where a model loads
 
         config = torch._dynamo.config
         for name in ("recompile_limit", "cache_size_limit"):
@@ -364,7 +369,7 @@ class EmbeddingEngine:
 def _pool(hidden: Any, mask: Any, pooling: str) -> Any:
     """The Pooling module's mean (or CLS), summed in fp32 as sentence-transformers does, then
     L2-normalised in fp32: torch's forward calls it, and OpenVINO's graph holds it (:func:`_pooled`)."""
-    import torch
+    import torch  # lazy: torch, only where a model loads
 
     if pooling == "cls":
         pooled = hidden[:, 0].float()
@@ -401,7 +406,7 @@ def _openvino() -> Any:
     test run of many engines ran out of file descriptors). Blocking the import makes OpenVINO
     use its own no-op stub."""
     sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]
-    import openvino
+    import openvino  # lazy: only for the OpenVINO runtime
 
     return openvino
 
@@ -409,7 +414,7 @@ def _openvino() -> Any:
 def _pooled(transformer: Any, pooling: str) -> Any:
     """The transformer, the Pooling module's mean (or CLS) and L2 normalisation as one torch
     module, for conversion to one OpenVINO graph."""
-    import torch
+    import torch  # lazy: torch, only where a model loads
 
     class Pooled(torch.nn.Module):
         def __init__(self) -> None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+
 from korag.errors import ModelLoadError
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
@@ -32,7 +34,7 @@ CHECK_SENTENCES = (
 
 
 def cpu_has_native_bf16() -> bool:
-    import torch
+    import torch  # lazy: torch, only where a model loads
 
     try:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -47,7 +49,7 @@ def resolve(requested: str, device: str) -> Precision:
         raise ModelLoadError(f"KORAG_EMBEDDING_PRECISION={requested!r}: choose one of {', '.join(REQUESTS)}")
     kind = device.split(":", 1)[0]
     if kind == "cuda":
-        import torch
+        import torch  # lazy: torch, only where a model loads
 
         if requested == "int8":
             raise ModelLoadError("KORAG_EMBEDDING_PRECISION=int8 is CPU-only; on CUDA use auto, bf16, fp16 or fp32")
@@ -69,6 +71,4 @@ def resolve(requested: str, device: str) -> Precision:
 
 def min_cosine(a, b) -> float:
     """Smallest row-wise cosine of two arrays of unit vectors."""
-    import numpy as np
-
     return float(np.min(np.sum(np.asarray(a, dtype=np.float64) * np.asarray(b, dtype=np.float64), axis=1)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import gc
+from bisect import bisect_left
 from dataclasses import dataclass
 from functools import cache
 from typing import NamedTuple
@@ -21,7 +22,7 @@ KIWI_WINDOW = 4096  # characters given to Kiwi at a time: its cost grows faster 
 
 @cache
 def kiwi():
-    from kiwipiepy import Kiwi
+    from kiwipiepy import Kiwi  # lazy: Kiwi (~480 MB), where text is analysed
 
     # One worker: a parser process analyses one text at a time, and Kiwi's default thread pool
     # only adds hand-offs (measured: same CPU time, more wall time on a busy machine).
@@ -48,7 +49,7 @@ def release_kiwi() -> None:
     libc = ctypes.util.find_library("c")
     if libc is not None:
         getattr(ctypes.CDLL(libc), "malloc_trim", lambda _pad: 0)(0)
-    import _kiwipiepy
+    import _kiwipiepy  # lazy: Kiwi (~480 MB), where text is analysed
 
     collect = getattr(ctypes.CDLL(_kiwipiepy.__file__), "mi_collect", None)  # absent in a build without mimalloc
     if collect is not None:
@@ -73,8 +74,6 @@ class Analysis:
 
     def morphs_in(self, start: int, end: int) -> list[Morph]:
         """The morphemes that start inside ``[start, end)``."""
-        from bisect import bisect_left
-
         starts = self._starts()
         return self.morphs[bisect_left(starts, start):bisect_left(starts, end)]
 

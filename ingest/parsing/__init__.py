@@ -10,6 +10,8 @@ from dataclasses import replace
 from functools import cache
 from pathlib import PurePath
 
+import markdown
+
 from ingest.parsing import offline_nlp, script_rules
 from ingest.parsing.blocks import Block, Refusal
 from ingest.parsing.from_unstructured import blocks_from_elements
@@ -28,31 +30,31 @@ __all__ = ["Block", "SUPPORTED_SUFFIXES", "parse_document", "warm_up"]
 
 
 def _pdf(data: bytes) -> list[Block]:
-    from ingest.parsing.pdf import partition_pdf_text
+    from ingest.parsing.pdf import partition_pdf_text  # lazy: on its format's first document
 
     return blocks_from_elements(partition_pdf_text(data))
 
 
 def _docx(data: bytes) -> list[Block]:
-    from unstructured.partition.docx import partition_docx
+    from unstructured.partition.docx import partition_docx  # lazy: on its format's first document
 
     return blocks_from_elements(partition_docx(file=io.BytesIO(data), infer_table_structure=True, languages=NO_LANGUAGE_DETECTION))
 
 
 def _pptx(data: bytes) -> list[Block]:
-    from unstructured.partition.pptx import partition_pptx
+    from unstructured.partition.pptx import partition_pptx  # lazy: on its format's first document
 
     return blocks_from_elements(partition_pptx(file=io.BytesIO(data), infer_table_structure=True, languages=NO_LANGUAGE_DETECTION))
 
 
 def _xlsx(data: bytes) -> list[Block]:
-    from unstructured.partition.xlsx import partition_xlsx
+    from unstructured.partition.xlsx import partition_xlsx  # lazy: on its format's first document
 
     return blocks_from_elements(partition_xlsx(file=io.BytesIO(data), infer_table_structure=True, languages=NO_LANGUAGE_DETECTION))
 
 
 def _html(text: str) -> list[Block]:
-    from ingest.parsing.html_input import partition_html_fully
+    from ingest.parsing.html_input import partition_html_fully  # lazy: on its format's first document
 
     return blocks_from_elements(partition_html_fully(text))
 
@@ -60,29 +62,28 @@ def _html(text: str) -> list[Block]:
 def _markdown(text: str) -> list[Block]:
     """Markdown becomes HTML as in unstructured's ``partition_md``, then takes the HTML path, so
     deep nesting (a list 300 levels deep) is read in full or refused, never cut."""
-    import markdown
-    from unstructured.partition import md
+    from unstructured.partition import md  # lazy: on its format's first document
 
-    from ingest.parsing.html_input import partition_html_fully
+    from ingest.parsing.html_input import partition_html_fully  # lazy: on its format's first document
 
     extensions = getattr(md, "_DEFAULT_MARKDOWN_EXTENSIONS", ["tables"])
     return blocks_from_elements(partition_html_fully(markdown.markdown(text, extensions=extensions)))
 
 
 def _plain_text(text: str) -> list[Block]:
-    from ingest.parsing.plain_text import partition_plain_text
+    from ingest.parsing.plain_text import partition_plain_text  # lazy: on its format's first document
 
     return blocks_from_elements(partition_plain_text(text))
 
 
 def _hwp(data: bytes) -> list[Block]:
-    from ingest.parsing.hwp import partition_hwp
+    from ingest.parsing.hwp import partition_hwp  # lazy: on its format's first document
 
     return partition_hwp(data)
 
 
 def _hwpx(data: bytes) -> list[Block]:
-    from ingest.parsing.hwp import partition_hwpx
+    from ingest.parsing.hwp import partition_hwpx  # lazy: on its format's first document
 
     return partition_hwpx(data)
 
@@ -122,16 +123,16 @@ def warm_up() -> None:
     so forked parser children inherit them instead of loading them for every document."""
     offline_nlp.ensure_spacy_model()
     script_rules.install()
-    import unstructured.partition.docx  # noqa: F401
-    import unstructured.partition.html  # noqa: F401
-    import unstructured.partition.md  # noqa: F401
-    import unstructured.partition.pptx  # noqa: F401
-    import unstructured.partition.text  # noqa: F401
-    import unstructured.partition.xlsx  # noqa: F401
-    from unstructured.nlp.tokenize import _get_nlp
+    import unstructured.partition.docx  # noqa: F401  # lazy: loaded here on purpose, before the fork
+    import unstructured.partition.html  # noqa: F401  # lazy: loaded here on purpose, before the fork
+    import unstructured.partition.md  # noqa: F401  # lazy: loaded here on purpose, before the fork
+    import unstructured.partition.pptx  # noqa: F401  # lazy: loaded here on purpose, before the fork
+    import unstructured.partition.text  # noqa: F401  # lazy: loaded here on purpose, before the fork
+    import unstructured.partition.xlsx  # noqa: F401  # lazy: loaded here on purpose, before the fork
+    from unstructured.nlp.tokenize import _get_nlp  # lazy: loaded here on purpose, before the fork
 
-    import ingest.parsing.hwp  # noqa: F401
-    import ingest.parsing.pdf  # noqa: F401
+    import ingest.parsing.hwp  # noqa: F401  # lazy: loaded here on purpose, before the fork
+    import ingest.parsing.pdf  # noqa: F401  # lazy: loaded here on purpose, before the fork
 
     _get_nlp()
     parse_document("준비. Warm-up sentence for the classifier.".encode(), "warm-up.txt")

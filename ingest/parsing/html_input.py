@@ -45,7 +45,7 @@ def partition_html_fully(text: str) -> list:
 
     Raises :class:`Refusal` when the page is nested too deeply to read or text went missing.
     """
-    from unstructured.partition.html import partition_html
+    from unstructured.partition.html import partition_html  # lazy: on its format's first document
 
     if not text.strip():
         return []
@@ -63,7 +63,7 @@ def partition_html_fully(text: str) -> list:
 @cache
 def _removed_tags() -> frozenset[str]:
     """Tags whose content unstructured's HTML parser drops on purpose (its own registry)."""
-    from unstructured.partition.html import parser
+    from unstructured.partition.html import parser  # lazy: on its format's first document
 
     removed = (parser.RemovedPhrasing, parser.RemovedBlock)
     registry = parser.element_class_lookup.get_namespace(None)

@@ -42,7 +42,7 @@ def _local(tag: str) -> str:
 
 # -- entry points -----------------------------------------------------------------------------
 def partition_hwpx(data: bytes) -> list[Block]:
-    from hwpx.opc.security import HwpxSecurityError
+    from hwpx.opc.security import HwpxSecurityError  # lazy: on its format's first document
 
     try:
         return _partition_hwpx(data)
@@ -51,7 +51,7 @@ def partition_hwpx(data: bytes) -> list[Block]:
 
 
 def _partition_hwpx(data: bytes) -> list[Block]:
-    from hwpx.opc.security import guard_zip_file, parse_xml_stdlib, read_member
+    from hwpx.opc.security import guard_zip_file, parse_xml_stdlib, read_member  # lazy: on its format's first document
 
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -74,9 +74,9 @@ def partition_hwp(data: bytes) -> list[Block]:
         raise HwpRefusal("HWP 3.0 document: korag reads HWP 5.0 and HWPX; save it in a newer Hancom Office")
     if not data.startswith(OLE_SIGNATURE):
         raise HwpRefusal("not an HWP 5.0 file (no OLE compound-file signature)")
-    from hwpx.hwp5.errors import Hwp5Error
-    from hwpx.hwp5.package import convert
-    from hwpx.opc.security import parse_xml_stdlib
+    from hwpx.hwp5.errors import Hwp5Error  # lazy: on its format's first document
+    from hwpx.hwp5.package import convert  # lazy: on its format's first document
+    from hwpx.opc.security import parse_xml_stdlib  # lazy: on its format's first document
 
     try:
         converted = convert(data)

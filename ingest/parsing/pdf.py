@@ -96,7 +96,7 @@ def _paragraphs(lines: list[_Line]) -> list[str]:
 
 def pdfium_pages(data: bytes) -> Iterator[list[str]]:
     """Paragraphs of each page, in page order, read by PDFium."""
-    import pypdfium2
+    import pypdfium2  # lazy: on the first PDF
 
     pdf = pypdfium2.PdfDocument(data)
     try:
@@ -114,8 +114,8 @@ def pdfium_pages(data: bytes) -> Iterator[list[str]]:
 
 def pdfminer_pages(data: bytes) -> Iterator[list[str]]:
     """Paragraphs (pdfminer's text boxes) of each page, in page order, read by pdfminer.six."""
-    from pdfminer.high_level import extract_pages
-    from pdfminer.layout import LAParams, LTTextContainer
+    from pdfminer.high_level import extract_pages  # lazy: on the first PDF
+    from pdfminer.layout import LAParams, LTTextContainer  # lazy: on the first PDF
 
     for page in extract_pages(io.BytesIO(data), laparams=LAParams()):
         paragraphs = []

@@ -65,7 +65,7 @@ def decode(data: bytes) -> DecodedText:
     best = min(lenient, key=lambda d: d.replaced)  # UTF-8 first on a tie
     if best.replaced <= _allowed(data) and _non_ascii(data) - best.replaced >= best.replaced * 9:
         return best  # overwhelmingly valid: a few damaged bytes in a UTF-8 (or CP949) file
-    from charset_normalizer import from_bytes
+    from charset_normalizer import from_bytes  # lazy: only to guess an encoding
 
     match = from_bytes(data).best()
     if match is not None:
