@@ -16,7 +16,7 @@ import pytest
 
 from ingest.pipeline import Pipeline
 from korag.services.ingest_queue import IngestQueue
-from korag.services.lifecycle import recover
+from korag.services.lifecycle import Recovery, recover
 from korag.storage.blobs import BlobStore
 from korag.storage.registry import DocumentRecord, DocumentRegistry
 from korag.storage.store import QdrantStore, open_client
@@ -62,12 +62,12 @@ def test_recover_decides_each_kind_of_lost_document(tmp_path):
     settings = make_settings(tmp_path)
     registry, blobs = _registry(settings), BlobStore(settings.blobs_path)
     _situations(registry, blobs, _dead_owner())
-    assert recover(registry, max_crashes=3, stale_after_s=HOUR, resendable=lambda r: True) == ([], [
-        registry.get("dead-owner")])  # too recent to be lost; a dead owner is lost at once
-    resend, failed = recover(registry, max_crashes=3, stale_after_s=HOUR, now=time.time() + 2 * HOUR,
-                             resendable=lambda r: r.blob is not None)
-    assert [r.doc_id for r in resend] == ["resendable"]
-    assert sorted(r.doc_id for r in failed) == ["crashed-enough", "no-content"]
+    first = recover(registry, max_crashes=3, stale_after_s=HOUR, resendable=lambda r: True)
+    assert first == Recovery(failed=(registry.get("dead-owner"),))  # a dead owner at once; the rest too recent
+    later = recover(registry, max_crashes=3, stale_after_s=HOUR, now=time.time() + 2 * HOUR,
+                    resendable=lambda r: r.blob is not None)
+    assert [r.doc_id for r in later.resend] == ["resendable"]
+    assert sorted(r.doc_id for r in later.failed) == ["crashed-enough", "no-content"]
     outcomes = _outcomes(registry)
     status, error, _ = outcomes["dead-owner"]
     assert status == "failed" and "(pid " in error and "ended before it finished" in error

@@ -12,8 +12,6 @@ check (``celery inspect ping``; a solo worker is deaf while it runs a task) unti
 
 from __future__ import annotations
 
-import time
-
 from celery import Celery
 
 from ingest.stages import PreparedStore
@@ -27,11 +25,10 @@ RESEND_DELAY_S = 5.0
 
 def sweep(registry: DocumentRegistry, app: Celery | None, settings: Settings, now: float | None = None) -> list[DocumentRecord]:
     """Recover what is lost and send it again; returns every document it changed (re-sent or failed)."""
-    resend, failed = recover(registry, max_crashes=settings.max_crashes, stale_after_s=settings.sweep_age_s,
-                             now=now if now is not None else time.time(),
-                             resendable=lambda record: app is not None and has_content(record))
+    recovery = recover(registry, max_crashes=settings.max_crashes, stale_after_s=settings.sweep_age_s, now=now,
+                       resendable=lambda record: app is not None and has_content(record))
     prepared = PreparedStore.from_settings(settings)
-    for record in resend:
+    for record in recovery.resend:
         parsed = prepared.get(record.request) if prepared.exists(record.request) else None
         if parsed is not None:
             send_embed(app, record.request, record.doc_id, record.source, len(parsed["chunks"]), record.seq or 0,
@@ -39,4 +36,4 @@ def sweep(registry: DocumentRegistry, app: Celery | None, settings: Settings, no
         else:
             send(app, record.blob, record.filename, record.source, record.doc_id, record.tenant, record.meta,
                  record.request, record.seq, countdown=RESEND_DELAY_S)
-    return failed + resend
+    return [*recovery.failed, *recovery.resend]

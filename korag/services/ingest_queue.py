@@ -141,10 +141,10 @@ class IngestQueue:
         """Run again what a previous process left unfinished, as :func:`korag.services.lifecycle.recover`
         decides (every unfinished document: nothing else can hold the embedded store): each
         document whose bytes are in the blob store is queued again under a new request."""
-        resend, _ = recover(self.pipeline.registry, max_crashes=max_crashes,
-                            resendable=lambda record: has_content(record) and self.blobs.has(record.blob))
+        recovery = recover(self.pipeline.registry, max_crashes=max_crashes,
+                           resendable=lambda record: has_content(record) and self.blobs.has(record.blob))
         jobs = []
-        for record in resend:
+        for record in recovery.resend:
             job = self.submit(record.doc_id, record.source, record.filename, record.blob,
                               DocumentInfo(tenant=record.tenant, meta=tuple(record.meta.items())))
             if isinstance(job, Job):

@@ -192,11 +192,23 @@ def has_content(record: DocumentRecord) -> bool:
     return bool(record.blob and record.filename)
 
 
+@dataclass(frozen=True)
+class Recovery:
+    """What :func:`recover` did: documents recorded ``queued`` again, for the caller to send again,
+    and documents it failed. Only records whose write took effect (still owned by the request
+    they were found under) are listed."""
+
+    resend: tuple[DocumentRecord, ...] = ()
+    failed: tuple[DocumentRecord, ...] = ()
+
+
 def recover(registry: DocumentRegistry, *, max_crashes: int, resendable: Callable[[DocumentRecord], bool],
-            stale_after_s: float | None = None, now: float | None = None) -> tuple[list[DocumentRecord], list[DocumentRecord]]:
+            stale_after_s: float | None = None, now: float | None = None) -> Recovery:
     """The one routine that decides what became of documents left unfinished, for every kind of
     process that recovers them (a worker's start and ``korag sweep`` through
-    :func:`workers.sweeper.sweep`, ``korag serve``'s embedded queue at its start).
+    :func:`workers.sweeper.sweep`, ``korag serve``'s embedded queue at its start); the callers
+    only send again what it queued (each its own way: the same request to Celery, a new request
+    in-process).
 
     - mid-flight under an in-process ingest on this machine whose process died: failed at once;
     - otherwise unfinished and not updated for ``stale_after_s`` seconds (None: every unfinished
@@ -204,10 +216,7 @@ def recover(registry: DocumentRegistry, *, max_crashes: int, resendable: Callabl
       lost. One found mid-flight counts one interruption of its worker
       (:func:`korag.storage.registry.note_interruption`): past ``max_crashes`` it is failed;
       else it is recorded ``queued`` again when ``resendable`` (its content can be sent again),
-      and failed when not.
-
-    Returns ``(to_resend, failed)``: the caller re-sends the first (same request, or a new one)
-    and reports both; each record is written (it changed hands only when its write succeeded)."""
+      and failed when not."""
     failed = reap_dead_owners(registry)
     cutoff = None if stale_after_s is None else (now if now is not None else time.time()) - stale_after_s
     found = {record.doc_id: record for status in UNFINISHED for record in registry.all(status)}  # one snapshot
@@ -226,4 +235,4 @@ def recover(registry: DocumentRegistry, *, max_crashes: int, resendable: Callabl
             record.status, record.error = DocumentState.FAILED, interrupted()
             if registry.write(record):
                 failed.append(record)
-    return resend, failed
+    return Recovery(tuple(resend), tuple(failed))
