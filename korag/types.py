@@ -3,7 +3,41 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Literal
+
+
+class DocumentState(StrEnum):
+    """Where a document is in its lifecycle, as the registry stores it (the member *is* the stored
+    string, so payloads and JSON read the same): queued → parsing → embedding → indexed, or
+    failed; ``deleted`` is a tombstone, hidden from listings."""
+
+    QUEUED = "queued"
+    PARSING = "parsing"
+    EMBEDDING = "embedding"
+    INDEXED = "indexed"
+    FAILED = "failed"
+    DELETED = "deleted"
+
+    @property
+    def unfinished(self) -> bool:
+        """Still on its way to an outcome (queued or mid-flight)."""
+        return self in (DocumentState.QUEUED, DocumentState.PARSING, DocumentState.EMBEDDING)
+
+    @property
+    def mid_flight(self) -> bool:
+        """Taken by a worker or an in-process ingest: if it stays so, that one died."""
+        return self in (DocumentState.PARSING, DocumentState.EMBEDDING)
+
+
+class Lost(StrEnum):
+    """Why a request no longer owns its document: the error of its ``failed`` result. The result is
+    this member itself (not a copy of its text), so whoever reports outcomes tells a lost request
+    (no event: the winner reports its own) from a real failure by type, never by reading text."""
+
+    SUPERSEDED = "superseded by a newer ingest of this document"
+    DELETED_WHILE_INGESTING = "deleted while it was being ingested"
+    DELETED_BEFORE_INGESTING = "deleted before it was ingested"
 
 
 @dataclass(frozen=True)
@@ -72,8 +106,13 @@ class IngestResult:
             "doc_id": self.doc_id,
             "status": self.status,
             "chunks": self.chunks,
-            "error": self.error,
+            "error": None if self.error is None else str(self.error),
         }
+
+    @property
+    def lost(self) -> bool:
+        """The request lost its document to a newer request or a deletion (see :class:`Lost`)."""
+        return isinstance(self.error, Lost)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "IngestResult":

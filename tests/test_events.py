@@ -10,8 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from korag.services.events import EVENT_TYPES, Webhooks, sign, verify_signature
+from korag.services.events import EVENT_TYPES, Webhooks, outcome_event, sign, verify_signature
 from korag.settings import Settings
+from korag.storage.registry import DocumentRecord, lost_reason
+from korag.types import IngestResult, Lost
 
 SECRET = "whsec-test-0123456789"
 
@@ -190,3 +192,24 @@ def test_bad_events_and_settings_are_refused(tmp_path):
         hooks.emit("document.indexed", {"when": object()})
     assert hooks.pending == 0
     assert set(EVENT_TYPES) == {"document.indexed", "document.failed", "document.deleted"}
+
+
+# -- issue 19: the event an outcome reports is decided by its type, not by its error text ---------
+def test_a_failure_is_reported_whatever_its_reason_says_and_a_lost_request_never():
+    """A request that lost its document to a newer one or a deletion reports nothing (the winner
+    does); a real failure always reports ``document.failed``, even when its reason happens to
+    begin like a lost request's (before issue 19 the text decided, and such a failure was silent)."""
+    tombstone = DocumentRecord(doc_id="d", source="a.txt", status="deleted")
+    for reason in (lost_reason(None, started=True), lost_reason(tombstone, started=True),
+                   lost_reason(tombstone, started=False), *Lost):
+        lost = IngestResult("a.txt", "d", "failed", error=reason)
+        assert lost.lost and outcome_event(lost, "acme") is None
+        assert lost.to_json()["error"] == str(reason) and type(lost.to_json()["error"]) is str
+    for text in ("deleted pages make this PDF unreadable", "superseded format: HWP 3.0 is not supported"):
+        failed = IngestResult("a.txt", "d", "failed", error=text)
+        assert outcome_event(failed, "acme") == (
+            "document.failed", {"doc_id": "d", "source": "a.txt", "tenant": "acme", "status": "failed",
+                                "chunks": 0, "error": text})
+    indexed = IngestResult("a.txt", "d", "indexed", chunks=3)
+    assert outcome_event(indexed, None)[0] == "document.indexed"
+    assert outcome_event(IngestResult("a.txt", "d", "unchanged"), None) is None

@@ -1,7 +1,10 @@
-"""Find documents left unfinished (queued, parsing, embedding) longer than any task may run,
-and send them again, or, without a broker or stored content, mark them failed. A document
-found mid-flight counts as one interruption of its worker (see ``note_interruption``). A
-document already parsed (its prepared file is there) goes straight back to the embed queue.
+"""Send again, through the Celery queue, what :func:`korag.services.lifecycle.recover` finds lost:
+documents left unfinished (queued, parsing, embedding) longer than any task may run. Run as a
+worker starts and by ``korag sweep``. Which documents are lost, and which of them fail instead
+(a dead in-process owner, too many interrupted attempts, no broker or no stored content), is
+decided there; this module only re-sends: a document already parsed (its prepared file is there)
+goes straight back to the embed queue, the others to the parse queue, each under its own request
+and with its tenant.
 
 What is sent again waits ``RESEND_DELAY_S`` before it runs: the sweep runs as a worker starts,
 and a worker that took a document which may crash it again at once would not answer a health
@@ -9,51 +12,28 @@ check (``celery inspect ping``; a solo worker is deaf while it runs a task) unti
 
 from __future__ import annotations
 
-import time
-
 from celery import Celery
 
 from ingest.stages import PreparedStore
-from korag.services.lifecycle import reap_dead_owners
+from korag.services.lifecycle import has_content, recover
 from korag.services.queue_client import send, send_embed
 from korag.settings import Settings
-from korag.storage.registry import (
-    MID_FLIGHT,
-    UNFINISHED,
-    DocumentRecord,
-    DocumentRegistry,
-    note_interruption,
-)
+from korag.storage.registry import DocumentRecord, DocumentRegistry
 
 RESEND_DELAY_S = 5.0
 
 
 def sweep(registry: DocumentRegistry, app: Celery | None, settings: Settings, now: float | None = None) -> list[DocumentRecord]:
-    cutoff = (now if now is not None else time.time()) - settings.sweep_age_s
+    """Recover what is lost and send it again; returns every document it changed (re-sent or failed)."""
+    recovery = recover(registry, max_crashes=settings.max_crashes, stale_after_s=settings.sweep_age_s, now=now,
+                       resendable=lambda record: app is not None and has_content(record))
     prepared = PreparedStore.from_settings(settings)
-    swept = reap_dead_owners(registry)  # an in-process ingest that died: no need to wait
-    for status in UNFINISHED:
-        for record in registry.all(status):
-            if record.updated_at > cutoff:
-                continue
-            if record.status in MID_FLIGHT and note_interruption(registry, record, settings.max_crashes):
-                swept.append(record)  # now failed: it took a worker down every time
-                continue
-            if app is not None and record.blob and record.filename:
-                record.status = "queued"
-                if not registry.write(record):
-                    continue
-                parsed = prepared.get(record.request) if prepared.exists(record.request) else None
-                if parsed is not None:
-                    send_embed(app, record.request, record.doc_id, record.source, len(parsed["chunks"]), record.seq or 0,
-                               countdown=RESEND_DELAY_S)
-                else:
-                    send(app, record.blob, record.filename, record.source, record.doc_id, record.tenant, record.meta,
-                         record.request, record.seq, countdown=RESEND_DELAY_S)
-            else:
-                record.status = "failed"
-                record.error = "interrupted: the process ingesting it ended before it finished; ingest it again"
-                if not registry.write(record):
-                    continue
-            swept.append(record)
-    return swept
+    for record in recovery.resend:
+        parsed = prepared.get(record.request) if prepared.exists(record.request) else None
+        if parsed is not None:
+            send_embed(app, record.request, record.doc_id, record.source, len(parsed["chunks"]), record.seq or 0,
+                       tenant=record.tenant, countdown=RESEND_DELAY_S)
+        else:
+            send(app, record.blob, record.filename, record.source, record.doc_id, record.tenant, record.meta,
+                 record.request, record.seq, countdown=RESEND_DELAY_S)
+    return [*recovery.failed, *recovery.resend]

@@ -82,13 +82,23 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
     from contextlib import ExitStack
 
+    from korag.services.events import Webhooks
     from korag.services.lifecycle import delete_document
     from korag.storage.blobs import BlobStore
 
-    with ExitStack() as stack:
-        store, registry = _registry_session(settings, stack)
-        blobs = BlobStore(settings.blobs_path)  # the uploaded bytes go too
-        deletion = delete_document(store, registry, args.doc_id, blobs=blobs)  # leaves a tombstone for queued messages
+    webhooks = Webhooks.from_settings(settings)  # document.deleted, as the service's DELETE sends it
+    try:
+        with ExitStack() as stack:
+            store, registry = _registry_session(settings, stack)
+            blobs = BlobStore(settings.blobs_path)  # the uploaded bytes go too
+            # leaves a tombstone for queued messages
+            deletion = delete_document(store, registry, args.doc_id, blobs=blobs, webhooks=webhooks)
+        if webhooks is not None and not webhooks.drain(settings.webhook_timeout_s):  # the store is free meanwhile
+            print("korag delete: the document.deleted webhook is not delivered yet; it stays in the outbox "
+                  f"({webhooks.outbox}) and the next korag serve or worker sends it", file=sys.stderr)
+    finally:
+        if webhooks is not None:
+            webhooks.close()
     deleted = deletion.deleted_chunks
     if args.json:
         from korag.services.schemas import Deleted

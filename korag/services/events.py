@@ -36,12 +36,24 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Mapping
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from korag.types import IngestResult
+
 log = logging.getLogger("korag.services.events")
 
-EVENT_TYPES = ("document.indexed", "document.failed", "document.deleted")
+
+class EventType(StrEnum):
+    """A webhook's ``type`` (and ``X-Korag-Event`` header): the member is the string on the wire."""
+
+    INDEXED = "document.indexed"
+    FAILED = "document.failed"
+    DELETED = "document.deleted"
+
+
+EVENT_TYPES = tuple(EventType)
 HEADER_ID = "X-Korag-Event-Id"
 HEADER_TYPE = "X-Korag-Event"
 HEADER_TIMESTAMP = "X-Korag-Timestamp"
@@ -57,18 +69,24 @@ def sign(secret: str | bytes, timestamp: int | str, body: bytes | str) -> str:
     return f"sha256={digest}"
 
 
-def outcome_event(result: Any, tenant: str | None) -> tuple[str, dict] | None:
-    """The event a finished ingest reports (``result``: an IngestResult): ``document.indexed`` or
-    ``document.failed``; None for ``unchanged``/``queued`` and for a request that lost its document
-    to a newer one or a deletion (the winner reports its own outcome)."""
-    if result.status not in ("indexed", "failed"):
+_OUTCOME_EVENTS = {"indexed": EventType.INDEXED, "failed": EventType.FAILED}
+
+
+def outcome_event(result: IngestResult, tenant: str | None) -> tuple[EventType, dict] | None:
+    """The event a finished ingest reports: ``document.indexed`` or ``document.failed``; None for
+    ``unchanged``/``queued`` and for a request that lost its document to a newer one or a deletion
+    (:attr:`IngestResult.lost`: the winner reports its own outcome)."""
+    kind = _OUTCOME_EVENTS.get(result.status)
+    if kind is None or result.lost:
         return None
-    if result.status == "failed" and result.error is not None and (
-            result.error.startswith("superseded") or result.error.startswith("deleted")):
-        return None
-    kind = "document.indexed" if result.status == "indexed" else "document.failed"
+    error = None if result.error is None else str(result.error)
     return kind, {"doc_id": result.doc_id, "source": result.source, "tenant": tenant,
-                  "status": result.status, "chunks": result.chunks, "error": result.error}
+                  "status": result.status, "chunks": result.chunks, "error": error}
+
+
+def deletion_event(doc_id: str, source: str, tenant: str | None, deleted_chunks: int) -> tuple[EventType, dict]:
+    """The event a deletion reports, whichever way in deleted the document."""
+    return EventType.DELETED, {"doc_id": doc_id, "source": source, "tenant": tenant, "deleted_chunks": deleted_chunks}
 
 
 def verify_signature(secret: Any, headers: Mapping[str, str], body: bytes | str, tolerance_s: float = 300,
@@ -123,6 +141,7 @@ class Webhooks:
         self._thread: threading.Thread | None = None
         self._lock_fd: int | None = None
         self._known: dict[str, dict[str, Any]] = {}  # outbox file name -> its record (lock holder only)
+        self._emitted: list[Path] = []  # this instance's events still in the outbox, for drain()
         self.delivered = 0
         self.failed_attempts = 0
 
@@ -142,10 +161,12 @@ class Webhooks:
         return hooks
 
     # -- producing ------------------------------------------------------------------------------
-    def emit(self, type: str, data: dict) -> str:
+    def emit(self, type: EventType | str, data: dict) -> str:
         """Record an event durably and return its id; delivery happens in the background."""
-        if type not in EVENT_TYPES:
-            raise ValueError(f"unknown event type {type!r}; use one of {', '.join(EVENT_TYPES)}")
+        try:
+            type = EventType(type)
+        except ValueError:
+            raise ValueError(f"unknown event type {type!r}; use one of {', '.join(EVENT_TYPES)}") from None
         event_id = "evt_" + uuid.uuid4().hex
         created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         try:
@@ -153,11 +174,28 @@ class Webhooks:
                               ensure_ascii=False, separators=(",", ":"), allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"event {type}: data is not JSON ({exc})") from exc
-        record = {"id": event_id, "type": type, "body": body, "attempts": 0, "next_at": 0.0, "last_error": None}
+        record = {"id": event_id, "type": str(type), "body": body, "attempts": 0, "next_at": 0.0, "last_error": None}
         self.outbox.mkdir(parents=True, exist_ok=True)
-        _write_atomic(self.outbox / f"{time.time_ns():020d}-{event_id}.json", record)
+        path = self.outbox / f"{time.time_ns():020d}-{event_id}.json"
+        _write_atomic(path, record)
+        self._emitted.append(path)
         self._wake.set()
         return event_id
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` for the events this instance emitted to leave the outbox
+        (delivered, or set aside), for a short-lived process (the CLI) before it exits. Returns
+        whether they all did; what is left stays in the outbox and the next korag process with
+        webhooks (``korag serve``, a worker) delivers it."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self._emitted = [path for path in self._emitted if path.exists()]
+            if not self._emitted:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            self._wake.set()
+            time.sleep(0.05)
 
     @property
     def pending(self) -> int:

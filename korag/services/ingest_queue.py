@@ -22,10 +22,10 @@ from pathlib import Path
 
 from ingest.batch import BatchIngest
 from ingest.pipeline import DocumentInfo, Pending, Pipeline, Request
-from korag.services.lifecycle import queue_request
+from korag.services.lifecycle import has_content, queue_request, recover
 from korag.storage.blobs import BlobStore
 from korag.storage.disk import DiskFullError
-from korag.storage.registry import DELETED, SUPERSEDED, UNFINISHED, lost_reason
+from korag.storage.registry import DELETED, SUPERSEDED, lost_reason
 from korag.types import IngestResult
 
 log = logging.getLogger("korag.serve")
@@ -137,23 +137,18 @@ class IngestQueue:
         self._queue.put(job)
         return job
 
-    def recover(self) -> list[Job]:
-        """Documents a previous process left unfinished (nothing else can hold the embedded
-        store): queued again when their bytes are in the blob store, else failed."""
+    def recover(self, max_crashes: int) -> list[Job]:
+        """Run again what a previous process left unfinished, as :func:`korag.services.lifecycle.recover`
+        decides (every unfinished document: nothing else can hold the embedded store): each
+        document whose bytes are in the blob store is queued again under a new request."""
+        recovery = recover(self.pipeline.registry, max_crashes=max_crashes,
+                           resendable=lambda record: has_content(record) and self.blobs.has(record.blob))
         jobs = []
-        registry = self.pipeline.registry
-        for status in UNFINISHED:
-            for record in list(registry.all(status)):
-                if record.blob and record.filename and self.blobs.has(record.blob):
-                    meta = tuple(record.meta.items())
-                    job = self.submit(record.doc_id, record.source, record.filename, record.blob,
-                                      DocumentInfo(tenant=record.tenant, meta=meta))
-                    if isinstance(job, Job):
-                        jobs.append(job)
-                else:
-                    record.status = "failed"
-                    record.error = "interrupted: the service ingesting it stopped before it finished; upload it again"
-                    registry.write(record)
+        for record in recovery.resend:
+            job = self.submit(record.doc_id, record.source, record.filename, record.blob,
+                              DocumentInfo(tenant=record.tenant, meta=tuple(record.meta.items())))
+            if isinstance(job, Job):
+                jobs.append(job)
         return jobs
 
     def close(self, timeout: float | None = None) -> None:

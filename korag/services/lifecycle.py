@@ -1,15 +1,18 @@
-"""Document operations that need no model: deletion (with a tombstone), telling that an
-in-process ingest died, and keeping the blob store to what the registry refers to. Shared by the
-CLI, the workers and any other way in."""
+"""Document operations that need no model: queueing, deletion (with a tombstone, its webhook and
+metric), recovering what a dead process left unfinished, and keeping the blob store to what the
+registry refers to. Shared by the CLI, the service, the workers and any other way in."""
 
 from __future__ import annotations
 
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from korag.services.events import Webhooks, deletion_event
+from korag.services.telemetry import Metrics
 from korag.storage import documents
 from korag.storage.blobs import BlobStore
 from korag.storage.documents import Deletion
@@ -20,9 +23,11 @@ from korag.storage.registry import (
     DocumentRecord,
     DocumentRegistry,
     new_seq,
+    note_interruption,
     process_alive,
 )
 from korag.storage.store import QdrantStore
+from korag.types import DocumentState
 
 log = logging.getLogger("korag.services.lifecycle")
 
@@ -38,8 +43,8 @@ def queue_request(registry: DocumentRegistry, doc_id: str, source: str, filename
     current = registry.get(doc_id, include_deleted=True)
     before = (current.blob, current.request) if current is not None else (None, None)
     record = current if current is not None and current.status != DELETED else DocumentRecord(
-        doc_id=doc_id, source=source, status="queued")
-    record.status, record.blob, record.filename, record.request, record.seq = "queued", blob, filename, request, seq
+        doc_id=doc_id, source=source, status=DocumentState.QUEUED)
+    record.status, record.blob, record.filename, record.request, record.seq = DocumentState.QUEUED, blob, filename, request, seq
     record.source, record.tenant, record.meta, record.crashes = source, tenant, dict(meta), 0
     record.attempt, record.owner = None, None
     if not registry.claim(record):
@@ -51,13 +56,22 @@ def queue_request(registry: DocumentRegistry, doc_id: str, source: str, filename
 
 
 def delete_document(store: QdrantStore, registry: DocumentRegistry, doc_id: str,
-                    blobs: BlobStore | None = None) -> Deletion:
-    """:func:`korag.storage.documents.delete_document` (chunks gone, a tombstone left), and with
-    ``blobs`` the uploaded bytes too (unless another document has the same bytes), and the
-    prepared chunks of a queued request."""
+                    blobs: BlobStore | None = None, *, webhooks: Webhooks | None = None,
+                    metrics: Metrics | None = None) -> Deletion:
+    """The one deletion of every entry point (``DELETE /documents/{id}``, ``korag delete``):
+    :func:`korag.storage.documents.delete_document` (chunks gone, a tombstone left); with
+    ``blobs`` the uploaded bytes too (unless another document has the same bytes) and the prepared
+    chunks of a queued request; and, for a document the registry knew, the ``document.deleted``
+    webhook and the ``deleted`` document metric."""
+    record = registry.get(doc_id)
     deletion = documents.delete_document(store, registry, doc_id)
     if blobs is not None and deletion.replaced is not None:
         _release_replaced(blobs, registry, deletion.replaced.blob, deletion.replaced.request)
+    if record is not None:
+        if metrics is not None:
+            metrics.record_document(DocumentState.DELETED)
+        if webhooks is not None:
+            webhooks.emit(*deletion_event(doc_id, record.source, record.tenant, deletion.deleted_chunks))
     return deletion
 
 
@@ -151,19 +165,74 @@ def sweep_blobs(blobs: BlobStore, registry: DocumentRegistry) -> Swept:
     return Swept(removed, prepared, temps)
 
 
+def interrupted(owner: str | None = None) -> str:
+    """The error of a document whose ingest ended without an outcome (its process died, or
+    stopped); ``owner``: the in-process ingest's ``host:pid``, when known."""
+    pid = f" (pid {owner.rpartition(':')[2]})" if owner else ""
+    return f"interrupted: the korag process ingesting it{pid} ended before it finished; ingest it again"
+
+
 def reap_dead_owners(registry: DocumentRegistry) -> list[DocumentRecord]:
     """Documents an in-process ingest on this machine left mid-flight when its process died
     (killed, out of memory): nothing else can be working on them, so they are failed now
     instead of waiting for the sweep age. Returns them."""
     reaped = []
     for status in MID_FLIGHT:
-        for record in registry.all(status):
+        for record in list(registry.all(status)):
             if record.owner is None or process_alive(record.owner) is not False:
                 continue
-            pid = record.owner.rpartition(":")[2]
-            record.status = "failed"
-            record.error = (f"interrupted: the korag process ingesting it (pid {pid}) ended before it finished; "
-                            "ingest it again")
+            record.status, record.error = DocumentState.FAILED, interrupted(record.owner)
             if registry.write(record):
                 reaped.append(record)
     return reaped
+
+
+def has_content(record: DocumentRecord) -> bool:
+    """The record names the bytes (a blob and a file name) it can be ingested again from."""
+    return bool(record.blob and record.filename)
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What :func:`recover` did: documents recorded ``queued`` again, for the caller to send again,
+    and documents it failed. Only records whose write took effect (still owned by the request
+    they were found under) are listed."""
+
+    resend: tuple[DocumentRecord, ...] = ()
+    failed: tuple[DocumentRecord, ...] = ()
+
+
+def recover(registry: DocumentRegistry, *, max_crashes: int, resendable: Callable[[DocumentRecord], bool],
+            stale_after_s: float | None = None, now: float | None = None) -> Recovery:
+    """The one routine that decides what became of documents left unfinished, for every kind of
+    process that recovers them (a worker's start and ``korag sweep`` through
+    :func:`workers.sweeper.sweep`, ``korag serve``'s embedded queue at its start); the callers
+    only send again what it queued (each its own way: the same request to Celery, a new request
+    in-process).
+
+    - mid-flight under an in-process ingest on this machine whose process died: failed at once;
+    - otherwise unfinished and not updated for ``stale_after_s`` seconds (None: every unfinished
+      document, for a process that holds the store alone, so nothing else can be working on it):
+      lost. One found mid-flight counts one interruption of its worker
+      (:func:`korag.storage.registry.note_interruption`): past ``max_crashes`` it is failed;
+      else it is recorded ``queued`` again when ``resendable`` (its content can be sent again),
+      and failed when not."""
+    failed = reap_dead_owners(registry)
+    cutoff = None if stale_after_s is None else (now if now is not None else time.time()) - stale_after_s
+    found = {record.doc_id: record for status in UNFINISHED for record in registry.all(status)}  # one snapshot
+    resend = []
+    for record in found.values():
+        if cutoff is not None and record.updated_at > cutoff:
+            continue  # maybe still running
+        if record.status in MID_FLIGHT and note_interruption(registry, record, max_crashes):
+            failed.append(record)  # it took a worker down every time
+            continue
+        if resendable(record):
+            record.status = DocumentState.QUEUED
+            if registry.write(record):
+                resend.append(record)
+        else:
+            record.status, record.error = DocumentState.FAILED, interrupted()
+            if registry.write(record):
+                failed.append(record)
+    return Recovery(tuple(resend), tuple(failed))

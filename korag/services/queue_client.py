@@ -99,10 +99,12 @@ def send(app: Celery, blob: str, filename: str, source: str, doc_id: str, tenant
 
 
 def send_embed(app: Celery, prepared: str, doc_id: str, source: str, chunks: int, seq: int,
-               countdown: float | None = None) -> AsyncResult:
-    """Send a parsed document (its prepared file, named by its request) to the embed workers."""
+               tenant: str | None = None, countdown: float | None = None) -> AsyncResult:
+    """Send a parsed document (its prepared file, named by its request) to the embed workers;
+    ``tenant`` goes with it for the document's events."""
     return app.send_task(EMBED_TASK_NAME, kwargs={"prepared": prepared, "doc_id": doc_id, "source": source,
-                                                  "chunks": chunks, "seq": seq}, countdown=countdown)
+                                                  "chunks": chunks, "seq": seq, "tenant": tenant},
+                         countdown=countdown)
 
 
 def enqueue(

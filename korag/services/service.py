@@ -27,7 +27,7 @@ from korag.errors import KoragError
 from korag.rules import check_source, normalize_source
 from korag.services.events import outcome_event
 from korag.services.ingest_queue import IngestQueue, Job
-from korag.services.lifecycle import delete_document, queue_request, reap_dead_owners, sweep_blobs
+from korag.services.lifecycle import delete_document, queue_request, sweep_blobs
 from korag.services.schemas import (
     ChunkList,
     ChunkOut,
@@ -54,7 +54,7 @@ from korag.storage.registry import (
     lost_reason,
 )
 from korag.storage.store import QdrantStore, open_client
-from korag.types import IngestResult
+from korag.types import DocumentState, IngestResult, Lost
 
 log = logging.getLogger("korag.serve")
 
@@ -165,9 +165,8 @@ class Service:
         self.embedder.embed_queries(["준비"])
         sweep_blobs(self.blobs, self.registry)  # what deleted documents and refused or broken uploads left
         if self.queue is not None:
-            reap_dead_owners(self.registry)
             self.queue.start()
-            recovered = self.queue.recover()
+            recovered = self.queue.recover(self.settings.max_crashes)
             if recovered:
                 log.info("queued again %d document(s) a previous run left unfinished", len(recovered))
 
@@ -202,7 +201,7 @@ class Service:
     def queue_depth(self) -> int:
         if self.queue is not None:
             return self.queue.depth
-        return sum(1 for _ in self.registry.all("queued"))
+        return sum(1 for _ in self.registry.all(DocumentState.QUEUED))
 
     # -- ingest ---------------------------------------------------------------------------------
     def submit(self, uploads: list[Upload], tenant: str | None, meta: dict[str, Any]) -> list[Submitted]:
@@ -251,11 +250,11 @@ class Service:
         record = self.registry.get(item.doc_id, include_deleted=True)
         if record is None or record.status == DELETED or record.request != item.request:
             # no record at all: deleted and its tombstone gone
-            why = "deleted while it was being ingested" if record is None else lost_reason(record, started=True)
+            why = Lost.DELETED_WHILE_INGESTING if record is None else lost_reason(record, started=True)
             return IngestResult(item.source, item.doc_id, "failed", error=why)
-        if record.status == "failed":
+        if record.status == DocumentState.FAILED:
             return IngestResult(item.source, item.doc_id, "failed", error=record.error)
-        if record.status == "indexed":
+        if record.status == DocumentState.INDEXED:
             same = (record.version, record.content_hash) == item.before
             return IngestResult(item.source, item.doc_id, "unchanged" if same else "indexed", chunks=record.chunks)
         return item.queued()
@@ -309,19 +308,14 @@ class Service:
             if tenant is None or record.tenant == tenant:
                 counts[record.status] = counts.get(record.status, 0) + 1
         total = sum(counts.values())
-        return StatusSummary(total=total, done=counts["indexed"] + counts["failed"], by_status=counts,
+        return StatusSummary(total=total, done=counts[DocumentState.INDEXED] + counts[DocumentState.FAILED], by_status=counts,
                              backend=self.store.backend)
 
     def delete(self, doc_id: str, tenant: str | None) -> Deleted | None:
-        record = self._visible(self.registry.get(doc_id), tenant)
-        if record is None:
+        if self._visible(self.registry.get(doc_id), tenant) is None:
             return None
-        deletion = delete_document(self.store, self.registry, doc_id, blobs=self.blobs)  # its bytes go too
-        if self.metrics is not None:
-            self.metrics.record_document("deleted")
-        if self.webhooks is not None:
-            self.webhooks.emit("document.deleted", {"doc_id": doc_id, "source": record.source,
-                                                    "tenant": record.tenant, "deleted_chunks": deletion.deleted_chunks})
+        deletion = delete_document(self.store, self.registry, doc_id, blobs=self.blobs,  # its bytes go too
+                                   webhooks=self.webhooks, metrics=self.metrics)
         return Deleted(doc_id=doc_id, deleted_chunks=deletion.deleted_chunks)
 
     def chunks(self, doc_id: str, tenant: str | None, limit: int = 100, cursor: str | None = None) -> ChunkList | None:

@@ -30,10 +30,12 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
-UNFINISHED = ("queued", "parsing", "embedding")
-MID_FLIGHT = ("parsing", "embedding")
-STATES = (*UNFINISHED, "indexed", "failed")
-DELETED = "deleted"  # a tombstone: the document was deleted; hidden from get() and all()
+from korag.types import DocumentState, Lost
+
+UNFINISHED = tuple(s for s in DocumentState if s.unfinished)
+MID_FLIGHT = tuple(s for s in DocumentState if s.mid_flight)
+DELETED = DocumentState.DELETED  # a tombstone: the document was deleted; hidden from get() and all()
+STATES = tuple(s for s in DocumentState if s is not DELETED)  # what a listing can show
 _NAMESPACE = uuid.UUID("9a3c9a48-2f57-4d0e-8d0f-6b6f7261670c")
 DOCUMENT_NAMESPACE = uuid.UUID("0d0c5f7e-8a43-4f3f-a9a2-6b6f7261670b")
 # 0xFF never occurs in UTF-8, so no legacy name (a UTF-8 string) can spell a structured one.
@@ -107,7 +109,7 @@ def process_alive(owner: str | None) -> bool | None:
 class DocumentRecord:
     doc_id: str
     source: str
-    status: str
+    status: DocumentState  # a plain stored string is turned into its member
     tenant: str | None = None
     version: int = 0  # increments each time new content is indexed
     content_hash: str | None = None  # of the indexed version
@@ -128,11 +130,13 @@ class DocumentRecord:
     indexed_at: float | None = None
 
     def __post_init__(self) -> None:
-        if self.status not in STATES and self.status != DELETED:
-            raise ValueError(f"unknown document status {self.status!r}")
+        try:
+            self.status = DocumentState(self.status)
+        except ValueError:
+            raise ValueError(f"unknown document status {self.status!r}") from None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "status": str(self.status)}
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any]) -> "DocumentRecord":
@@ -179,10 +183,10 @@ class DocumentRegistry:
                                       scroll_filter=models.Filter(must=[_match("blob", digest)]))
         return bool(found)
 
-    def all(self, status: str | None = None) -> Iterator[DocumentRecord]:
+    def all(self, status: DocumentState | str | None = None) -> Iterator[DocumentRecord]:
         if not self.client.collection_exists(self.collection):
             return
-        condition = models.Filter(must=[_match("status", status)]) if status is not None else None
+        condition = models.Filter(must=[_match("status", str(status))]) if status is not None else None
         offset = None
         while True:
             points, offset = self.client.scroll(self.collection, scroll_filter=condition, limit=256, offset=offset)
@@ -296,16 +300,16 @@ class DocumentRegistry:
             self.client.delete(self.collection, points_selector=[self._id(doc_id)], wait=True)
 
 
-SUPERSEDED = "superseded by a newer ingest of this document"
+SUPERSEDED = Lost.SUPERSEDED
 
 
-def lost_reason(current: DocumentRecord | None, started: bool) -> str:
+def lost_reason(current: DocumentRecord | None, started: bool) -> Lost:
     """Why a request no longer owns its document (``current``: the registry's record now, tombstones
     included): the document was deleted (before or while the request ``started`` ingesting it), or
     a newer request took it over."""
     if current is not None and current.status == DELETED:
-        return "deleted while it was being ingested" if started else "deleted before it was ingested"
-    return SUPERSEDED
+        return Lost.DELETED_WHILE_INGESTING if started else Lost.DELETED_BEFORE_INGESTING
+    return Lost.SUPERSEDED
 
 
 def note_interruption(registry: DocumentRegistry, record: DocumentRecord, max_crashes: int) -> bool:
@@ -315,12 +319,12 @@ def note_interruption(registry: DocumentRegistry, record: DocumentRecord, max_cr
     record.crashes += 1
     gave_up = record.crashes >= max_crashes
     if gave_up:
-        record.status = "failed"
+        record.status = DocumentState.FAILED
         record.error = (
             f"gave up after {record.crashes} interrupted attempts: a worker died while processing this document "
             "each time (out of memory or a crash in a native library)"
         )
     else:
-        record.status = "queued"
+        record.status = DocumentState.QUEUED
     registry.write(record)
     return gave_up
