@@ -2,8 +2,8 @@
 :class:`~korag.settings.Settings` that :func:`korag.cli.main.main` reads. The commands say what
 they do with it; they build nothing themselves.
 
-Two parts load lazily, so that ``korag --help`` and the commands that do not use them stay quick:
-the Celery app (celery, kombu) and the in-process batch ingest (unstructured's parsers).
+The Celery app (celery, kombu) loads lazily, only for a command that uses a broker, so that
+``korag --help`` and the commands without one stay quick.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
+from ingest.batch import BatchIngest
 from ingest.embedder import Embedder
 from ingest.pipeline import Pipeline
 from korag.cli.common import STORE_WAIT_S
@@ -24,7 +25,6 @@ from retrieval.search import Retriever
 if TYPE_CHECKING:
     from celery import Celery
 
-    from ingest.batch import BatchIngest
     from korag.services.queue_client import CeleryQueue
 
 
@@ -70,8 +70,6 @@ def open_pipeline(settings: Settings, stack: ExitStack) -> Pipeline:
 def batch_ingest(pipeline: Pipeline, settings: Settings) -> BatchIngest:
     """Parsing in a pool of parser processes. This process analyses no text itself: its Kiwi goes
     once the parsers are forked (-0.47 GiB)."""
-    from ingest.batch import BatchIngest  # lazy: unstructured's parsers, for `korag ingest` without a broker only
-
     return BatchIngest.from_settings(pipeline, settings, keep_kiwi=False)
 
 
