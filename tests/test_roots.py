@@ -7,6 +7,9 @@ import subprocess
 import sys
 import textwrap
 
+from starlette.testclient import TestClient
+
+from api.app import create_app as create_http_app
 from ingest.pipeline import doc_id_for
 from korag.services.lifecycle import queue_request
 from korag.storage.blobs import BlobStore
@@ -79,3 +82,30 @@ def test_a_task_runs_with_the_settings_of_the_app_it_runs_under(tmp_path, monkey
         record = DocumentRegistry(store.client, store.collection).get(doc_id)
     assert record is not None and record.status == "indexed" and record.chunks == result["chunks"] >= 1
     assert not (tmp_path / "first").exists() and not (tmp_path / "environment").exists()
+
+
+def test_the_http_app_opens_the_service_its_root_hands_it_at_start_up_and_closes_it(tmp_path):
+    """api.create_app builds no service: given the root's ``open_service``, it calls it as it
+    starts (503 "Starting" until then) and closes what it returned at shutdown."""
+    events = []
+
+    class Opened:
+        metrics = None
+
+        def checks(self) -> dict[str, str]:
+            return {"model": "ok (fake)", "store": "ok"}
+
+        def close(self) -> None:
+            events.append("closed")
+
+    def open_service() -> Opened:
+        events.append("opened")
+        return Opened()
+
+    app = create_http_app(make_settings(tmp_path), open_service=open_service, open_allowed=True)
+    assert TestClient(app).get("/readyz").status_code == 503  # not started: no service yet
+    with TestClient(app) as client:  # start-up and shutdown run
+        ready = client.get("/readyz")
+        assert events == ["opened"]
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    assert events == ["opened", "closed"]
