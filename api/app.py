@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.routing import Match, Mount
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -27,8 +29,11 @@ from api.routes_documents import describe_upload, service_of
 from api.routes_documents import router as documents_router
 from api.routes_search import describe_filter
 from api.routes_search import router as search_router
+from ingest.parsing import SUPPORTED_SUFFIXES
 from korag.services.keys import KeyRing, KeyRingError
 from korag.services.schemas import Health, Info, Limits, Ready
+from korag.services.service import Service
+from korag.services.telemetry import Metrics
 from korag.settings import Settings
 
 log = logging.getLogger("korag.serve")
@@ -42,11 +47,14 @@ def _version() -> str:
         return "0"
 
 
-def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None, open_allowed: bool = True,
-               metrics=None) -> FastAPI:
+def create_app(settings: Settings, service: Service | None = None, *, keys: KeyRing | None = None,
+               open_allowed: bool = True, metrics: Metrics | None = None,
+               open_service: Callable[[], Service] | None = None) -> FastAPI:
     """``service``: an opened :class:`korag.services.service.Service` (``korag serve`` opens it before
-    listening, so setup errors end the command); None: opened at start-up and closed at shutdown.
-    ``open_allowed``: run without keys (only when listening on a loopback address); decided here,
+    listening, so setup errors end the command); or ``open_service``, the service's root (e.g.
+    :func:`korag.cli.serve.open_service` with its parts), called at start-up, and the service it
+    returns closed at shutdown. The app builds no service of its own: until one is there, routes
+    answer 503. ``open_allowed``: run without keys (only when listening on a loopback address); decided here,
     once: open only when allowed and no key exists now, and closed for good once a key appears."""
     if metrics is None and service is not None:
         metrics = service.metrics
@@ -54,13 +62,8 @@ def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         owned = None
-        if app.state.service is None:
-            from korag.services.events import Webhooks
-            from korag.services.service import Service
-            from korag.services.telemetry import Metrics
-
-            app.state.metrics = app.state.metrics if app.state.metrics is not None else Metrics()
-            owned = await run_in_threadpool(Service.open, settings, app.state.metrics, Webhooks.from_settings(settings))
+        if app.state.service is None and open_service is not None:
+            owned = await run_in_threadpool(open_service)
             app.state.service = owned
         try:
             yield
@@ -112,8 +115,6 @@ def create_app(settings: Settings, service=None, *, keys: KeyRing | None = None,
     @app.get("/v1/info", response_model=Info, tags=["service"], responses=responses(400, 401, 503),
              summary="Model, dimension, token limit, file types and limits")
     def info(request: Request, who: Caller = Depends(caller)) -> Info:
-        from ingest.parsing import SUPPORTED_SUFFIXES
-
         service = service_of(request)
         s = service.settings
         embedder = service.embedder.info
@@ -174,8 +175,6 @@ def _mount_console(app: FastAPI) -> None:
     the console does not serve gets the routes' own 405 (api.errors) or 404."""
     if not (STATIC / "index.html").is_file():
         return
-    from fastapi.staticfiles import StaticFiles
-
     served = frozenset({"/"} | {"/" + f.relative_to(STATIC).as_posix() for f in STATIC.rglob("*") if f.is_file()})
     app.router.routes.append(_Console(served, StaticFiles(directory=STATIC, html=True)))
 

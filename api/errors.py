@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match, Mount
 
 from api.headers import add_response_headers, scope_request_id
+from korag.services.schemas import Problem
 
 log = logging.getLogger("korag.serve")
 
@@ -130,8 +131,6 @@ def _declare_problem(app: FastAPI) -> None:
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            from korag.services.schemas import Problem
-
             schemas = generate().setdefault("components", {}).setdefault("schemas", {})
             schemas.setdefault("Problem", Problem.model_json_schema(ref_template="#/components/schemas/{model}"))
         return app.openapi_schema

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import uuid
@@ -21,7 +22,9 @@ from contextvars import ContextVar
 from typing import Any
 
 from starlette.datastructures import Headers, MutableHeaders
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.config import LOGGING_CONFIG
 
 REQUEST_ID_HEADER = "X-Request-Id"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@+=/-]{1,128}")
@@ -87,8 +90,6 @@ def install(app: Any, cors_origins: list[str]) -> None:
     """CORS (when origins are given) inside :class:`ResponseHeaders`, so preflight answers carry
     the request id too. Call after every other middleware is added: the last added is outermost."""
     if cors_origins:
-        from starlette.middleware.cors import CORSMiddleware
-
         app.add_middleware(CORSMiddleware, allow_origins=cors_origins, allow_methods=["*"],
                            allow_headers=CORS_HEADERS, expose_headers=CORS_EXPOSED, max_age=600)
     app.add_middleware(ResponseHeaders)
@@ -114,10 +115,6 @@ def install_log_context() -> None:
 
 def uvicorn_log_config() -> dict[str, Any]:
     """uvicorn's own logging setup, its lines ending with the request id."""
-    import copy
-
-    from uvicorn.config import LOGGING_CONFIG
-
     config = copy.deepcopy(LOGGING_CONFIG)
     for formatter in config["formatters"].values():
         formatter["fmt"] = formatter["fmt"] + " [%(request_id)s]"

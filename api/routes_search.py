@@ -10,7 +10,7 @@ from api.auth import Caller, caller
 from api.errors import ApiError, responses
 from api.routes_documents import service_of
 from korag.services.schemas import SearchRequest, SearchResponse
-from korag.storage.query_filter import json_schemas
+from korag.storage.query_filter import FilterError, json_schemas
 
 router = APIRouter(tags=["search"])
 
@@ -18,8 +18,6 @@ router = APIRouter(tags=["search"])
 @router.post("/v1/search", response_model=SearchResponse, responses=responses(400, 401, 422, 503),
              summary="Top-k chunks for a query (the CLI's search JSON plus took_ms)")
 def search(body: SearchRequest, request: Request, who: Caller = Depends(caller)) -> SearchResponse:
-    from korag.storage.query_filter import FilterError
-
     service = service_of(request)
     try:
         return service.search(body, who.tenant)

@@ -1,7 +1,9 @@
 """The Celery app: Redis as broker and result backend, settings tuned for long ingest tasks.
 
-``celery -A workers.app worker`` and ``korag worker`` both use :data:`app`, configured from the
-environment (``KORAG_*``) when this module is imported.
+``korag worker`` builds its app with :func:`create_app` from the settings its command read (the
+worker's composition root); the tasks take their objects from that app (:mod:`workers.root`).
+Importing this module builds nothing: ``celery -A workers.app worker`` finds :data:`app`, an app
+built from the environment (``KORAG_*``) when it is first asked for.
 
 Two queues: ``parse`` (``korag.ingest_document``: read, parse, chunk, keyword terms — CPU work)
 and ``embed`` (``korag.embed_document``: the model, upsert, registry — GPU work). A worker that
@@ -44,6 +46,8 @@ def queues_for(roles: str) -> list[str]:
 
 
 def create_app(settings: Settings) -> Celery:
+    """The Celery app for these settings: broker, queues, routes. The one way every process kind
+    (the service, the CLI, the worker) makes it; nothing connects until a message is sent."""
     if settings.broker_url is None:
         raise ValueError("KORAG_BROKER_URL is not set; without a broker korag ingests in-process")
     app = Celery("korag", broker=settings.broker_url, backend=settings.backend_url, include=["workers.tasks"])
@@ -72,7 +76,7 @@ def create_app(settings: Settings) -> Celery:
         task_default_routing_key=LEGACY_QUEUE,
         task_routes={"korag.ingest_document": {"queue": PARSE_QUEUE}, "korag.embed_document": {"queue": EMBED_QUEUE}},
     )
-    app.conf.korag_settings = settings
+    app.conf.korag_settings = settings  # the worker's own: its tasks' objects come from them (workers.root)
     return app
 
 
@@ -96,12 +100,10 @@ def drop_stale_bindings(app: Celery) -> int:
         return int(removed)
 
 
-def _app_from_environment() -> Celery:
-    settings = Settings()
-    if settings.broker_url is None:
-        # Importable without a broker (tests, in-process use); sending fails with a clear error.
-        return Celery("korag", include=["workers.tasks"])
-    return create_app(settings)
-
-
-app = _app_from_environment()
+def __getattr__(name: str) -> Celery:
+    """``workers.app.app`` (what ``celery -A workers.app`` looks for): the app of the environment's
+    settings, built on first access, never at import (PEP 562)."""
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    app = globals()["app"] = create_app(Settings())
+    return app

@@ -7,7 +7,8 @@ worker sends each parsed document on as ``korag.embed_document`` under the same 
 client waiting on the task gets the final outcome. ``korag.embed_document`` (queue ``embed``)
 gathers prepared documents up to ``KORAG_WORKER_BATCH_CHUNKS`` chunks for one model call.
 
-Heavy parts (the model) are built once per worker process, on first use, never at import.
+Heavy parts (the model) are built once per worker process, on first use, never at import, from
+the settings of the app the worker runs (:mod:`workers.root`).
 Transient failures (store or broker briefly unavailable) are retried with backoff; a document
 that cannot be parsed fails at once; a document that a worker died on ``max_crashes`` times
 ends ``failed`` instead of being redelivered forever.
@@ -17,9 +18,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import replace
-from functools import cache
 from typing import Any
 
+from celery import shared_task
 from celery.exceptions import Ignore, SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from celery.utils.log import get_task_logger
@@ -32,7 +33,6 @@ from ingest.stages import (
     BATCH_BYTES,
     FORWARDED,
     RELEASED,
-    STORE_WAIT_S,
     Delivery,
     EmbedOrder,
     InFlight,
@@ -46,44 +46,22 @@ from ingest.stages import (
     settle_delivery,
 )
 from korag.errors import StoreBusyError
-from korag.services.events import Webhooks, outcome_event
+from korag.services.events import outcome_event
 from korag.settings import Settings
 from korag.storage.blobs import BlobStore
 from korag.storage.registry import DocumentRegistry, new_seq
 from korag.storage.store import StoreKeeper
 from korag.types import IngestResult
-from workers.app import EMBED_QUEUE, LEGACY_QUEUE, PARSE_QUEUE, app, drop_stale_bindings
+from workers.app import EMBED_QUEUE, LEGACY_QUEUE, PARSE_QUEUE, drop_stale_bindings
 from workers.batching import Batch, Message, watch_worker
+from workers.root import root_of
+from workers.sweeper import sweep
 
 __all__ = ["embed_document", "ingest_blob", "ingest_document", "settle_delivery"]
 
 log = get_task_logger(__name__)
 
 TRANSIENT = (StoreBusyError, ConnectionError, TimeoutError, ResponseHandlingException, RedisConnectionError)
-
-
-@cache
-def _settings() -> Settings:
-    configured = getattr(app.conf, "korag_settings", None)
-    return configured if configured is not None else Settings()
-
-
-@cache
-def _embedder() -> Embedder:
-    return Embedder.load(_settings())
-
-
-@cache
-def _webhooks() -> Webhooks | None:
-    """Document events from this worker process (its own delivery thread and the shared outbox)."""
-    return Webhooks.from_settings(_settings())
-
-
-@cache
-def _stores() -> StoreKeeper:
-    """The worker process's store: a Qdrant server's client opened once and kept; the embedded
-    directory opened per task, since the CLI and other workers share it in turn."""
-    return StoreKeeper(_settings(), wait_s=STORE_WAIT_S)
 
 
 def ingest_blob(
@@ -146,9 +124,9 @@ def _backoff(retries: int) -> float:
     return random.uniform(0, min(60, 2 ** retries))
 
 
-def _announce(batch: Batch, outcomes: dict[int, Any]) -> None:
+def _announce(task, batch: Batch, outcomes: dict[int, Any]) -> None:
     """Webhook events (KORAG_WEBHOOK_URL) for the documents this batch finished."""
-    hooks = _webhooks()
+    hooks = root_of(task.app).webhooks
     if hooks is None:
         return
     for index, message in enumerate(batch.messages):
@@ -160,7 +138,7 @@ def _announce(batch: Batch, outcomes: dict[int, Any]) -> None:
 
 def _settle(task, batch: Batch, outcomes: dict[int, Any], error: BaseException | None) -> dict:
     """Settle every message of the batch; the lead's result is returned (or raised) to Celery."""
-    _announce(batch, outcomes)
+    _announce(task, batch, outcomes)
     for index, message in enumerate(batch.messages[1:], start=1):
         outcome = outcomes.get(index)
         if outcome == FORWARDED:
@@ -192,7 +170,7 @@ def _cut_short(stage: Stage, docs: dict[int, InFlight], outcomes: dict[int, Any]
             outcomes[i] = result
 
 
-@app.task(bind=True, name="korag.ingest_document", **RETRY)
+@shared_task(bind=True, name="korag.ingest_document", **RETRY)
 def ingest_document(
     self,
     blob: str,
@@ -204,11 +182,12 @@ def ingest_document(
     request: str | None = None,
     seq: int | None = None,
 ) -> dict:
-    settings = _settings()
+    root = root_of(self.app)
+    settings = root.settings
     consumed = _consumed(self)
     kwargs = {"blob": blob, "filename": filename, "source": source, "doc_id": doc_id, "tenant": tenant,
               "meta": meta, "request": request, "seq": seq}
-    stage = Stage(settings, _embedder(), stores=_stores())
+    stage = root.stage()
     with Batch(self.app, self, kwargs) as batch:
         if not is_suspect(stage, doc_id):  # a document that took a worker down before runs alone
             batch.take([q for q in (PARSE_QUEUE, LEGACY_QUEUE) if q in consumed], settings.worker_batch_documents - 1,
@@ -243,12 +222,13 @@ def ingest_document(
         return _settle(self, batch, outcomes, error)
 
 
-@app.task(bind=True, name=EMBED_TASK, **RETRY)
+@shared_task(bind=True, name=EMBED_TASK, **RETRY)
 def embed_document(self, prepared: str, doc_id: str, source: str, chunks: int = 0, seq: int = 0,
                    tenant: str | None = None) -> dict:
-    settings = _settings()
+    root = root_of(self.app)
+    settings = root.settings
     kwargs = {"prepared": prepared, "doc_id": doc_id, "source": source, "chunks": chunks, "seq": seq, "tenant": tenant}
-    stage = Stage(settings, _embedder(), stores=_stores())
+    stage = root.stage()
     with Batch(self.app, self, kwargs) as batch:
         if not is_suspect(stage, doc_id):
             batch.take([EMBED_QUEUE], settings.worker_batch_chunks, weight=lambda kw: int(kw.get("chunks") or 0),
@@ -295,11 +275,12 @@ def _prepare_on_start(sender=None, **_):
 @worker_ready.connect
 def _sweep_on_start(sender=None, **_):
     """Documents left unfinished by a crash are sent again when a worker comes up."""
-    from workers.sweeper import sweep
-
+    if sender is None:
+        return
+    root = root_of(sender.app)
     try:
-        with _stores().session() as store:
-            swept = sweep(DocumentRegistry(store.client, store.collection), app, _settings())
+        with root.stores.session() as store:
+            swept = sweep(DocumentRegistry(store.client, store.collection), sender.app, root.settings)
         if swept:
             log.warning("re-queued %d unfinished document(s)", len(swept))
     except Exception:  # a sweep is a courtesy at start-up; never stop the worker for it

@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from korag.bench.ingest import DEFAULT_CORPUS, print_human, run
 from korag.cli.common import print_json
 from korag.settings import Settings
 
 
 def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from korag.bench.ingest import print_human, run
-
     overrides = {} if args.workers is None else {"parse_workers": args.workers}
     report = run(Path(args.dataset), args.limit, args.model, show_progress=not args.json, settings_overrides=overrides)
     if args.json:
@@ -23,8 +22,6 @@ def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
 
 def add_bench_commands(sub) -> argparse._SubParsersAction:
     """``korag bench``'s parser; returns its subcommands so other benchmarks can be added."""
-    from korag.bench.ingest import DEFAULT_CORPUS
-
     p = sub.add_parser("bench", help="measure korag on this machine")
     bench = p.add_subparsers(dest="bench", required=True)
     b = bench.add_parser("ingest", help="whole pipeline vs the model alone vs a naive baseline")

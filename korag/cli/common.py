@@ -6,6 +6,8 @@ import json
 import sys
 from collections.abc import Iterable
 
+from tqdm import tqdm
+
 EXIT_FAILED_DOCUMENTS = 1
 EXIT_ERROR = 2
 STORE_WAIT_S = 60.0  # embedded Qdrant: how long to wait for a worker to release the directory
@@ -20,16 +22,12 @@ def progress_of(items: Iterable, total: int, enabled: bool, desc: str) -> Iterab
     """A progress bar over an iterator of known length, on a terminal only."""
     if not enabled or not sys.stderr.isatty():
         return items
-    from tqdm import tqdm
-
     return tqdm(items, total=total, desc=desc, unit="doc", file=sys.stderr)
 
 
 def progress(items: list, enabled: bool, desc: str) -> Iterable:
     if not enabled or not sys.stderr.isatty():
         return items
-    from tqdm import tqdm
-
     return tqdm(items, desc=desc, unit="doc", file=sys.stderr)
 
 

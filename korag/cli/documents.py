@@ -3,37 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
+from collections import Counter
+from contextlib import ExitStack
 
-from korag.cli.common import EXIT_FAILED_DOCUMENTS, STORE_WAIT_S, print_json
+from korag.cli.common import EXIT_FAILED_DOCUMENTS, print_json
+from korag.cli.root import open_registry, queue_app
 from korag.rules import printable
+from korag.services.schemas import Document, StatusSummary
 from korag.settings import Settings
+from korag.storage.registry import STATES
 
-
-def _registry_session(settings: Settings, stack):
-    from korag.services.lifecycle import reap_dead_owners
-    from korag.storage.registry import DocumentRegistry
-    from korag.storage.store import store_session
-
-    store = stack.enter_context(store_session(settings, wait_s=STORE_WAIT_S))
-    registry = DocumentRegistry(store.client, store.collection)
-    reap_dead_owners(registry)  # an in-process ingest that was killed shows as failed at once
-    return store, registry
+_registry_session = open_registry  # cmd_delete's name for it (its body is rewritten in another change)
 
 
 def _when(ts: float | None) -> str:
-    import datetime
-
     return datetime.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else "-"
 
 
 def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
-    from contextlib import ExitStack
-
-    from korag.services.schemas import Document
-
     with ExitStack() as stack:
-        _, registry = _registry_session(settings, stack)
+        _, registry = open_registry(settings, stack)
         records = sorted(registry.all(), key=lambda r: r.created_at)
     for r in records:
         if args.json:
@@ -45,14 +36,8 @@ def cmd_docs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
-    from collections import Counter
-    from contextlib import ExitStack
-
-    from korag.services.schemas import Document, StatusSummary
-    from korag.storage.registry import STATES
-
     with ExitStack() as stack:
-        store, registry = _registry_session(settings, stack)
+        store, registry = open_registry(settings, stack)
         backend = store.backend
         if args.doc_id:
             record = registry.get(args.doc_id)
@@ -113,17 +98,11 @@ def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace, settings: Settings) -> int:
-    from contextlib import ExitStack
+    from workers.sweeper import sweep  # lazy: celery
 
-    from workers.sweeper import sweep
-
-    app = None
-    if settings.broker_url is not None:
-        from workers.app import create_app
-
-        app = create_app(settings)
+    app = queue_app(settings, check=False) if settings.broker_url is not None else None
     with ExitStack() as stack:
-        _, registry = _registry_session(settings, stack)
+        _, registry = open_registry(settings, stack)
         swept = sweep(registry, app, settings)
     for r in swept:
         if args.json:

@@ -7,23 +7,22 @@ import sys
 from pathlib import Path
 
 from korag.cli.common import print_json
+from korag.cli.root import load_model
 from korag.settings import Settings
+from korag.storage.store import Fusion
+from retrieval.evaluation import Dataset, Evaluation
 
 TUNE_DENSE_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 TUNE_RRF_KS = (2, 5, 10, 30, 60)
 
 
 def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.embedder import Embedder
-    from korag.storage.store import Fusion
-    from retrieval.evaluation import Dataset, Evaluation
-
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     unknown = set(modes) - {"dense", "sparse", "hybrid"}
     if unknown:
         raise ValueError(f"unknown mode(s) {', '.join(sorted(unknown))}; use dense, sparse, hybrid")
     dataset = Dataset.load(Path(args.dataset))
-    evaluation = Evaluation(dataset, Embedder.load(settings), settings)
+    evaluation = Evaluation(dataset, load_model(settings), settings)
     print(f"ingesting {len(dataset.corpus)} passages of {dataset.name} ...", file=sys.stderr)
     evaluation.ingest()
     reports = {mode: evaluation.run_mode(mode, args.k).to_json() for mode in modes}

@@ -13,15 +13,17 @@ import itertools
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 from ingest.discovery import scan
+from ingest.pipeline import DocumentInfo, doc_id_for
+from korag.cli import root
 from korag.cli.bench import add_bench_commands
 from korag.cli.common import (
     DEFAULT_WAIT_S,
     EXIT_ERROR,
     EXIT_FAILED_DOCUMENTS,
-    STORE_WAIT_S,
     print_json,
     progress,
     progress_of,
@@ -33,17 +35,16 @@ from korag.cli.serve import add_commands as add_serve_commands
 from korag.cli.store import add_commands as add_store_commands
 from korag.errors import KoragError
 from korag.rules import check_tenant, printable
+from korag.services.schemas import ChunkOut, IngestOutcome, SearchHit, SearchOutput
 from korag.settings import Settings
 from korag.storage.disk import check_disk
 from korag.storage.filters import build_filter
+from korag.types import IngestResult
+from retrieval.context import citation
 
 
 # -- commands ---------------------------------------------------------------------------------------
 def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.pipeline import DocumentInfo, doc_id_for
-    from korag.services.schemas import IngestOutcome
-    from korag.types import IngestResult
-
     info = DocumentInfo(tenant=args.tenant, meta=tuple(_pairs(args.meta, "--meta")))
     if args.timeout <= 0:
         raise ValueError("--timeout takes a number of seconds above 0")
@@ -86,38 +87,21 @@ def _pairs(values: list[str] | None, flag: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, info, show_progress: bool) -> Iterator:
-    from ingest.batch import BatchIngest
-    from ingest.embedder import Embedder
-    from ingest.pipeline import Pipeline
-    from korag.services.lifecycle import reap_dead_owners
-    from korag.storage.store import store_session
-
-    # The store first: held by a `korag serve`, of the old local mode or damaged is said in seconds,
-    # not after the model's load (a minute for a large model).
-    with store_session(settings, wait_s=STORE_WAIT_S) as store:
-        store.check()
-        embedder = Embedder.load(settings)
-        pipeline = Pipeline.build(embedder, store, settings)
-        reap_dead_owners(pipeline.registry)
-        # This process analyses no text itself: its Kiwi goes once the parsers are forked (-0.47 GiB)
-        batch = BatchIngest.from_settings(pipeline, settings, keep_kiwi=False)
+def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, info: DocumentInfo,
+                       show_progress: bool) -> Iterator[IngestResult]:
+    with ExitStack() as stack:
+        batch = root.batch_ingest(root.open_pipeline(settings, stack), settings)
         yield from progress_of(batch.run(documents, info), len(documents), show_progress, "ingest")
 
 
-def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, info, wait: bool,
-                   timeout_s: float) -> Iterator:
-    from korag.services.queue_client import check_broker, enqueue, wait_all
-    from korag.storage.blobs import BlobStore
-    from korag.storage.registry import DocumentRegistry
-    from korag.storage.store import store_session
-    from workers.app import create_app
+def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, info: DocumentInfo, wait: bool,
+                   timeout_s: float) -> Iterator[IngestResult]:
+    from korag.services.queue_client import enqueue, wait_all  # lazy: celery, only with a broker
 
-    app = create_app(settings)
-    check_broker(app)  # before anything is recorded as queued
-    blobs = BlobStore(settings.blobs_path)
-    with store_session(settings, wait_s=STORE_WAIT_S) as store:
-        registry = DocumentRegistry(store.client, store.collection)
+    app = root.queue_app(settings)  # the broker answers before anything is recorded as queued
+    blobs = root.blob_store(settings)
+    with ExitStack() as stack:
+        _, registry = root.open_registry(settings, stack)
         sent = [enqueue(app, blobs, registry, path, source, settings.max_file_bytes, info) for path, source in documents]
     if wait:
         yield from wait_all(progress(sent, True, "wait"), timeout_s)
@@ -126,27 +110,12 @@ def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, info, 
             yield item.pending_result()
 
 
-def _open_retriever(settings: Settings, stack):
-    from ingest.embedder import Embedder
-    from korag.storage.store import store_session
-    from retrieval.search import Retriever
-
-    store = stack.enter_context(store_session(settings, wait_s=STORE_WAIT_S))
-    store.check()  # before the model loads, as in ingest
-    return Retriever.from_settings(Embedder.load(settings), store, settings)
-
-
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
-    from contextlib import ExitStack
-
-    from korag.services.schemas import SearchHit, SearchOutput
-    from retrieval.context import citation
-
     check_tenant(args.tenant)
     filters = dict(_pairs(args.filter, "--filter")) or None
     build_filter(filters)  # refuse an unusable key before the model loads
     with ExitStack() as stack:
-        retriever = _open_retriever(settings, stack)
+        retriever = root.open_retriever(settings, stack)
         response = retriever.search_with_notes(args.query, k=args.k, filters=filters, mode=args.mode,
                                                tenant=args.tenant)
         results = response.results
@@ -169,11 +138,9 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_chunks(args: argparse.Namespace, settings: Settings) -> int:
-    from korag.services.schemas import ChunkOut
-    from korag.storage.store import store_session
-
     filters = {"doc_id": args.doc_id} if args.doc_id else None
-    with store_session(settings, wait_s=STORE_WAIT_S) as store:
+    with ExitStack() as stack:
+        store = root.open_store(settings, stack)
         if not store.exists():
             return 0
         for chunk in store.iter_chunks(filters):
@@ -191,14 +158,14 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     if settings.broker_url is None:
         print("korag worker: set KORAG_BROKER_URL (e.g. redis://localhost:6379/0)", file=sys.stderr)
         return EXIT_ERROR
-    from workers.app import create_app, queues_for
+    from workers.app import create_app, queues_for  # lazy: celery, for `korag worker` only
 
     try:
         queues = queues_for(args.queues) if args.queues else None
     except ValueError as exc:
         print(f"korag worker: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    app = create_app(settings)
+    app = create_app(settings)  # the worker's root: its tasks take their objects from it (workers.root)
     argv = ["worker", f"--loglevel={args.loglevel}", f"--concurrency={args.concurrency or settings.worker_concurrency}"]
     if queues is not None:
         argv.append(f"--queues={','.join(queues)}")

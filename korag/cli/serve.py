@@ -1,4 +1,5 @@
-"""``korag serve [--host 127.0.0.1] [--port 8000] [--open]``: the HTTP service (api/), run by uvicorn.
+"""``korag serve [--host 127.0.0.1] [--port 8000] [--open]``: the HTTP service (api/), run by uvicorn,
+and the service's composition root (:func:`open_service`).
 
 The model is loaded and the store opened *before* listening, so a setup error ends the command
 with one line and exit code 2, like every other command. Open mode (no keys: every caller is an
@@ -17,7 +18,14 @@ import socket
 import sys
 
 from korag.cli.common import EXIT_ERROR
+from korag.cli.root import load_model, service_queue
+from korag.services.events import Webhooks
+from korag.services.keys import KeyRing
+from korag.services.service import Service
+from korag.services.telemetry import Metrics
 from korag.settings import Settings
+from korag.storage.disk import check_disk
+from korag.storage.store import QdrantStore, open_client
 
 log = logging.getLogger("korag.serve")
 
@@ -48,9 +56,31 @@ def open_mode_refusal(explicit: bool, keyed: bool, loopback: bool, host: str) ->
     return None
 
 
+def open_service(settings: Settings, metrics: Metrics | None = None, webhooks: Webhooks | None = None) -> Service:
+    """The service's composition root: with KORAG_BROKER_URL the Celery app (its broker must
+    answer), then the model and the store (opened once, for the service's lifetime), handed to a
+    started :class:`Service`. Raises KoragError/ValueError on setup errors."""
+    distributed = settings.broker_url is not None
+    if distributed and settings.qdrant_url is None:
+        raise ValueError("KORAG_BROKER_URL is set but KORAG_QDRANT_URL is not: the service and the workers must "
+                         "share a Qdrant server (or unset KORAG_BROKER_URL to ingest in the service)")
+    if distributed and settings.qdrant_url == ":memory:":
+        log.warning("KORAG_QDRANT_URL=:memory: with a broker: the workers cannot see this store (tests only)")
+    celery = service_queue(settings) if distributed else None
+    embedder = load_model(settings)
+    client = open_client(settings)
+    try:
+        store = QdrantStore(client, settings.collection, settings.upsert_batch_size)
+        service = Service(settings, embedder, store, celery=celery, metrics=metrics, webhooks=webhooks)
+        service.start()
+    except BaseException:
+        client.close()
+        raise
+    return service
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
-    from api.headers import LOG_FORMAT, install_log_context, uvicorn_log_config
-    from korag.services.keys import KeyRing
+    from api.headers import LOG_FORMAT, install_log_context, uvicorn_log_config  # lazy: Starlette, for serve only
 
     install_log_context()  # every line a request logs names its X-Request-Id
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
@@ -67,21 +97,16 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                     "until a key is added with `korag keys add --tenant T`, and then keyed for good%s",
                     args.host, args.port, hint)
 
-    from korag.storage.disk import check_disk
-
     check_disk(settings)  # before the store opens: a full disk kills it (SIGBUS); one line, exit 2
 
-    import uvicorn
+    import uvicorn  # lazy: the web server, for `korag serve` only
 
-    from api.app import create_app
-    from korag.services.events import Webhooks
-    from korag.services.service import Service
-    from korag.services.telemetry import Metrics
+    from api.app import create_app  # lazy: FastAPI, for `korag serve` only
 
     metrics = Metrics()
     webhooks = Webhooks.from_settings(settings)
     try:
-        service = Service.open(settings, metrics=metrics, webhooks=webhooks)
+        service = open_service(settings, metrics=metrics, webhooks=webhooks)
     except BaseException:
         if webhooks is not None:
             webhooks.close()

@@ -10,14 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from korag.bench.store import render, run
 from korag.cli.common import EXIT_ERROR, print_json
 from korag.errors import StoreError
 from korag.settings import Settings
+from korag.storage.migrate import migrate
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from korag.storage.migrate import migrate
-
     if settings.qdrant_url is not None:
         print("korag migrate: KORAG_QDRANT_URL is set; migrate converts the embedded store under KORAG_DATA_DIR "
               "(unset KORAG_QDRANT_URL)", file=sys.stderr)
@@ -40,8 +40,6 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench_store(args: argparse.Namespace, settings: Settings) -> int:
-    from korag.bench.store import render, run
-
     result = run(points=args.points, local_points=args.local_points)
     if args.json:
         print_json(result)

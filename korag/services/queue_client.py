@@ -8,6 +8,7 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
+from typing import Any
 
 from celery import Celery
 from celery.exceptions import OperationalError
@@ -43,6 +44,21 @@ def check_broker(app: Celery, timeout_s: float = BROKER_PROBE_S) -> None:
         ) from exc
     finally:
         connection.release()
+
+
+@dataclass(frozen=True)
+class CeleryQueue:
+    """The queue as the service sees it, handed in by the service's root: the one place that
+    knows it is Celery (the service imports no Celery)."""
+
+    app: Celery
+
+    def check(self, timeout_s: float = BROKER_PROBE_S) -> None:
+        check_broker(self.app, timeout_s)
+
+    def send(self, *args: Any, **kwargs: Any) -> AsyncResult:
+        """:func:`send` through this queue's app."""
+        return send(self.app, *args, **kwargs)
 
 
 @dataclass

@@ -1,5 +1,7 @@
 """What ``korag serve`` does, as plain methods over passed-in parts (no web framework here):
-accept uploads, report documents, delete them, list chunks, search.
+accept uploads, report documents, delete them, list chunks, search. The parts (model, store,
+queue) are built by the service's composition root (``korag serve``: :mod:`korag.cli.serve`);
+nothing here reads the environment or knows Celery.
 
 **Embedded mode** (no broker): the service owns the embedded store for its lifetime (opened
 once) and ingests in a background thread through the CLI's batch ingest
@@ -19,7 +21,7 @@ import logging
 import time
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ingest.embedder import Embedder
 from ingest.pipeline import DocumentInfo, Pipeline, doc_id_for
@@ -44,6 +46,7 @@ from korag.services.schemas import (
 from korag.settings import Settings
 from korag.storage.blobs import BlobStore
 from korag.storage.disk import check_disk
+from korag.storage.query_filter import parse_filter
 from korag.storage.registry import (
     DELETED,
     STATES,
@@ -53,8 +56,12 @@ from korag.storage.registry import (
     DocumentRegistry,
     lost_reason,
 )
-from korag.storage.store import QdrantStore, open_client
+from korag.storage.store import SEQ_FIELD, QdrantStore
 from korag.types import DocumentState, IngestResult, Lost
+from retrieval.search import Retriever
+
+if TYPE_CHECKING:
+    from korag.services.queue_client import CeleryQueue
 
 log = logging.getLogger("korag.serve")
 
@@ -102,7 +109,7 @@ def _decode_cursor(cursor: str) -> Any:
 
 
 class Service:
-    def __init__(self, settings: Settings, embedder: Embedder, store: QdrantStore, *, celery=None,
+    def __init__(self, settings: Settings, embedder: Embedder, store: QdrantStore, *, celery: CeleryQueue | None = None,
                  metrics=None, webhooks=None) -> None:
         self.settings = settings
         self.embedder = embedder
@@ -116,8 +123,6 @@ class Service:
         if metrics is not None:
             self.pipeline.on_step = metrics.step_hook()
         self.registry: DocumentRegistry = self.pipeline.registry
-        from retrieval.search import Retriever
-
         self.retriever = Retriever.from_settings(self.embedder, store, settings)
         self.queue: IngestQueue | None = None
         if celery is None:
@@ -129,34 +134,6 @@ class Service:
     @property
     def mode(self) -> str:
         return "embedded" if self.celery is None else "distributed"
-
-    @classmethod
-    def open(cls, settings: Settings, metrics=None, webhooks=None) -> "Service":
-        """Load the model, open the store (once, for the service's lifetime) and, with a broker,
-        the Celery app; start the background ingest. Raises KoragError/ValueError on setup errors."""
-        distributed = settings.broker_url is not None
-        if distributed and settings.qdrant_url is None:
-            raise ValueError("KORAG_BROKER_URL is set but KORAG_QDRANT_URL is not: the service and the workers must "
-                             "share a Qdrant server (or unset KORAG_BROKER_URL to ingest in the service)")
-        if distributed and settings.qdrant_url == ":memory:":
-            log.warning("KORAG_QDRANT_URL=:memory: with a broker: the workers cannot see this store (tests only)")
-        celery = None
-        if distributed:
-            from korag.services.queue_client import check_broker
-            from workers.app import create_app
-
-            celery = create_app(settings)
-            check_broker(celery)
-        embedder = Embedder.load(settings)
-        client = open_client(settings)
-        try:
-            store = QdrantStore(client, settings.collection, settings.upsert_batch_size)
-            service = cls(settings, embedder, store, celery=celery, metrics=metrics, webhooks=webhooks)
-            service.start()
-        except BaseException:
-            client.close()
-            raise
-        return service
 
     def start(self) -> None:
         # Warm the query path (Kiwi's dictionary, the model's first forward) before /readyz says ready,
@@ -187,10 +164,8 @@ class Service:
         except Exception as exc:
             out["store"] = f"{type(exc).__name__}: {exc}"
         if self.celery is not None:
-            from korag.services.queue_client import check_broker
-
             try:
-                check_broker(self.celery, timeout_s=1.0)
+                self.celery.check(timeout_s=1.0)
                 out["broker"] = "ok"
             except Exception as exc:
                 out["broker"] = str(exc)
@@ -226,8 +201,6 @@ class Service:
         return out
 
     def _send(self, item: Submitted, current: DocumentRecord | None, upload: Upload, info: DocumentInfo) -> None:
-        from korag.services.queue_client import send
-
         meta = dict(info.meta)
         if (current is not None and current.status in UNFINISHED and current.blob == upload.blob
                 and current.meta == meta and current.filename == upload.filename and current.tenant == info.tenant):
@@ -239,7 +212,7 @@ class Service:
             item.result = IngestResult(upload.source, item.doc_id, "failed", error=SUPERSEDED)
             return
         item.request = claimed[0]
-        send(self.celery, upload.blob, upload.filename, upload.source, item.doc_id, info.tenant, meta, *claimed)
+        self.celery.send(upload.blob, upload.filename, upload.source, item.doc_id, info.tenant, meta, *claimed)
 
     def outcome(self, item: Submitted) -> IngestResult:
         """The document's final result, or ``queued`` while it has none."""
@@ -330,8 +303,6 @@ class Service:
                 raise BadRequest(f"cursor {cursor[:40]!r} is not one this service gave out")
         if not self.store.exists() or record.indexed_seq is None:
             return ChunkList(chunks=[], next_cursor=None)
-        from korag.storage.store import SEQ_FIELD
-
         found = [c for c in self.store.iter_chunks({"doc_id": doc_id, SEQ_FIELD: record.indexed_seq})
                  if isinstance(c.metadata.get("chunk_index"), int) and c.metadata["chunk_index"] >= start]
         found.sort(key=lambda c: c.metadata["chunk_index"])
@@ -343,8 +314,6 @@ class Service:
     # -- search ---------------------------------------------------------------------------------
     def search(self, request: SearchRequest, tenant: str | None) -> SearchResponse:
         """Raises korag.storage.query_filter.FilterError (a bad filter) and ValueError (a bad query)."""
-        from korag.storage.query_filter import parse_filter
-
         where = parse_filter(request.filter)
         mode = request.mode if request.mode is not None else self.retriever.mode
         started = time.perf_counter()
