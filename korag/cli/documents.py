@@ -9,13 +9,12 @@ from collections import Counter
 from contextlib import ExitStack
 
 from korag.cli.common import EXIT_FAILED_DOCUMENTS, print_json
-from korag.cli.root import open_registry, queue_app
+from korag.cli.root import blob_store, open_registry, queue_app, webhooks
 from korag.rules import printable
-from korag.services.schemas import Document, StatusSummary
+from korag.services.lifecycle import delete_document
+from korag.services.schemas import Deleted, Document, StatusSummary
 from korag.settings import Settings
 from korag.storage.registry import STATES
-
-_registry_session = open_registry  # cmd_delete's name for it (its body is rewritten in another change)
 
 
 def _when(ts: float | None) -> str:
@@ -65,29 +64,21 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    from contextlib import ExitStack
-
-    from korag.services.events import Webhooks
-    from korag.services.lifecycle import delete_document
-    from korag.storage.blobs import BlobStore
-
-    webhooks = Webhooks.from_settings(settings)  # document.deleted, as the service's DELETE sends it
+    hooks = webhooks(settings)  # document.deleted, as the service's DELETE sends it
     try:
         with ExitStack() as stack:
-            store, registry = _registry_session(settings, stack)
-            blobs = BlobStore(settings.blobs_path)  # the uploaded bytes go too
+            store, registry = open_registry(settings, stack)
+            blobs = blob_store(settings)  # the uploaded bytes go too
             # leaves a tombstone for queued messages
-            deletion = delete_document(store, registry, args.doc_id, blobs=blobs, webhooks=webhooks)
-        if webhooks is not None and not webhooks.drain(settings.webhook_timeout_s):  # the store is free meanwhile
+            deletion = delete_document(store, registry, args.doc_id, blobs=blobs, webhooks=hooks)
+        if hooks is not None and not hooks.drain(settings.webhook_timeout_s):  # the store is free meanwhile
             print("korag delete: the document.deleted webhook is not delivered yet; it stays in the outbox "
-                  f"({webhooks.outbox}) and the next korag serve or worker sends it", file=sys.stderr)
+                  f"({hooks.outbox}) and the next korag serve or worker sends it", file=sys.stderr)
     finally:
-        if webhooks is not None:
-            webhooks.close()
+        if hooks is not None:
+            hooks.close()
     deleted = deletion.deleted_chunks
     if args.json:
-        from korag.services.schemas import Deleted
-
         print_json(Deleted(doc_id=args.doc_id, deleted_chunks=deleted).model_dump())
     else:
         print(f"deleted {printable(args.doc_id)}: {deleted} chunks")

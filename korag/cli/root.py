@@ -15,6 +15,7 @@ from ingest.batch import BatchIngest
 from ingest.embedder import Embedder
 from ingest.pipeline import Pipeline
 from korag.cli.common import STORE_WAIT_S
+from korag.services.events import Webhooks
 from korag.services.lifecycle import reap_dead_owners
 from korag.settings import Settings
 from korag.storage.blobs import BlobStore
@@ -44,6 +45,11 @@ def open_registry(settings: Settings, stack: ExitStack) -> tuple[QdrantStore, Do
 
 def blob_store(settings: Settings) -> BlobStore:
     return BlobStore(settings.blobs_path)
+
+
+def webhooks(settings: Settings) -> Webhooks | None:
+    """The webhook sender of a one-shot command (None without KORAG_WEBHOOK_URL)."""
+    return Webhooks.from_settings(settings)
 
 
 def load_model(settings: Settings) -> Embedder:
