@@ -1,4 +1,5 @@
-"""Thin tasks: decode JSON arguments, call a plain function (:mod:`ingest.stages`), return a plain dict.
+"""Thin tasks: read the typed message (:mod:`korag.messages`), call a plain function
+(:mod:`ingest.stages`), return a plain dict.
 
 ``korag.ingest_document`` (queue ``parse``) takes up to ``KORAG_WORKER_BATCH_DOCUMENTS`` queued
 documents at once (:class:`workers.batching.Batch`), parses them in a warm parser pool and, on a

@@ -1,7 +1,8 @@
 """Background ingest for a long-running process that owns the embedded store (``korag serve``).
 
 Uploads are recorded ``queued`` under a request of their own (:func:`korag.services.lifecycle.queue_request`,
-as the Celery client does), then one thread runs them through :class:`ingest.batch.BatchIngest`:
+as the Celery client does), then one thread runs them, started from their blobs
+(:class:`ingest.starters.FromBlob`), through :class:`ingest.batch.BatchIngest`:
 the warm parser pool and cross-document embedding of ``korag ingest``. Each job runs *as its
 queued request*, exactly like a worker delivery, so a newer upload or a deletion made while it
 waited supersedes it instead of being undone by it. Callers get a ``concurrent.futures.Future``
@@ -59,16 +60,16 @@ class _Upload(FromBlob):
             return super().start(pipeline)
         except DiskFullError as exc:
             log.warning("%s: %s", self.source, exc)
-            return record_failure(pipeline, self.doc_id, self.source, self._own, str(exc))
+            return _record_failure(pipeline, self.doc_id, self.source, self._own, str(exc))
         except Exception as exc:  # noqa: BLE001 - the store failed: this document alone fails
-            return failed(pipeline, self.doc_id, self.source, self._own, exc)
+            return _failed(pipeline, self.doc_id, self.source, self._own, exc)
 
     def missing(self, pipeline: Pipeline, exc: FileNotFoundError) -> IngestResult:
         """Its blob went with a deletion or a newer version, or was lost while it owned the document."""
         current = pipeline.registry.get(self.doc_id, include_deleted=True)
         if current is None or current.request != self._own.id or current.status == DELETED:
             return IngestResult(self.source, self.doc_id, "failed", error=lost_reason(current, started=False))
-        return failed(pipeline, self.doc_id, self.source, self._own, exc)
+        return _failed(pipeline, self.doc_id, self.source, self._own, exc)
 
     @property
     def _own(self) -> Request:
@@ -88,15 +89,16 @@ class _QueuedBatch(BatchIngest):
         try:
             return step()
         except Exception as exc:  # noqa: BLE001 - a store or model error costs this document only
-            return failed(self.pipeline, record.doc_id, record.source, pending.own, exc)
+            return _failed(self.pipeline, record.doc_id, record.source, pending.own, exc)
 
 
-def failed(pipeline: Pipeline, doc_id: str, source: str, request: Request, exc: Exception) -> IngestResult:
+def _failed(pipeline: Pipeline, doc_id: str, source: str, request: Request, exc: Exception) -> IngestResult:
+    """An unexpected error failed the document: recorded with the error's name and text."""
     log.exception("%s: ingest failed", source)
-    return record_failure(pipeline, doc_id, source, request, f"{type(exc).__name__}: {exc}")
+    return _record_failure(pipeline, doc_id, source, request, f"{type(exc).__name__}: {exc}")
 
 
-def record_failure(pipeline: Pipeline, doc_id: str, source: str, request: Request, reason: str) -> IngestResult:
+def _record_failure(pipeline: Pipeline, doc_id: str, source: str, request: Request, reason: str) -> IngestResult:
     try:
         pipeline.fail(doc_id, request, reason)
     except Exception:  # noqa: BLE001 - the store is down: the record stays unfinished; the next start fails it
@@ -219,7 +221,7 @@ class IngestQueue:
         except Exception as exc:  # noqa: BLE001 - the model or the store failed for the whole batch
             log.exception("ingest batch failed")
             for job in group[finished:]:
-                self._finish(job, failed(self.pipeline, job.doc_id, job.source, job.request, exc))
+                self._finish(job, _failed(self.pipeline, job.doc_id, job.source, job.request, exc))
 
     def _finish(self, job: Job, result: IngestResult) -> None:
         with self._lock:
