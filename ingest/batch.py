@@ -27,19 +27,20 @@ by a newer request (or failed) meanwhile stops at its next window and removes wh
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import ExitStack
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from ingest.parsing.pool import ParserPool
-from ingest.pipeline import DocumentInfo, Pending, Pipeline, doc_id_for
+from ingest.pipeline import DocumentInfo, Pending, Pipeline
 from ingest.sentences import release_kiwi
+from ingest.starters import FromFile, Starter
 from korag.errors import DocumentError, InputTooLongError
 from korag.settings import Settings
 from korag.types import Chunk, IngestResult
@@ -76,7 +77,7 @@ def window_for(parameters: int) -> int:
 
 
 class BatchIngest:
-    """``BatchIngest(pipeline).run([(path, source), ...], info)`` → one result per document."""
+    """``BatchIngest(pipeline).ingest(starters)`` → one result per document (``run`` for files)."""
 
     def __init__(self, pipeline: Pipeline, workers: int | None = None, batch_chunks: int = 256,
                  overlap: bool | None = None, window_chunks: int | None = None, keep_kiwi: bool = True) -> None:
@@ -98,7 +99,12 @@ class BatchIngest:
         return cls(pipeline, workers=settings.parse_workers, overlap=overlap, keep_kiwi=keep_kiwi)
 
     def run(self, documents: Iterable[tuple[Path, str]], info: DocumentInfo | None = None) -> Iterator[IngestResult]:
+        """Files ``(path, source)`` with one description, ingested in this process (``korag ingest``)."""
         info = info if info is not None else DocumentInfo()
+        return self.ingest(FromFile(Path(path), source, info) for path, source in documents)
+
+    def ingest(self, starters: Iterable[Starter]) -> Iterator[IngestResult]:
+        """One result per document, in input order, as soon as it and those before it are done."""
         done: dict[int, IngestResult] = {}
         pending: dict[int, Pending] = {}
         ready: list[_Prepared] = []
@@ -110,8 +116,8 @@ class BatchIngest:
             # thread (and the tokenizer) with the model, so the model call stays in line.
             self._model = stack.enter_context(ThreadPoolExecutor(1, "korag-embed")) if pool is not None else None
             stack.callback(self._settle, done)  # the last model call is written before the thread goes
-            for index, (path, source) in enumerate(documents):
-                started = self._start(path, source, info)
+            for index, starter in enumerate(starters):
+                started = starter.start(self.pipeline)
                 if isinstance(started, IngestResult):
                     done[index] = started
                 elif pool is None:
@@ -147,18 +153,6 @@ class BatchIngest:
             release_kiwi()
         return pool
 
-    def _start(self, path: Path, source: str, info: DocumentInfo) -> IngestResult | Pending:
-        doc_id = doc_id_for(source, info.tenant, self.pipeline.registry)
-        data = self.pipeline.read(path, source, doc_id)
-        if isinstance(data, IngestResult):
-            return data
-        filename = unicodedata.normalize("NFC", PurePath(path).name)
-        try:
-            started = self.pipeline.begin(data, filename, source, doc_id, info)
-        except Exception as exc:  # the store failed for this document: it alone fails
-            return IngestResult(source, doc_id, "failed", error=f"{type(exc).__name__}: {exc}")
-        return started
-
     def _prepare_here(self, pending: Pending):
         try:
             return self.pipeline.prepare(pending.data, pending.filename, pending.record.source)
@@ -192,7 +186,7 @@ class BatchIngest:
     def _take(self, index: int, started: Pending, value, done: dict[int, IngestResult], ready: list[_Prepared]) -> None:
         started.data = b""  # parsed: the bytes are not needed any more
         if isinstance(value, DocumentError):
-            done[index] = self._guard(index, started, lambda: self.pipeline.reject(started, value.reason))
+            done[index] = self._guard(started, functools.partial(self.pipeline.reject, started, value.reason))
             return
         chunks, sparse = value
         window = self.window_chunks
@@ -226,7 +220,11 @@ class BatchIngest:
     def _call(self, batch: list[_Prepared], done: dict[int, IngestResult]) -> None:
         """One model call for ``batch``; then each document is written and recorded. With a model
         thread the call runs there, one at a time, and the documents of the previous call are
-        written while it runs; this one's when the next starts or the run ends."""
+        written while it runs; this one's when the next starts or the run ends. A document whose
+        first window is in the call is recorded ``embedding`` first."""
+        batch = self._mark_embedding(batch, done)
+        if not batch:
+            return
         chunks = [c for item in batch for c in item.chunks]
         if self._model is None:
             future: Future = Future()
@@ -268,19 +266,28 @@ class BatchIngest:
             self._finish(last, done)
         self.pipeline.store.maintain()  # bounded index building, when a segment filled up
 
+    def _mark_embedding(self, batch: list[_Prepared], done: dict[int, IngestResult]) -> list[_Prepared]:
+        """Record ``embedding`` for the documents this model call starts (one registry write);
+        returns the windows of those still owned (a document taken over has its outcome)."""
+        starting = list({item.index: item for item in batch if item.pending.record.status != "embedding"}.values())
+        if starting:
+            try:
+                lost = self.pipeline.mark_embedding([item.pending for item in starting])
+            except Exception:  # noqa: BLE001 - the store failed somewhere: each document on its own
+                lost = [self._guard(item.pending, functools.partial(self.pipeline.advance, item.pending, "embedding"))
+                        for item in starting]
+            for item, outcome in zip(starting, lost):
+                if outcome is not None:
+                    done[item.index] = outcome
+        return [item for item in batch if item.index not in done]
+
     def _finish(self, parts: list[tuple[_Prepared, Any, list[int]]], done: dict[int, IngestResult]) -> None:
         """Write the last windows of their documents and record the documents: one upsert and one
         registry write for them all, or, when that fails, each on its own (so it costs that one only)."""
-        try:
-            results = self.pipeline.finish_many([(item.pending, item.chunks, item.sparse, v, c) for item, v, c in parts])
-        except Exception:  # the store failed somewhere
-            log.warning("writing %d documents at once failed; writing them one by one", len(parts), exc_info=True)
-            for item, v, c in parts:
-                done[item.index] = self._guard(item.index, item.pending, lambda: self.pipeline.finish(
-                    item.pending, item.chunks, item.sparse, v, c))
-        else:
-            for (item, _, _), result in zip(parts, results):
-                done[item.index] = result
+        results = self.pipeline.settle_many([(item.pending, item.chunks, item.sparse, v, c) for item, v, c in parts],
+                                            self._guard)
+        for (item, _, _), result in zip(parts, results):
+            done[item.index] = result
 
     def _store_part(self, item: _Prepared, vectors, counts, done: dict[int, IngestResult]) -> None:
         """Write a window before a document's last; a failure, or the document lost to a newer
@@ -288,7 +295,7 @@ class BatchIngest:
         def run() -> IngestResult | None:
             return self.pipeline.store_part(item.pending, item.chunks, item.sparse, vectors, counts, item.total)
 
-        outcome = self._guard(item.index, item.pending, run)
+        outcome = self._guard(item.pending, run)
         if outcome is not None:
             done[item.index] = outcome
 
@@ -306,11 +313,11 @@ class BatchIngest:
                 return self.pipeline.store_part(item.pending, item.chunks, item.sparse, vectors, counts, item.total)
             return self.pipeline.finish(item.pending, item.chunks, item.sparse, vectors, counts)
 
-        outcome = self._guard(item.index, item.pending, run)
+        outcome = self._guard(item.pending, run)
         if outcome is not None:
             done[item.index] = outcome
 
-    def _guard(self, index: int, pending: Pending, step) -> IngestResult | None:
+    def _guard(self, pending: Pending, step: Callable[[], Any]) -> Any:
         """A store or model error costs this document only (recorded as failed, then reported)."""
         record = pending.record
         try:

@@ -1,7 +1,11 @@
 """The ingestion pipeline as plain functions over passed-in parts: parse → chunk → embed → upsert,
 with the document's state kept in the registry at each step.
 
-Celery tasks and the in-process CLI call the same :meth:`Pipeline.ingest_bytes`.
+One document on its own goes through :meth:`Pipeline.ingest_bytes`; many (the CLI, the
+embedded service, the Celery stages) through :mod:`ingest.batch` and :mod:`ingest.stages`, which
+start documents from :mod:`ingest.starters` and call the same steps: :meth:`Pipeline.begin`,
+:meth:`Pipeline.reject`, :meth:`Pipeline.mark_embedding`, :meth:`Pipeline.embed_and_settle`,
+:meth:`Pipeline.settle_many`.
 
 Every run is a :class:`Request` that must own the document in the registry (the newest request
 wins, see :mod:`korag.storage.registry`). Each state write is a compare-and-set on the request; chunks
@@ -12,6 +16,7 @@ removes chunks of *older* requests; a request that lost the document removes its
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -25,6 +30,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Any
+
+import numpy as np
 
 from ingest.chunking import Chunker, ChunkingOptions
 from ingest.embedder import Embedder
@@ -181,6 +188,10 @@ def _no_step(step: str) -> None:
     return None
 
 
+def _run_step(pending: Pending, step: Callable[[], IngestResult]) -> IngestResult:
+    return step()
+
+
 @dataclass
 class Pipeline:
     embedder: Embedder
@@ -237,11 +248,10 @@ class Pipeline:
         with started.failing_on_error(self):
             try:
                 chunks, sparse = self._prepare(data, filename, source)
-                if not self._state(started.record, "embedding"):
-                    return self._superseded(source, started.record.doc_id)
-                return self.finish_windows(started, chunks, sparse, self.window_chunks)
             except (DocumentError, InputTooLongError) as exc:
                 return self.reject(started, exc.reason if isinstance(exc, DocumentError) else str(exc))
+            started.data = b""  # parsed: the bytes are not needed any more
+            return self.embed_and_settle(started, chunks, sparse, self.window_chunks)
 
     def begin(
         self, data: bytes, filename: str, source: str, doc_id: str | None = None, info: DocumentInfo | None = None,
@@ -358,8 +368,6 @@ class Pipeline:
         (write new, record, then delete old) and the same outcome per document. An error is
         raised for the whole batch: the caller finishes the documents one by one instead (point
         ids and records are the same, so what was written is rewritten, not duplicated)."""
-        import numpy as np
-
         ids: list[str] = []
         payloads: list[dict[str, Any]] = []
         sparse_all: list[SparseVector] = []
@@ -392,6 +400,50 @@ class Pipeline:
             self.on_step("cleaned")
             results.append(IngestResult(record.source, record.doc_id, "indexed", chunks=record.chunks))
         return results
+
+    def mark_embedding(self, pendings: list[Pending]) -> list[IngestResult | None]:
+        """Record ``embedding`` for documents about to be embedded, on every path (one document,
+        a batch, a queued stage), in one registry write. Per document: None while this request
+        still owns it, else its outcome (a newer request or a deletion took it over)."""
+        if len(pendings) == 1:
+            return [self.advance(pendings[0], "embedding")]
+        for pending in pendings:
+            pending.record.status = "embedding"
+        owned = self.registry.write_many([pending.record for pending in pendings])
+        out: list[IngestResult | None] = []
+        for pending, mine in zip(pendings, owned):
+            record = pending.record
+            if mine:
+                log.info("%s: %s", record.source, "embedding")
+                self.on_step("embedding")
+            out.append(None if mine else self._superseded(record.source, record.doc_id))
+        return out
+
+    def embed_and_settle(self, pending: Pending, chunks: list[Chunk], sparse: list[SparseVector], window: int,
+                         embed: Callable[[list[Chunk]], tuple[Any, list[int]]] | None = None) -> IngestResult:
+        """One parsed document to its outcome on its own: ``embedding``, then embedded and written
+        ``window`` chunks at a time (:meth:`finish_windows`); a chunk the model cannot take fails it."""
+        (lost,) = self.mark_embedding([pending])
+        if lost is not None:
+            return lost
+        try:
+            return self.finish_windows(pending, chunks, sparse, window, embed)
+        except InputTooLongError as exc:
+            return self.reject(pending, str(exc))
+
+    def settle_many(self, parts: list[tuple[Pending, list[Chunk], list[SparseVector], Any, list[int]]],
+                    guard: Callable[[Pending, Callable[[], IngestResult]], IngestResult] | None = None
+                    ) -> list[IngestResult]:
+        """Write and record embedded documents (:meth:`finish_many`); when writing them at once
+        fails, each on its own through ``guard(pending, step)`` (default: run it, an error is
+        raised), so that a store error costs the document it belongs to."""
+        try:
+            return self.finish_many(parts)
+        except Exception:  # noqa: BLE001 - the store failed somewhere: find where, one by one
+            log.warning("writing %d documents at once failed; writing them one by one", len(parts), exc_info=True)
+        guard = guard if guard is not None else _run_step
+        return [guard(pending, functools.partial(self.finish, pending, chunks, sparse, vectors, counts))
+                for pending, chunks, sparse, vectors, counts in parts]
 
     def advance(self, pending: Pending, status: str, **changes: Any) -> IngestResult | None:
         """Record the next state of a document this request works on (``embedding``; ``queued``

@@ -113,8 +113,3 @@ def analyse(text: str) -> Analysis:
             first = a + (len(piece) - len(piece.lstrip()))
             spans.append((first, first + len(stripped)))
     return Analysis(spans, morphs)
-
-
-def split_sentences(text: str) -> list[str]:
-    """Sentences of ``text`` (see :func:`analyse`)."""
-    return [text[a:b] for a, b in analyse(text).sentences]

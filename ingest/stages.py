@@ -16,8 +16,15 @@ interrupted before (``crashes > 0``, a *suspect*) is never batched again: it run
 batch is finished (or, when the caller can hand it back to its queue, in a task of its own:
 :data:`RELEASED`), so that the next crash is blamed on it alone and ``KORAG_MAX_CRASHES`` ends it.
 
-Results land in ``results`` (by batch index) as each document finishes, so that a caller whose
-batch was cut short (an exception, a time limit) knows which documents still need a delivery.
+Documents are started from their task messages (:class:`ingest.starters.FromBlob`) and run
+through the pipeline's own steps (:meth:`Pipeline.begin`, :meth:`Pipeline.reject`,
+:meth:`Pipeline.mark_embedding`, :meth:`Pipeline.embed_and_settle`, :meth:`Pipeline.settle_many`),
+as in the CLI and the embedded service (:mod:`ingest.batch`); what is here is queue-shaped:
+forwarding to embed workers, prepared files, redeliveries and crashes.
+
+Each document's :data:`Outcome` lands in ``results`` (by batch index) as it finishes, so that a
+caller whose batch was cut short (an exception, a time limit) knows which documents still need
+a delivery.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +44,9 @@ from ingest.embedder import Embedder
 from ingest.parsing.pool import ParserPool
 from ingest.pipeline import DocumentInfo, Pending, Pipeline, Request
 from ingest.sparse import SparseVector
+from ingest.starters import FromBlob
 from korag.errors import DocumentError, InputTooLongError
+from korag.messages import EmbedMessage
 from korag.settings import Settings
 from korag.storage.blobs import BlobStore
 from korag.storage.registry import (
@@ -46,7 +55,6 @@ from korag.storage.registry import (
     DocumentRecord,
     DocumentRegistry,
     lost_reason,
-    new_seq,
     note_interruption,
 )
 from korag.storage.store import StoreKeeper
@@ -56,21 +64,24 @@ log = logging.getLogger("korag.ingest")
 
 STORE_WAIT_S = 60.0  # an embedded store is shared by the workers in turn
 BATCH_BYTES = 256 * 1024 * 1024  # the documents one parse task holds in memory (the first is always taken)
-FORWARDED = "forwarded"  # the document went on to an embed worker, which reports its outcome
-RELEASED = "released"  # a suspect handed back to the queue, to run alone in a task of its own
 
 
-# -- deliveries and prepared documents ------------------------------------------------------------
+# -- outcomes, ready and prepared documents --------------------------------------------------------
 @dataclass(frozen=True)
-class Delivery:
-    """One queued document, as its task message names it."""
+class Forwarded:
+    """The document went on to an embed worker with ``message``, which reports its outcome."""
 
-    blob: str
-    filename: str
-    source: str
-    doc_id: str
-    info: DocumentInfo = field(default_factory=DocumentInfo)
-    request: Request | None = None
+    message: EmbedMessage
+
+
+@dataclass(frozen=True)
+class Released:
+    """A suspect handed back to the queue, to run alone in a task of its own."""
+
+
+RELEASED = Released()
+
+Outcome = IngestResult | Forwarded | Released  # a queued document's, per batch index
 
 
 @dataclass
@@ -86,22 +97,6 @@ class Ready:
     def suspect(self) -> bool:
         """It was interrupted before (a worker died with it in hand): it runs alone."""
         return self.pending.record.crashes > 0
-
-
-@dataclass(frozen=True)
-class EmbedOrder:
-    """What an embed task message carries: which prepared document, and its size for batching."""
-
-    key: str  # the request id: the prepared file's name
-    doc_id: str
-    source: str
-    chunks: int
-    seq: int = 0  # the request's sequence number
-    tenant: str | None = None  # for the document's events
-
-    def to_json(self) -> dict[str, Any]:
-        return {"prepared": self.key, "doc_id": self.doc_id, "source": self.source, "chunks": self.chunks,
-                "seq": self.seq, "tenant": self.tenant}
 
 
 _KEY = re.compile(r"^[0-9a-f]{32}$")
@@ -127,7 +122,8 @@ class PreparedStore:
     def exists(self, key: str | None) -> bool:
         return key is not None and _KEY.match(key) is not None and self._path(key).exists()
 
-    def put(self, ready: Ready, settings_key: str) -> EmbedOrder:
+    def put(self, ready: Ready, settings_key: str) -> EmbedMessage:
+        """Write a parsed document's file; returns the message that hands it to an embed worker."""
         pending, record = ready.pending, ready.pending.record
         data = {
             "doc_id": record.doc_id, "source": record.source, "filename": pending.filename, "blob": ready.blob,
@@ -150,8 +146,8 @@ class PreparedStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        return EmbedOrder(pending.own.id, record.doc_id, record.source, len(ready.chunks), pending.own.seq,
-                          pending.info.tenant)
+        return EmbedMessage(prepared=pending.own.id, doc_id=record.doc_id, source=record.source,
+                            tenant=pending.info.tenant, chunks=len(ready.chunks), seq=pending.own.seq)
 
     def get(self, key: str) -> dict[str, Any] | None:
         try:
@@ -202,20 +198,6 @@ def _done_or_given_up(registry: DocumentRegistry, record: DocumentRecord, died_o
     return None
 
 
-def begin_delivery(pipeline: Pipeline, delivery: Delivery, blobs: BlobStore) -> IngestResult | Pending:
-    """Read a settled delivery's blob and take the document (``parsing``)."""
-    request = delivery.request
-    if request is not None and not request.seq:  # a message sent without its sequence number
-        current = pipeline.registry.get(delivery.doc_id)
-        request = replace(request, seq=current.seq if current is not None and current.seq else new_seq())
-    try:
-        data = blobs.get(delivery.blob)
-    except FileNotFoundError as exc:
-        return IngestResult(delivery.source, delivery.doc_id, "failed", error=str(exc))
-    return pipeline.begin(data, delivery.filename, delivery.source, delivery.doc_id, delivery.info,
-                          blob=delivery.blob, request=request)
-
-
 # -- the prepare stage ------------------------------------------------------------------------------
 @dataclass
 class Stage:
@@ -249,13 +231,15 @@ def is_suspect(stage: Stage, doc_id: str) -> bool:
     return record is not None and record.crashes > 0
 
 
-def prepare_batch(stage: Stage, deliveries: list[Delivery], results: dict[int, Any], embed_here: bool,
-                  forward: Callable[[int, EmbedOrder], None] | None = None,
+def prepare_batch(stage: Stage, deliveries: list[FromBlob], results: dict[int, Outcome], embed_here: bool,
+                  forward: Callable[[int, EmbedMessage], None] | None = None,
                   releasable: Callable[[int], bool] = _never) -> None:
     """Run queued deliveries through parsing and on: to the end when ``embed_here`` (this worker
-    holds the model), else to :class:`PreparedStore` and ``forward(index, order)`` (an embed
-    worker's queue; the result is then :data:`FORWARDED`). Suspects are :data:`RELEASED` where
+    holds the model), else to :class:`PreparedStore` and ``forward(index, message)`` (an embed
+    worker's queue; the outcome is then :class:`Forwarded`). Suspects are :data:`RELEASED` where
     ``releasable(index)``, else run alone after the others."""
+    if not embed_here and forward is None:
+        raise ValueError("a parse-only worker needs somewhere to forward documents (forward)")
     suspects: list[int] = []
     copies = _copies([(d.doc_id, d.request.id if d.request is not None else None) for d in deliveries])
     with stage.pipeline() as pipeline:
@@ -271,12 +255,13 @@ def prepare_batch(stage: Stage, deliveries: list[Delivery], results: dict[int, A
                 else:
                     suspects.append(i)
     clean = [i for i in range(len(deliveries)) if i not in results and i not in suspects and i not in copies]
-    sent: dict[int, EmbedOrder] = {}
+    sent: dict[int, EmbedMessage] = {}
 
-    def forwarding(i: int, order: EmbedOrder) -> None:
-        assert forward is not None, "a parse-only worker needs somewhere to forward documents"
-        forward(i, order)
-        sent[i] = order
+    def forwarding(i: int, message: EmbedMessage) -> None:
+        if forward is not None:  # checked above: a parse-only worker has one
+            forward(i, message)
+        sent[i] = message
+        results[i] = Forwarded(message)
 
     try:
         for group in ([clean] if clean else []) + [[i] for i in suspects]:
@@ -285,7 +270,6 @@ def prepare_batch(stage: Stage, deliveries: list[Delivery], results: dict[int, A
         for i, original in copies.items():  # each message's task gets its own outcome
             if original in sent:
                 forwarding(i, sent[original])
-                results[i] = FORWARDED
         _share(copies, results)
 
 
@@ -296,18 +280,18 @@ def _copies(keys: list[Any]) -> dict[int, int]:
     return {i: first[key] for i, key in enumerate(keys) if first.setdefault(key, i) != i}
 
 
-def _share(copies: dict[int, int], results: dict[int, Any]) -> None:
+def _share(copies: dict[int, int], results: dict[int, Outcome]) -> None:
     for i, original in copies.items():
         if original in results and i not in results:
             results[i] = results[original]
 
 
-def _prepare_group(stage: Stage, deliveries: list[Delivery], group: list[int], results: dict[int, Any],
-                   embed_here: bool, forward: Callable[[int, EmbedOrder], None] | None) -> None:
+def _prepare_group(stage: Stage, deliveries: list[FromBlob], group: list[int], results: dict[int, Outcome],
+                   embed_here: bool, forward: Callable[[int, EmbedMessage], None]) -> None:
     started: dict[int, Pending] = {}
     with stage.pipeline() as pipeline:
         for i in group:
-            outcome = begin_delivery(pipeline, deliveries[i], stage.blobs)
+            outcome = deliveries[i].start(pipeline)
             if isinstance(outcome, IngestResult):
                 results[i] = outcome
             else:
@@ -329,14 +313,13 @@ def _prepare_group(stage: Stage, deliveries: list[Delivery], group: list[int], r
             return
         prepared = PreparedStore.from_settings(stage.settings)
         for i, item in ready.items():
-            order = prepared.put(item, pipeline.settings_key)
+            message = prepared.put(item, pipeline.settings_key)
             lost = pipeline.advance(item.pending, "queued", attempt=None, owner=None)
             if lost is not None:
-                prepared.delete(order.key)
+                prepared.delete(message.prepared)
                 results[i] = lost
                 continue
-            forward(i, order)
-            results[i] = FORWARDED
+            forward(i, message)
 
 
 def _parse(pipeline: Pipeline, started: dict[int, Pending], settings: Settings) -> dict[int, Any]:
@@ -361,7 +344,7 @@ def _parse(pipeline: Pipeline, started: dict[int, Pending], settings: Settings) 
 
 
 # -- the embed stage --------------------------------------------------------------------------------
-def embed_ready(pipeline: Pipeline, ready: dict[int, Ready], results: dict[int, Any], budget_chunks: int,
+def embed_ready(pipeline: Pipeline, ready: dict[int, Ready], results: dict[int, Outcome], budget_chunks: int,
                 on_embedded: Callable[[int, int], None] | None = None) -> None:
     """Embed, upsert and record every ready document: the others together, in model calls of up
     to ``budget_chunks`` chunks across documents, then each one over that budget alone, a window
@@ -382,29 +365,28 @@ def embed_ready(pipeline: Pipeline, ready: dict[int, Ready], results: dict[int, 
     pipeline.store.maintain()  # bounded index building on the embedded engine, when a segment filled up
 
 
-def _embed_windows(pipeline: Pipeline, i: int, item: Ready, results: dict[int, Any], window: int,
+def _embed_windows(pipeline: Pipeline, i: int, item: Ready, results: dict[int, Outcome], window: int,
                    on_embedded: Callable[[int, int], None] | None) -> None:
     """A document over one model call's budget: embedded and written ``window`` chunks at a time
-    (:meth:`Pipeline.finish_windows`), so a worker's memory follows the window, not the document;
+    (:meth:`Pipeline.embed_and_settle`), so a worker's memory follows the window, not the document;
     it is recorded ``indexed`` once every window is stored."""
-    if not _mark_embedding(pipeline, {i: item}, results):
-        return
-
     def embed(chunks: list[Chunk]) -> tuple[Any, list[int]]:
         embedded = pipeline.embedder.embed_passages(chunks)
         if on_embedded is not None:
             on_embedded(len(chunks), 1)
         return embedded
 
-    try:
-        results[i] = pipeline.finish_windows(item.pending, item.chunks, item.sparse, window, embed)
-    except InputTooLongError as exc:
-        results[i] = pipeline.reject(item.pending, str(exc))
+    results[i] = pipeline.embed_and_settle(item.pending, item.chunks, item.sparse, window, embed)
 
 
-def _embed_group(pipeline: Pipeline, group: dict[int, Ready], results: dict[int, Any],
+def _embed_group(pipeline: Pipeline, group: dict[int, Ready], results: dict[int, Outcome],
                  on_embedded: Callable[[int, int], None] | None) -> None:
-    going = _mark_embedding(pipeline, group, results)
+    going: dict[int, Ready] = {}
+    for (i, item), lost in zip(group.items(), pipeline.mark_embedding([item.pending for item in group.values()])):
+        if lost is None:
+            going[i] = item
+        else:
+            results[i] = lost
     if not going:
         return
     chunks = [c for item in going.values() for c in item.chunks]
@@ -426,41 +408,20 @@ def _embed_group(pipeline: Pipeline, group: dict[int, Ready], results: dict[int,
         end = start_at + len(item.chunks)
         parts.append((i, item, vectors[start_at:end], counts[start_at:end]))
         start_at = end
-    try:  # one upsert and one registry write for them all
-        finished = pipeline.finish_many([(item.pending, item.chunks, item.sparse, v, c) for _, item, v, c in parts])
-    except Exception:  # the same points and records, one document at a time (a store error there is raised)
-        log.warning("writing %d documents at once failed; writing them one by one", len(parts), exc_info=True)
-        for i, item, v, c in parts:
-            results[i] = pipeline.finish(item.pending, item.chunks, item.sparse, v, c)
-    else:
-        for (i, *_), result in zip(parts, finished):
-            results[i] = result
+    # one upsert and one registry write for them all (or each alone: a store error there is raised)
+    finished = pipeline.settle_many([(item.pending, item.chunks, item.sparse, v, c) for _, item, v, c in parts])
+    for (i, *_), result in zip(parts, finished):
+        results[i] = result
 
 
-def _mark_embedding(pipeline: Pipeline, group: dict[int, Ready], results: dict[int, Any]) -> dict[int, Ready]:
-    """Record ``embedding`` for every document of the group in one registry write; those a newer
-    request (or a deletion) took over get that outcome instead. Returns the ones still owned."""
-    for item in group.values():
-        item.pending.record.status = "embedding"
-    owned = pipeline.registry.write_many([item.pending.record for item in group.values()])
-    going: dict[int, Ready] = {}
-    for (i, item), mine in zip(group.items(), owned):
-        if mine:
-            log.info("%s: %s", item.pending.record.source, "embedding")
-            going[i] = item
-        else:
-            results[i] = pipeline.advance(item.pending, "embedding")  # not owned: writes nothing, says who took it
-    return going
-
-
-def take_prepared(pipeline: Pipeline, data: dict[str, Any] | None, order: EmbedOrder, attempt: str,
+def take_prepared(pipeline: Pipeline, data: dict[str, Any] | None, message: EmbedMessage, attempt: str,
                   max_crashes: int, where: Path) -> Ready | IngestResult:
     """The prepared document an embed message names, now owned by this attempt; or its outcome:
     superseded, deleted, done already, given up after crashes, or failed because its prepared
     form is missing (``where``: the folder it was looked for in) or was made with other settings."""
-    record = pipeline.registry.get(order.doc_id, include_deleted=True)
-    if record is None or record.request != order.key or record.status == DELETED:
-        return IngestResult(order.source, order.doc_id, "failed", error=lost_reason(record, started=False))
+    record = pipeline.registry.get(message.doc_id, include_deleted=True)
+    if record is None or record.request != message.prepared or record.status == DELETED:
+        return IngestResult(message.source, message.doc_id, "failed", error=lost_reason(record, started=False))
     # this attempt finding its document mid-flight: the last embed worker on it died
     settled = _done_or_given_up(pipeline.registry, record, record.attempt == attempt, max_crashes)
     if settled is not None:
@@ -470,7 +431,7 @@ def take_prepared(pipeline: Pipeline, data: dict[str, Any] | None, order: EmbedO
     info = DocumentInfo(tenant=record.tenant, meta=tuple(record.meta.items())) if data is None else \
         DocumentInfo(tenant=data["tenant"], meta=tuple(data["meta"].items()))
     filename = data["filename"] if data is not None else record.filename or ""
-    pending = Pending(record, Request(order.key, seq, attempt), filename,
+    pending = Pending(record, Request(message.prepared, seq, attempt), filename,
                       data["content_hash"] if data is not None else "", info, in_process=False)
     if data is None:
         return pipeline.reject(pending, f"its parsed chunks are not in {where}: parse and embed workers must "
@@ -485,38 +446,38 @@ def take_prepared(pipeline: Pipeline, data: dict[str, Any] | None, order: EmbedO
     return Ready(pending, chunks, sparse, data.get("blob"))
 
 
-def embed_batch(stage: Stage, orders: list[tuple[EmbedOrder, str]], results: dict[int, Any],
+def embed_batch(stage: Stage, messages: list[tuple[EmbedMessage, str]], results: dict[int, Outcome],
                 releasable: Callable[[int], bool] = _never) -> None:
-    """Embed prepared documents (``(order, attempt)`` per embed message) across document
+    """Embed prepared documents (``(message, attempt)`` per embed message) across document
     boundaries; each outcome lands in ``results``. Suspects are :data:`RELEASED` where
     ``releasable(index)``, else embedded alone. A prepared file is removed once its request
     reached an outcome."""
     prepared = PreparedStore.from_settings(stage.settings)
-    copies = _copies([order.key for order, _ in orders])
+    copies = _copies([message.prepared for message, _ in messages])
     with stage.pipeline() as pipeline:
         ready: dict[int, Ready] = {}
-        for i, (order, attempt) in enumerate(orders):
+        for i, (message, attempt) in enumerate(messages):
             if i in copies:
                 continue
             try:
-                data = prepared.get(order.key)  # before the record: a file gone means an outcome is recorded
+                data = prepared.get(message.prepared)  # before the record: a file gone means an outcome is recorded
             except ValueError as exc:  # a malformed message
-                results[i] = IngestResult(order.source, order.doc_id, "failed", error=str(exc))
+                results[i] = IngestResult(message.source, message.doc_id, "failed", error=str(exc))
                 continue
-            taken = take_prepared(pipeline, data, order, attempt, stage.settings.max_crashes, prepared.root)
+            taken = take_prepared(pipeline, data, message, attempt, stage.settings.max_crashes, prepared.root)
             if isinstance(taken, Ready) and taken.suspect and releasable(i):
                 results[i] = RELEASED
             elif isinstance(taken, Ready):
                 ready[i] = taken
             else:
                 results[i] = taken
-                prepared.delete(order.key)
+                prepared.delete(message.prepared)
         try:
             embed_ready(pipeline, ready, results, stage.settings.worker_batch_chunks, stage.on_embedded)
         finally:
             for i in ready:
                 if i in results:
-                    prepared.delete(orders[i][0].key)
+                    prepared.delete(messages[i][0].prepared)
             _share(copies, results)
 
 

@@ -19,12 +19,15 @@ from celery.exceptions import SoftTimeLimitExceeded
 
 from bench import documents as docs
 from ingest.pipeline import DocumentInfo, Pipeline, Request
+from ingest.stages import InFlight, Stage, prepare_batch, settle_delivery
+from ingest.starters import FromBlob
 from korag.services.lifecycle import delete_document, queue_request, reap_dead_owners
 from korag.storage.registry import DocumentRecord, DocumentRegistry
 from korag.storage.store import QdrantStore, open_client
+from korag.types import IngestResult
 from retrieval.search import Retriever
 from tests.conftest import make_settings, offline_model_path
-from workers.tasks import ingest_blob, settle_delivery
+from workers.tasks import _cut_short
 
 OLD = "옛 버전 문서입니다. 오래된 규정 ALPHA-OLD-1111 이 적용됩니다.\n\n" + docs.long_korean_text(4)
 NEW = "새 버전 문서입니다. 새 규정 OMEGA-NEW-9999 가 적용됩니다.\n\n" + docs.long_korean_text(2)
@@ -45,6 +48,19 @@ def store(settings):
 
 def _pipeline(minilm, store, settings, **changes) -> Pipeline:
     return Pipeline.build(minilm, store, settings.model_copy(update=changes) if changes else settings)
+
+
+def _deliver(settings, minilm, blob: str, doc_id: str, request: Request) -> IngestResult:
+    """One queued document through a worker's parse stage, embedding there, as
+    ``korag.ingest_document`` runs it; a time limit is settled as the task settles it."""
+    stage = Stage(settings, minilm)
+    results: dict = {}
+    try:
+        prepare_batch(stage, [FromBlob(stage.blobs, blob, "a.txt", "a.txt", doc_id, DocumentInfo(), request)],
+                      results, embed_here=True)
+    except SoftTimeLimitExceeded:
+        _cut_short(stage, {0: InFlight(doc_id, "a.txt", request.id, request.seq)}, results)
+    return results[0]
 
 
 def _pause_at(step: str, action):
@@ -171,8 +187,8 @@ def test_deleting_a_queued_document_is_not_undone_by_its_task(minilm, settings):
         request = Request(*queue_request(pipeline.registry, indexed.doc_id, "a.txt", "a.txt", blob, None, {}))
         deletion = delete_document(store, pipeline.registry, indexed.doc_id)
     assert deletion.known and deletion.deleted_chunks == indexed.chunks
-    outcome = ingest_blob(settings, minilm, blob, "a.txt", "a.txt", indexed.doc_id, DocumentInfo(), request)
-    assert outcome["status"] == "failed" and "deleted" in outcome["error"]
+    outcome = _deliver(settings, minilm, blob, indexed.doc_id, request)
+    assert outcome.status == "failed" and "deleted" in outcome.error
     with store_session(settings) as store:
         pipeline = _pipeline(minilm, store, settings)
         assert store.count({"doc_id": indexed.doc_id}) == 0
@@ -205,7 +221,7 @@ def test_transient_errors_after_the_state_was_written_are_retries_not_crashes(mi
         pipeline = _pipeline(minilm, store, settings)
         request = queue_request(pipeline.registry, "d", "a.txt", "a.txt", blob, None, {})
     original = QdrantStore.upsert
-    flaky = {"left": 3}
+    flaky = {"left": 6}  # each attempt writes twice: all its documents at once, then each alone
 
     def upsert(self, *args, **kwargs):
         if flaky["left"]:
@@ -217,13 +233,11 @@ def test_transient_errors_after_the_state_was_written_are_retries_not_crashes(mi
     try:
         for retries in range(3):  # Celery's autoretry: the same request, one more retry each time
             with pytest.raises(ConnectionError):
-                ingest_blob(settings, minilm, blob, "a.txt", "a.txt", "d", DocumentInfo(),
-                            Request(*request, attempt=f"{request[0]}:{retries}"))
-        outcome = ingest_blob(settings, minilm, blob, "a.txt", "a.txt", "d", DocumentInfo(),
-                              Request(*request, attempt=f"{request[0]}:3"))
+                _deliver(settings, minilm, blob, "d", Request(*request, attempt=f"{request[0]}:{retries}"))
+        outcome = _deliver(settings, minilm, blob, "d", Request(*request, attempt=f"{request[0]}:3"))
     finally:
         QdrantStore.upsert = original
-    assert outcome["status"] == "indexed", outcome
+    assert outcome.status == "indexed", outcome
     with store_session(settings) as store:
         record = DocumentRegistry(store.client, store.collection).get("d")
     assert (record.status, record.crashes) == ("indexed", 0)
@@ -260,11 +274,11 @@ def test_the_soft_time_limit_ends_the_document_failed_with_the_reason(minilm, se
     minilm_embed = minilm.embed_passages
     minilm.embed_passages = too_slow
     try:
-        outcome = ingest_blob(settings, minilm, blob, "a.txt", "a.txt", "d", DocumentInfo(), request)
+        outcome = _deliver(settings, minilm, blob, "d", request)
     finally:
         del minilm.embed_passages
     assert minilm.embed_passages == minilm_embed
-    assert outcome["status"] == "failed" and "KORAG_TASK_SOFT_TIME_LIMIT" in outcome["error"]
+    assert outcome.status == "failed" and "KORAG_TASK_SOFT_TIME_LIMIT" in outcome.error
     with store_session(settings) as store:
         record = DocumentRegistry(store.client, store.collection).get("d")
         assert record.status == "failed" and "KORAG_TASK_SOFT_TIME_LIMIT" in record.error

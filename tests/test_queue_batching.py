@@ -16,7 +16,8 @@ import pytest
 
 from bench import documents as docs
 from ingest.pipeline import DocumentInfo, Pipeline, Request
-from ingest.stages import Delivery, PreparedStore, Stage, prepare_batch
+from ingest.stages import PreparedStore, Stage, prepare_batch
+from ingest.starters import FromBlob
 from korag.services.lifecycle import queue_request
 from korag.settings import Settings
 from korag.storage.blobs import BlobStore
@@ -37,14 +38,14 @@ def stage(tmp_path, minilm):
     return Stage(settings, minilm, on_embedded=lambda chunks, documents: calls.append((chunks, documents))), calls
 
 
-def _queue(stage: Stage, texts: dict[str, str]) -> list[Delivery]:
+def _queue(stage: Stage, texts: dict[str, str]) -> list[FromBlob]:
     blobs = BlobStore(stage.settings.blobs_path)
     out = []
     with stage.pipeline() as pipeline:
         for name, text in texts.items():
             blob = blobs.put(text.encode())
             own = Request(*queue_request(pipeline.registry, f"id-{name}", name, name, blob, None, {}), attempt="a:0")
-            out.append(Delivery(blob, name, name, f"id-{name}", DocumentInfo(), own))
+            out.append(FromBlob(blobs, blob, name, name, f"id-{name}", DocumentInfo(), own))
     return out
 
 
@@ -84,35 +85,36 @@ def test_a_document_that_was_interrupted_before_runs_alone(stage):
 
 
 def test_a_parse_only_worker_leaves_prepared_documents_for_the_embed_stage(stage, minilm, monkeypatch):
-    from ingest.stages import EmbedOrder, embed_batch
+    from ingest.stages import embed_batch
+    from korag.messages import EmbedMessage
 
     stage, calls = stage
     deliveries = _queue(stage, _texts(3))
-    sent: list[EmbedOrder] = []
+    sent: list[EmbedMessage] = []
     results: dict = {}
     prepare_batch(stage, deliveries, results, embed_here=False, forward=lambda i, order: sent.append(order))
     assert calls == [] and [o.doc_id for o in sent] == [d.doc_id for d in deliveries]
     with stage.pipeline() as pipeline:
         assert {pipeline.registry.get(d.doc_id).status for d in deliveries} == {"queued"}
     prepared = PreparedStore.from_settings(stage.settings)
-    assert all(prepared.exists(o.key) for o in sent)
+    assert all(prepared.exists(o.prepared) for o in sent)
 
     # the parse side's token ids travel with the chunks: the embed side does not tokenize again
-    assert all(c["input_ids"] for o in sent for c in prepared.get(o.key)["chunks"])
+    assert all(c["input_ids"] for o in sent for c in prepared.get(o.prepared)["chunks"])
 
     def no_tokenizing(*args, **kwargs):
         raise AssertionError("the embed stage tokenized again")
 
     monkeypatch.setattr(minilm.engine, "tokenize", no_tokenizing)
     outcomes: dict = {}
-    redelivered = (sent[0], f"{sent[0].key}:e1")  # the same document twice in one batch: embedded once
-    embed_batch(stage, [(o, f"{o.key}:e0") for o in sent] + [redelivered], outcomes)
+    redelivered = (sent[0], f"{sent[0].prepared}:e1")  # the same document twice in one batch: embedded once
+    embed_batch(stage, [(o, f"{o.prepared}:e0") for o in sent] + [redelivered], outcomes)
     assert [outcomes[i].status for i in range(4)] == ["indexed"] * 4
     assert [outcomes[i].chunks for i in range(4)] == [o.chunks for o in sent] + [sent[0].chunks]
     assert calls == [(sum(o.chunks for o in sent), 3)]
-    assert not any(prepared.exists(o.key) for o in sent)  # removed once recorded
+    assert not any(prepared.exists(o.prepared) for o in sent)  # removed once recorded
     again: dict = {}
-    embed_batch(stage, [(sent[0], f"{sent[0].key}:e0")], again)  # a redelivered message: nothing new
+    embed_batch(stage, [(sent[0], f"{sent[0].prepared}:e0")], again)  # a redelivered message: nothing new
     assert again[0].status == "unchanged" and len(calls) == 1
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from celery import Celery
 
 from ingest.stages import PreparedStore
+from korag.messages import EmbedMessage, IngestMessage
 from korag.services.lifecycle import has_content, recover
 from korag.services.queue_client import send, send_embed
 from korag.settings import Settings
@@ -31,9 +32,12 @@ def sweep(registry: DocumentRegistry, app: Celery | None, settings: Settings, no
     for record in recovery.resend:
         parsed = prepared.get(record.request) if prepared.exists(record.request) else None
         if parsed is not None:
-            send_embed(app, record.request, record.doc_id, record.source, len(parsed["chunks"]), record.seq or 0,
-                       tenant=record.tenant, countdown=RESEND_DELAY_S)
+            send_embed(app, EmbedMessage(prepared=record.request, doc_id=record.doc_id, source=record.source,
+                                         tenant=record.tenant, chunks=len(parsed["chunks"]), seq=record.seq or 0),
+                       countdown=RESEND_DELAY_S)
         else:
-            send(app, record.blob, record.filename, record.source, record.doc_id, record.tenant, record.meta,
-                 record.request, record.seq, countdown=RESEND_DELAY_S)
+            send(app, IngestMessage(blob=record.blob, filename=record.filename, source=record.source,
+                                    doc_id=record.doc_id, tenant=record.tenant, meta=tuple(record.meta.items()),
+                                    request=record.request, seq=record.seq),
+                 countdown=RESEND_DELAY_S)
     return [*recovery.failed, *recovery.resend]

@@ -1,4 +1,5 @@
-"""Thin tasks: decode JSON arguments, call a plain function (:mod:`ingest.stages`), return a plain dict.
+"""Thin tasks: read the typed message (:mod:`korag.messages`), call a plain function
+(:mod:`ingest.stages`), return a plain dict.
 
 ``korag.ingest_document`` (queue ``parse``) takes up to ``KORAG_WORKER_BATCH_DOCUMENTS`` queued
 documents at once (:class:`workers.batching.Batch`), parses them in a warm parser pool and, on a
@@ -17,7 +18,6 @@ ends ``failed`` instead of being redelivered forever.
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from typing import Any
 
 from celery import shared_task
@@ -27,82 +27,42 @@ from celery.utils.log import get_task_logger
 from qdrant_client.http.exceptions import ResponseHandlingException
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from ingest.embedder import Embedder
-from ingest.pipeline import DocumentInfo, Pipeline, Request
 from ingest.stages import (
     BATCH_BYTES,
-    FORWARDED,
-    RELEASED,
-    Delivery,
-    EmbedOrder,
+    Forwarded,
     InFlight,
+    Outcome,
     PreparedStore,
+    Released,
     Stage,
     blob_size,
     embed_batch,
     interrupted,
     is_suspect,
     prepare_batch,
-    settle_delivery,
 )
+from ingest.starters import FromBlob
 from korag.errors import StoreBusyError
+from korag.messages import EMBED_TASK, INGEST_TASK, EmbedMessage, IngestMessage
 from korag.services.events import outcome_event
-from korag.settings import Settings
-from korag.storage.blobs import BlobStore
-from korag.storage.registry import DocumentRegistry, new_seq
-from korag.storage.store import StoreKeeper
+from korag.services.queue_client import send_embed
+from korag.storage.registry import DocumentRegistry
 from korag.types import IngestResult
 from workers.app import EMBED_QUEUE, LEGACY_QUEUE, PARSE_QUEUE, drop_stale_bindings
-from workers.batching import Batch, Message, watch_worker
+from workers.batching import Batch, watch_worker
 from workers.root import root_of
 from workers.sweeper import sweep
 
-__all__ = ["embed_document", "ingest_blob", "ingest_document", "settle_delivery"]
+__all__ = ["embed_document", "ingest_document"]
 
 log = get_task_logger(__name__)
 
 TRANSIENT = (StoreBusyError, ConnectionError, TimeoutError, ResponseHandlingException, RedisConnectionError)
 
 
-def ingest_blob(
-    settings: Settings,
-    embedder: Embedder,
-    blob: str,
-    filename: str,
-    source: str,
-    doc_id: str,
-    info: DocumentInfo,
-    request: Request | None = None,
-    stores: StoreKeeper | None = None,
-) -> dict:
-    """One queued document from its blob to the end, alone (the batch tasks below do the same for
-    many at once). A task stopped by its soft time limit ends the document ``failed`` with the reason."""
-    stores = stores if stores is not None else StoreKeeper(settings, wait_s=10)
-    with stores.session() as store:
-        pipeline = Pipeline.build(embedder, store, settings)
-        settled = settle_delivery(pipeline.registry, doc_id, request, settings.max_crashes)
-        if settled is not None:
-            return settled.to_json()
-        if request is not None and not request.seq:  # a message sent without its sequence number
-            current = pipeline.registry.get(doc_id)
-            request = replace(request, seq=current.seq if current is not None and current.seq else new_seq())
-        try:
-            data = BlobStore(settings.blobs_path).get(blob)
-        except FileNotFoundError as exc:
-            return IngestResult(source, doc_id, "failed", error=str(exc)).to_json()
-        try:
-            result = pipeline.ingest_bytes(data, filename, source, doc_id, info, blob=blob, request=request).to_json()
-            store.maintain()  # bounded index building on the embedded engine, when a segment filled up
-            return result
-        except SoftTimeLimitExceeded:
-            reason = f"stopped after {settings.task_soft_time_limit} s (KORAG_TASK_SOFT_TIME_LIMIT)"
-            if request is not None:
-                pipeline.fail(doc_id, request, reason)
-            return IngestResult(source, doc_id, "failed", error=reason).to_json()
 
 
 RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=60, retry_jitter=True, max_retries=8)
-EMBED_TASK = "korag.embed_document"
 
 
 def _consumed(task) -> set[str]:
@@ -111,20 +71,11 @@ def _consumed(task) -> set[str]:
     return set(task.app.amqp.queues.consume_from)
 
 
-def _delivery(kwargs: dict[str, Any], retries: int) -> Delivery:
-    """The document a parse message names; ``ValueError`` for metadata an older korag allowed."""
-    meta = kwargs.get("meta") or {}
-    info = DocumentInfo(tenant=kwargs.get("tenant"), meta=tuple(meta.items()))
-    request, seq = kwargs.get("request"), kwargs.get("seq")
-    own = Request(request, seq if seq is not None else 0, attempt=f"{request}:{retries}") if request is not None else None
-    return Delivery(kwargs["blob"], kwargs["filename"], kwargs["source"], kwargs["doc_id"], info, own)
-
-
 def _backoff(retries: int) -> float:
     return random.uniform(0, min(60, 2 ** retries))
 
 
-def _announce(task, batch: Batch, outcomes: dict[int, Any]) -> None:
+def _announce(task, batch: Batch, outcomes: dict[int, Outcome]) -> None:
     """Webhook events (KORAG_WEBHOOK_URL) for the documents this batch finished."""
     hooks = root_of(task.app).webhooks
     if hooks is None:
@@ -136,14 +87,14 @@ def _announce(task, batch: Batch, outcomes: dict[int, Any]) -> None:
             hooks.emit(*event)
 
 
-def _settle(task, batch: Batch, outcomes: dict[int, Any], error: BaseException | None) -> dict:
+def _settle(task, batch: Batch, outcomes: dict[int, Outcome], error: BaseException | None) -> dict:
     """Settle every message of the batch; the lead's result is returned (or raised) to Celery."""
     _announce(task, batch, outcomes)
     for index, message in enumerate(batch.messages[1:], start=1):
         outcome = outcomes.get(index)
-        if outcome == FORWARDED:
+        if isinstance(outcome, Forwarded):
             batch.handed_on(message)
-        elif outcome == RELEASED:
+        elif isinstance(outcome, Released):
             continue  # unsettled: back to the front of its queue, for a task of its own
         elif isinstance(outcome, IngestResult):
             batch.done(message, outcome.to_json())
@@ -151,7 +102,7 @@ def _settle(task, batch: Batch, outcomes: dict[int, Any], error: BaseException |
             batch.again(message, error if error is not None else RuntimeError("batch ended early"),
                         _backoff(message.retries))
     lead = outcomes.get(0)
-    if lead == FORWARDED:
+    if isinstance(lead, Forwarded):
         raise Ignore()  # korag.embed_document reports the outcome under this task id
     if isinstance(lead, IngestResult):
         return lead.to_json()
@@ -160,7 +111,7 @@ def _settle(task, batch: Batch, outcomes: dict[int, Any], error: BaseException |
     raise error
 
 
-def _cut_short(stage: Stage, docs: dict[int, InFlight], outcomes: dict[int, Any]) -> None:
+def _cut_short(stage: Stage, docs: dict[int, InFlight], outcomes: dict[int, Outcome]) -> None:
     """A time limit ended the batch: a document alone fails with the reason; several count one
     interruption each (so each runs alone next time) and are sent again."""
     reason = f"stopped after {stage.settings.task_soft_time_limit} s (KORAG_TASK_SOFT_TIME_LIMIT)"
@@ -170,7 +121,7 @@ def _cut_short(stage: Stage, docs: dict[int, InFlight], outcomes: dict[int, Any]
             outcomes[i] = result
 
 
-@shared_task(bind=True, name="korag.ingest_document", **RETRY)
+@shared_task(bind=True, name=INGEST_TASK, **RETRY)
 def ingest_document(
     self,
     blob: str,
@@ -185,28 +136,28 @@ def ingest_document(
     root = root_of(self.app)
     settings = root.settings
     consumed = _consumed(self)
-    kwargs = {"blob": blob, "filename": filename, "source": source, "doc_id": doc_id, "tenant": tenant,
-              "meta": meta, "request": request, "seq": seq}
+    kwargs = IngestMessage(blob=blob, filename=filename, source=source, doc_id=doc_id, tenant=tenant,
+                           meta=tuple((meta or {}).items()), request=request, seq=seq).to_kwargs()
     stage = root.stage()
     with Batch(self.app, self, kwargs) as batch:
         if not is_suspect(stage, doc_id):  # a document that took a worker down before runs alone
             batch.take([q for q in (PARSE_QUEUE, LEGACY_QUEUE) if q in consumed], settings.worker_batch_documents - 1,
                        weight=lambda kw: blob_size(settings, kw.get("blob")), budget=BATCH_BYTES)
         log.info("ingesting %d document(s), %s first (blob %s)", len(batch.messages), source, blob[:12])
-        outcomes: dict[int, Any] = {}
-        deliveries: dict[int, Delivery] = {}
+        outcomes: dict[int, Outcome] = {}
+        deliveries: dict[int, FromBlob] = {}
         for index, message in enumerate(batch.messages):
             try:
-                deliveries[index] = _delivery(message.kwargs, message.retries)
+                deliveries[index] = FromBlob.of(IngestMessage.from_kwargs(message.kwargs), message.retries, stage.blobs)
             except (ValueError, KeyError, TypeError) as exc:  # a message from an older korag, or malformed
                 outcomes[index] = IngestResult(str(message.kwargs.get("source")), str(message.kwargs.get("doc_id")),
                                                "failed", error=str(exc))
         order = list(deliveries)
 
-        def forward(position: int, prepared: EmbedOrder) -> None:
-            self.app.send_task(EMBED_TASK, kwargs=prepared.to_json(), task_id=batch.messages[order[position]].task_id)
+        def forward(position: int, prepared: EmbedMessage) -> None:
+            send_embed(self.app, prepared, task_id=batch.messages[order[position]].task_id)
 
-        found: dict[int, Any] = {}
+        found: dict[int, Outcome] = {}
         error: BaseException | None = None
         try:
             prepare_batch(stage, [deliveries[i] for i in order], found, EMBED_QUEUE in consumed, forward,
@@ -227,33 +178,38 @@ def embed_document(self, prepared: str, doc_id: str, source: str, chunks: int = 
                    tenant: str | None = None) -> dict:
     root = root_of(self.app)
     settings = root.settings
-    kwargs = {"prepared": prepared, "doc_id": doc_id, "source": source, "chunks": chunks, "seq": seq, "tenant": tenant}
+    kwargs = EmbedMessage(prepared=prepared, doc_id=doc_id, source=source, tenant=tenant, chunks=chunks,
+                          seq=seq).to_kwargs()
     stage = root.stage()
     with Batch(self.app, self, kwargs) as batch:
         if not is_suspect(stage, doc_id):
             batch.take([EMBED_QUEUE], settings.worker_batch_chunks, weight=lambda kw: int(kw.get("chunks") or 0),
                        budget=settings.worker_batch_chunks)
-        orders = [(_order(m), f"{m.kwargs.get('prepared')}:e{m.retries}") for m in batch.messages]
-        outcomes: dict[int, Any] = {}
+        outcomes: dict[int, Outcome] = {}
+        taken: dict[int, tuple[EmbedMessage, str]] = {}
+        for index, message in enumerate(batch.messages):
+            try:
+                taken[index] = (EmbedMessage.from_kwargs(message.kwargs), f"{message.kwargs['prepared']}:e{message.retries}")
+            except (ValueError, KeyError) as exc:  # malformed
+                outcomes[index] = IngestResult(str(message.kwargs.get("source")), str(message.kwargs.get("doc_id")),
+                                               "failed", error=str(exc))
+        order = list(taken)
+        found: dict[int, Outcome] = {}
         error: BaseException | None = None
         try:
-            embed_batch(stage, orders, outcomes, releasable=lambda index: index != 0)
+            embed_batch(stage, [taken[i] for i in order], found, releasable=lambda position: order[position] != 0)
         except SoftTimeLimitExceeded as exc:
             error = exc
-            _cut_short(stage, {i: InFlight(o.doc_id, o.source, o.key, o.seq) for i, (o, _) in enumerate(orders)},
+            outcomes.update({order[p]: r for p, r in found.items()})
+            _cut_short(stage, {i: InFlight(m.doc_id, m.source, m.prepared, m.seq) for i, (m, _) in taken.items()},
                        outcomes)
-            for i, (order, _) in enumerate(orders):
+            for i, (message, _) in taken.items():
                 if isinstance(outcomes.get(i), IngestResult):
-                    PreparedStore.from_settings(settings).delete(order.key)
+                    PreparedStore.from_settings(settings).delete(message.prepared)
         except Exception as exc:  # what is unfinished is sent again
             error = exc
+        outcomes.update({order[p]: r for p, r in found.items()})
         return _settle(self, batch, outcomes, error)
-
-
-def _order(message: Message) -> EmbedOrder:
-    kw = message.kwargs
-    return EmbedOrder(str(kw.get("prepared")), str(kw.get("doc_id")), str(kw.get("source")), int(kw.get("chunks") or 0),
-                      int(kw.get("seq") or 0), kw.get("tenant"))
 
 
 @worker_ready.connect

@@ -1,7 +1,8 @@
 """Background ingest for a long-running process that owns the embedded store (``korag serve``).
 
 Uploads are recorded ``queued`` under a request of their own (:func:`korag.services.lifecycle.queue_request`,
-as the Celery client does), then one thread runs them through :class:`ingest.batch.BatchIngest`:
+as the Celery client does), then one thread runs them, started from their blobs
+(:class:`ingest.starters.FromBlob`), through :class:`ingest.batch.BatchIngest`:
 the warm parser pool and cross-document embedding of ``korag ingest``. Each job runs *as its
 queued request*, exactly like a worker delivery, so a newer upload or a deletion made while it
 waited supersedes it instead of being undone by it. Callers get a ``concurrent.futures.Future``
@@ -14,14 +15,14 @@ import logging
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any
 
 from ingest.batch import BatchIngest
 from ingest.pipeline import DocumentInfo, Pending, Pipeline, Request
+from ingest.starters import FromBlob
 from korag.services.lifecycle import has_content, queue_request, recover
 from korag.storage.blobs import BlobStore
 from korag.storage.disk import DiskFullError
@@ -40,57 +41,69 @@ class Job:
     info: DocumentInfo
     request: Request
     future: Future = field(default_factory=Future)
-    key: str = field(default_factory=lambda: uuid.uuid4().hex)
     queued_at: float = field(default_factory=time.monotonic)
     started_at: float | None = None  # when its batch began
 
 
-class _QueuedBatch(BatchIngest):
-    """BatchIngest whose documents are queued requests with their bytes in the blob store."""
+@dataclass(frozen=True)
+class _Upload(FromBlob):
+    """A job's document: its bytes in the blob store, taken as its queued request. A full disk
+    or a blob gone with its request still owning the document fails it, recorded (nobody sends
+    it again)."""
 
-    def __init__(self, pipeline: Pipeline, blobs: BlobStore, jobs: dict[str, Job], workers: int | None,
-                 check_disk: Callable[[], None] | None = None) -> None:
-        super().__init__(pipeline, workers=workers, batch_chunks=64)  # short model calls: searches wait less
-        self.blobs = blobs
-        self.jobs = jobs
-        self.check_disk = check_disk
+    check_disk: Callable[[], None] | None = field(default=None, compare=False, repr=False)
 
-    def _start(self, path: Path, source: str, info: DocumentInfo) -> IngestResult | Pending:
-        job = self.jobs[str(path)]
+    def start(self, pipeline: Pipeline) -> IngestResult | Pending:
         try:
             if self.check_disk is not None:
                 self.check_disk()  # the store's files are memory-mapped: a full disk would kill the process
-            data = self.blobs.get(job.blob)
-            return self.pipeline.begin(data, job.filename, source, job.doc_id, info, blob=job.blob,
-                                       request=job.request)
+            return super().start(pipeline)
         except DiskFullError as exc:
-            log.warning("%s: %s", source, exc)
-            return self._record_failure(job.doc_id, source, job.request, str(exc))
-        except FileNotFoundError as exc:  # its blob went with a deletion or a newer version
-            current = self.pipeline.registry.get(job.doc_id, include_deleted=True)
-            if current is None or current.request != job.request.id or current.status == DELETED:
-                return IngestResult(source, job.doc_id, "failed", error=lost_reason(current, started=False))
-            return self._failed(job.doc_id, source, job.request, exc)
-        except Exception as exc:  # the store failed: this document alone fails
-            return self._failed(job.doc_id, source, job.request, exc)
+            log.warning("%s: %s", self.source, exc)
+            return _record_failure(pipeline, self.doc_id, self.source, self._own, str(exc))
+        except Exception as exc:  # noqa: BLE001 - the store failed: this document alone fails
+            return _failed(pipeline, self.doc_id, self.source, self._own, exc)
 
-    def _guard(self, index: int, pending: Pending, step) -> IngestResult:
+    def missing(self, pipeline: Pipeline, exc: FileNotFoundError) -> IngestResult:
+        """Its blob went with a deletion or a newer version, or was lost while it owned the document."""
+        current = pipeline.registry.get(self.doc_id, include_deleted=True)
+        if current is None or current.request != self._own.id or current.status == DELETED:
+            return IngestResult(self.source, self.doc_id, "failed", error=lost_reason(current, started=False))
+        return _failed(pipeline, self.doc_id, self.source, self._own, exc)
+
+    @property
+    def _own(self) -> Request:
+        if self.request is None:
+            raise ValueError(f"{self.source}: a queued job runs as its queued request")
+        return self.request
+
+
+class _QueuedBatch(BatchIngest):
+    """BatchIngest whose failures are recorded: a queued job is not sent again by anyone."""
+
+    def __init__(self, pipeline: Pipeline, workers: int | None) -> None:
+        super().__init__(pipeline, workers=workers, batch_chunks=64)  # short model calls: searches wait less
+
+    def _guard(self, pending: Pending, step: Callable[[], Any]) -> Any:
         record = pending.record
         try:
             return step()
-        except Exception as exc:
-            return self._failed(record.doc_id, record.source, pending.own, exc)
+        except Exception as exc:  # noqa: BLE001 - a store or model error costs this document only
+            return _failed(self.pipeline, record.doc_id, record.source, pending.own, exc)
 
-    def _failed(self, doc_id: str, source: str, request: Request, exc: Exception) -> IngestResult:
-        log.exception("%s: ingest failed", source)
-        return self._record_failure(doc_id, source, request, f"{type(exc).__name__}: {exc}")
 
-    def _record_failure(self, doc_id: str, source: str, request: Request, reason: str) -> IngestResult:
-        try:
-            self.pipeline.fail(doc_id, request, reason)
-        except Exception:  # the store is down: the record stays unfinished; the next start fails it
-            log.exception("%s: cannot record the failure", source)
-        return IngestResult(source, doc_id, "failed", error=reason)
+def _failed(pipeline: Pipeline, doc_id: str, source: str, request: Request, exc: Exception) -> IngestResult:
+    """An unexpected error failed the document: recorded with the error's name and text."""
+    log.exception("%s: ingest failed", source)
+    return _record_failure(pipeline, doc_id, source, request, f"{type(exc).__name__}: {exc}")
+
+
+def _record_failure(pipeline: Pipeline, doc_id: str, source: str, request: Request, reason: str) -> IngestResult:
+    try:
+        pipeline.fail(doc_id, request, reason)
+    except Exception:  # noqa: BLE001 - the store is down: the record stays unfinished; the next start fails it
+        log.exception("%s: cannot record the failure", source)
+    return IngestResult(source, doc_id, "failed", error=reason)
 
 
 class IngestQueue:
@@ -178,40 +191,32 @@ class IngestQueue:
             if jobs is None:
                 return
             self._busy = len(jobs)
-            groups: dict[object, list[Job]] = {}
-            for job in jobs:  # one batch per owner and description (BatchIngest takes one DocumentInfo)
-                key: object = job.info
-                try:
-                    hash(key)
-                except TypeError:  # metadata with a list value (recovered from an older record)
-                    key = job.key
-                groups.setdefault(key, []).append(job)
-            for group in groups.values():
-                try:
-                    self._ingest(group[0].info, group)
-                except Exception as exc:  # never let the ingest thread die: fail what is left
-                    log.exception("ingest thread: batch failed")
-                    for job in group:
-                        if not job.future.done():
-                            self._finish(job, IngestResult(job.source, job.doc_id, "failed",
-                                                           error=f"{type(exc).__name__}: {exc}"))
+            try:
+                self._ingest(jobs)
+            except Exception as exc:  # noqa: BLE001 - never let the ingest thread die: fail what is left
+                log.exception("ingest thread: batch failed")
+                for job in jobs:
+                    if not job.future.done():
+                        self._finish(job, IngestResult(job.source, job.doc_id, "failed",
+                                                       error=f"{type(exc).__name__}: {exc}"))
             self._busy = 0
 
-    def _ingest(self, info: DocumentInfo, group: list[Job]) -> None:
-        by_key = {job.key: job for job in group}
+    def _ingest(self, group: list[Job]) -> None:
         started = time.monotonic()
         for job in group:
             job.started_at = started
-        batch = _QueuedBatch(self.pipeline, self.blobs, by_key, self.workers, self.check_disk)
+        batch = _QueuedBatch(self.pipeline, self.workers)
+        uploads = [_Upload(self.blobs, job.blob, job.filename, job.source, job.doc_id, job.info, job.request,
+                           check_disk=self.check_disk) for job in group]
         finished = 0
         try:
-            for job, result in zip(group, batch.run([(Path(job.key), job.source) for job in group], info)):
+            for job, result in zip(group, batch.ingest(uploads)):
                 self._finish(job, result)
                 finished += 1
-        except Exception as exc:  # the model or the store failed for the whole batch
+        except Exception as exc:  # noqa: BLE001 - the model or the store failed for the whole batch
             log.exception("ingest batch failed")
             for job in group[finished:]:
-                self._finish(job, batch._failed(job.doc_id, job.source, job.request, exc))
+                self._finish(job, _failed(self.pipeline, job.doc_id, job.source, job.request, exc))
 
     def _finish(self, job: Job, result: IngestResult) -> None:
         with self._lock:

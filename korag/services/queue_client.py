@@ -8,7 +8,6 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
 
 from celery import Celery
 from celery.exceptions import OperationalError
@@ -17,13 +16,12 @@ from celery.result import AsyncResult
 
 from ingest.pipeline import DocumentInfo, doc_id_for, read_document, unreadable
 from korag.errors import KoragError
+from korag.messages import EMBED_TASK, INGEST_TASK, EmbedMessage, IngestMessage
 from korag.services.lifecycle import queue_request, release_upload
 from korag.storage.blobs import BlobStore
 from korag.storage.registry import SUPERSEDED, DocumentRegistry, this_process
 from korag.types import IngestResult
 
-TASK_NAME = "korag.ingest_document"
-EMBED_TASK_NAME = "korag.embed_document"
 BROKER_PROBE_S = 3.0
 
 
@@ -56,9 +54,9 @@ class CeleryQueue:
     def check(self, timeout_s: float = BROKER_PROBE_S) -> None:
         check_broker(self.app, timeout_s)
 
-    def send(self, *args: Any, **kwargs: Any) -> AsyncResult:
+    def send(self, message: IngestMessage, countdown: float | None = None) -> AsyncResult:
         """:func:`send` through this queue's app."""
-        return send(self.app, *args, **kwargs)
+        return send(self.app, message, countdown)
 
 
 @dataclass
@@ -103,24 +101,16 @@ def wait_all(sent: Iterable[Enqueued], timeout_s: float) -> Iterator[IngestResul
         yield item._wait(deadline - time.monotonic(), timeout_s)
 
 
-def send(app: Celery, blob: str, filename: str, source: str, doc_id: str, tenant: str | None,
-         meta: dict[str, str], request: str | None = None, seq: int | None = None,
-         countdown: float | None = None) -> AsyncResult:
-    return app.send_task(
-        TASK_NAME,
-        kwargs={"blob": blob, "filename": filename, "source": source, "doc_id": doc_id, "tenant": tenant,
-                "meta": meta, "request": request, "seq": seq},
-        countdown=countdown,
-    )
+def send(app: Celery, message: IngestMessage, countdown: float | None = None) -> AsyncResult:
+    """Send a document (its blob) to the parse workers."""
+    return app.send_task(INGEST_TASK, kwargs=message.to_kwargs(), countdown=countdown)
 
 
-def send_embed(app: Celery, prepared: str, doc_id: str, source: str, chunks: int, seq: int,
-               tenant: str | None = None, countdown: float | None = None) -> AsyncResult:
+def send_embed(app: Celery, message: EmbedMessage, countdown: float | None = None,
+               task_id: str | None = None) -> AsyncResult:
     """Send a parsed document (its prepared file, named by its request) to the embed workers;
-    ``tenant`` goes with it for the document's events."""
-    return app.send_task(EMBED_TASK_NAME, kwargs={"prepared": prepared, "doc_id": doc_id, "source": source,
-                                                  "chunks": chunks, "seq": seq, "tenant": tenant},
-                         countdown=countdown)
+    ``task_id``: the parse task's, when the embed task reports that task's outcome."""
+    return app.send_task(EMBED_TASK, kwargs=message.to_kwargs(), countdown=countdown, task_id=task_id)
 
 
 def enqueue(
@@ -154,7 +144,8 @@ def enqueue(
             return Enqueued(source, doc_id, None, SUPERSEDED)
         request, seq = claimed
     try:
-        task = send(app, blob, filename, source, doc_id, info.tenant, dict(info.meta), request, seq)
+        task = send(app, IngestMessage(blob=blob, filename=filename, source=source, doc_id=doc_id, tenant=info.tenant,
+                                       meta=info.meta, request=request, seq=seq))
     except OperationalError as exc:  # the broker went away after check_broker
         raise BrokerUnreachableError(
             f"the broker stopped answering while {source} was being queued ({exc}); documents recorded as queued "

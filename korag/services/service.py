@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from ingest.embedder import Embedder
 from ingest.pipeline import DocumentInfo, Pipeline, doc_id_for
 from korag.errors import KoragError
+from korag.messages import IngestMessage
 from korag.rules import check_source, normalize_source
 from korag.services.events import outcome_event
 from korag.services.ingest_queue import IngestQueue, Job
@@ -212,7 +213,9 @@ class Service:
             item.result = IngestResult(upload.source, item.doc_id, "failed", error=SUPERSEDED)
             return
         item.request = claimed[0]
-        self.celery.send(upload.blob, upload.filename, upload.source, item.doc_id, info.tenant, meta, *claimed)
+        request, seq = claimed
+        self.celery.send(IngestMessage(blob=upload.blob, filename=upload.filename, source=upload.source,
+                                       doc_id=item.doc_id, tenant=info.tenant, meta=info.meta, request=request, seq=seq))
 
     def outcome(self, item: Submitted) -> IngestResult:
         """The document's final result, or ``queued`` while it has none."""
