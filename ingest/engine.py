@@ -31,10 +31,12 @@ if TYPE_CHECKING:  # the engine imports without pydantic-settings (bench/gpu_che
 
 log = logging.getLogger(__name__)
 
-# Measured (docs/engine.md): on 2 CPU cores MiniLM gains little past 16k-token batches, and larger CPU
-# batches cost attention memory (rows x heads x length^2 floats). A GPU wants large batches: the
-# reference script's best raw bf16 figure (563k tok/s, one H200) used 128k-token batches.
-DEFAULT_BATCH_TOKENS = {"cpu": 16384, "cuda": 131072}
+# Measured (bench/RESULTS.md, "Memory of one korag ingest"): on 2 CPU cores with OpenVINO fp32,
+# 4k-token batches ran MiniLM 1.21x as fast as 16k ones (cache-sized activations) and a CLI ingest
+# of a 1.2 MB text peaked 118 MiB lower: attention memory grows with rows x heads x length^2
+# floats. A GPU wants large batches: the reference script's best raw bf16 figure (563k tok/s,
+# one H200) used 128k-token batches.
+DEFAULT_BATCH_TOKENS = {"cpu": 4096, "cuda": 131072}
 # Where the forward runs. auto: OpenVINO on a CPU where the package is installed (measured 1.36x
 # torch's bf16 with MiniLM on this machine's CPU, bench/RESULTS.md), torch everywhere else.
 RUNTIMES = ("auto", "torch", "openvino")

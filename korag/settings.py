@@ -34,7 +34,7 @@ class Settings(BaseSettings):
         "auto", description="where the forward runs; auto: OpenVINO on CPU when the openvino package is installed "
         "(fp32 or bf16), torch otherwise and always on CUDA")
     embedding_batch_tokens: int | None = Field(
-        None, ge=512, description="token budget per batch (padded length x rows); default: 16384 on CPU, 131072 on CUDA")
+        None, ge=512, description="token budget per batch (padded length x rows); default: 4096 on CPU, 131072 on CUDA")
 
     # -- chunking --
     chunk_overlap_tokens: int = Field(48, ge=0, description="tokens of trailing sentences repeated in the next chunk")
