@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api.auth import Caller, caller
 from api.errors import ApiError, responses
 from api.multipart import receive, release
-from korag.rules import RESERVED_FIELDS
+from korag.rules import NESTING_CHARS, NOT_IN_SOURCE, RESERVED_FIELDS, not_blank_without
 from korag.services.schemas import (
     ChunkList,
     Deleted,
@@ -33,12 +33,6 @@ DEFAULT_WAIT_S = 60.0
 MAX_WAIT_S = 600.0
 DocId = Annotated[str, Path(min_length=1, max_length=200, description="the document's id (from an upload)")]
 
-# What a `source` may not hold (korag.rules.source_problem: C0 and C1 controls, U+2028/2029,
-# bidirectional controls and marks) and what str.strip() takes for blank, as regex classes
-# (spelled out: JSON Schema's \s is ECMA-262's, not Python's).
-_NOT_IN_SOURCE = "\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069"
-_BLANK = "\\t-\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
-_NOT_IN_KEY = '.\\[\\]"'  # korag.rules.check_key
 _META_VALUE = {"anyOf": [{"type": "string"}, {"type": "boolean"},
                          {"type": "number", "minimum": -(2**63), "maximum": 2**63 - 1}]}
 
@@ -61,12 +55,12 @@ def upload_body(max_files: int) -> dict[str, Any]:
                          "description": f"one or more documents (repeat the part), at most {max_files}"},
                 "source": {"type": "array", "maxItems": max_files,
                            "items": {"type": "string", "maxLength": 1024,
-                                     "pattern": f"^[^{_NOT_IN_SOURCE}]*[^{_NOT_IN_SOURCE}{_BLANK}][^{_NOT_IN_SOURCE}]*$"},
+                                     "pattern": not_blank_without(NOT_IN_SOURCE)},
                            "description": "the caller's stable id per file (default: the file name): none, or "
                                           "one per file in order; not blank, no control characters"},
                 "metadata": {"type": "object", "additionalProperties": _META_VALUE,
                              "properties": {field: False for field in sorted(RESERVED_FIELDS)},  # korag's own
-                             "propertyNames": {"pattern": f"^[^{_NOT_IN_KEY}]*[^{_NOT_IN_KEY}{_BLANK}][^{_NOT_IN_KEY}]*$"},
+                             "propertyNames": {"pattern": not_blank_without(NESTING_CHARS)},
                              "description": 'one JSON object stored with every chunk, e.g. {"team": "legal", '
                                             '"year": 2024}: strings, booleans and numbers within the 64-bit '
                                             "integer range; keys without . [ ] \" and not korag's own fields"},

@@ -21,8 +21,21 @@ RESERVED_FIELDS = frozenset({
     "doc_id", "source", "filename", "chunk_index", "chunk_count", "token_count", "page_number", "section",
     "content_hash", "embedding_model", "element_types", "tenant", "ingest_seq", "request",
 })
-_NESTING = re.compile(r'[.\[\]"]')  # read by Qdrant as a path into nested fields: never a stored key
-UNFILTERABLE = re.compile(r'[.\[\]"\\]')  # and a backslash: Qdrant Edge reads no path with one, quoted or not
+# The rules on names as regular-expression classes, written once for the checks below and for
+# the JSON Schemas of the HTTP API (ECMA-262 and Python's re read them alike: classes spelled out,
+# since JSON Schema's \s is not Python's).
+BLANK = "\\t-\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"  # what str.strip() takes
+NESTING_CHARS = '.\\[\\]"'  # read by Qdrant as a path into nested fields: never a stored key
+UNFILTERABLE_CHARS = NESTING_CHARS + "\\\\"  # and a backslash: Qdrant Edge reads no path with one, quoted or not
+# What source_problem refuses, as a class (lone surrogates aside: JSON Schema cannot name them).
+NOT_IN_SOURCE = "\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u2028-\\u202e\\u2066-\\u2069"
+_NESTING = re.compile(f"[{NESTING_CHARS}]")
+UNFILTERABLE = re.compile(f"[{UNFILTERABLE_CHARS}]")
+
+
+def not_blank_without(chars: str) -> str:
+    """A pattern for a name that is not blank and holds none of the class ``chars``."""
+    return f"^[^{chars}]*[^{chars}{BLANK}][^{chars}]*$"
 PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")  # what Qdrant reads unquoted in a JSON path
 INT64 = (-(2**63), 2**63 - 1)
 

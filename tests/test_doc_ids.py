@@ -238,3 +238,17 @@ def test_over_http_no_source_reaches_another_tenants_document(tmp_path, minilm):
         assert deleted.status_code == 200 and deleted.json()["deleted_chunks"] >= 1
         assert httpx.get(f"{url}/{old}", headers=tenant).status_code == 404
         assert httpx.get(url, headers=admin).json()["documents"] == []
+
+
+def test_the_schema_class_of_refused_source_characters_is_source_problems_rule():
+    """The HTTP API's JSON Schema says which characters a source may not hold with one class
+    (korag.rules.NOT_IN_SOURCE); it must refuse exactly what source_problem refuses (lone surrogates
+    aside, which JSON Schema cannot name), over every character of the Basic Multilingual Plane."""
+    import re
+
+    from korag.rules import NOT_IN_SOURCE
+
+    in_class = re.compile(f"[{NOT_IN_SOURCE}]")
+    differ = [f"U+{code:04X}" for code in range(0x10000) if not 0xD800 <= code <= 0xDFFF
+              and bool(in_class.search(chr(code))) != (source_problem(f"a{chr(code)}b") is not None)]
+    assert not differ, differ

@@ -29,7 +29,15 @@ from typing import Any
 
 from qdrant_client import models
 
-from korag.rules import INT64, UNFILTERABLE, lone_surrogate, value_problem
+from korag.rules import (
+    BLANK,
+    INT64,
+    UNFILTERABLE,
+    UNFILTERABLE_CHARS,
+    lone_surrogate,
+    not_blank_without,
+    value_problem,
+)
 from korag.storage.filters import any_of, metadata_path
 
 OPS = ("eq", "ne", "in", "nin", "gt", "gte", "lt", "lte", "exists")
@@ -43,9 +51,7 @@ MAX_LIST = 1000
 # The rules above as regular expressions, written once for both the parser and the JSON Schema
 # (ECMA-262 and Python's re read them alike: classes spelled out, since JSON Schema's \s and \d
 # are not Python's). BLANK: what str.strip() takes away.
-BLANK = "\\t-\\r\\x1c-\\x1f \\x85\\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
-_NOT_IN_KEY = '.\\[\\]"\\\\'
-KEY_PATTERN = f"^[^{_NOT_IN_KEY}]*[^{_NOT_IN_KEY}{BLANK}][^{_NOT_IN_KEY}]*$"  # not blank, no . [ ] ", no \\
+KEY_PATTERN = not_blank_without(UNFILTERABLE_CHARS)  # not blank, no . [ ] ", no \\
 _YEAR = "([0-9]{3}[1-9]|[0-9]{2}[1-9]0|[0-9][1-9]00|[1-9]000)"  # 0001 to 9999, as Python's datetime
 _LEAP_YEAR = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
 _MONTH_DAY = "((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))"
