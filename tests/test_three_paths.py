@@ -27,9 +27,9 @@ below names which it catches, and fails for that reason until the fix is merged)
 - the Celery sweeper's re-sent embed messages drop ``tenant``, so the worker's webhook says
   ``"tenant": null``: :func:`test_a_document_the_sweeper_sends_again_keeps_its_tenant`.
 
-Found while writing this and not named by the issue (marked ``xfail(strict=True)``, so the mark
-must go when it is fixed): `korag ingest` in process sends no webhook at all, where the service and
-the worker send ``document.indexed``/``document.failed``.
+Found while writing this and not named by the issue: `korag ingest` in process sent no webhook at
+all, where the service and the worker send ``document.indexed``/``document.failed``
+(:func:`test_the_cli_sends_the_events_the_service_sends`).
 """
 
 from __future__ import annotations
@@ -333,7 +333,6 @@ def test_the_service_and_the_worker_send_the_same_events(runs):
     assert sorted(map(_event_view, runs["celery"].events)) == service
 
 
-@pytest.mark.xfail(strict=True, reason="`korag ingest` in process sends no webhook (not named by issue 19; reported)")
 def test_the_cli_sends_the_events_the_service_sends(runs):
     assert sorted(map(_event_view, runs["cli"].events)) == sorted(map(_event_view, runs["service"].events))
 

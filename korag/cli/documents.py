@@ -64,19 +64,12 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_delete(args: argparse.Namespace, settings: Settings) -> int:
-    hooks = webhooks(settings)  # document.deleted, as the service's DELETE sends it
-    try:
-        with ExitStack() as stack:
+    with webhooks(settings, "korag delete") as hooks:  # document.deleted, as the service's DELETE sends it
+        with ExitStack() as stack:  # the store is closed before the events are waited for
             store, registry = open_registry(settings, stack)
             blobs = blob_store(settings)  # the uploaded bytes go too
             # leaves a tombstone for queued messages
             deletion = delete_document(store, registry, args.doc_id, blobs=blobs, webhooks=hooks)
-        if hooks is not None and not hooks.drain(settings.webhook_timeout_s):  # the store is free meanwhile
-            print("korag delete: the document.deleted webhook is not delivered yet; it stays in the outbox "
-                  f"({hooks.outbox}) and the next korag serve or worker sends it", file=sys.stderr)
-    finally:
-        if hooks is not None:
-            hooks.close()
     deleted = deletion.deleted_chunks
     if args.json:
         print_json(Deleted(doc_id=args.doc_id, deleted_chunks=deleted).model_dump())

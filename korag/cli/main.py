@@ -17,7 +17,6 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from ingest.discovery import scan
-from ingest.pipeline import DocumentInfo, doc_id_for
 from korag.cli import root
 from korag.cli.bench import add_bench_commands
 from korag.cli.common import (
@@ -35,11 +34,12 @@ from korag.cli.serve import add_commands as add_serve_commands
 from korag.cli.store import add_commands as add_store_commands
 from korag.errors import KoragError
 from korag.rules import check_tenant, printable
+from korag.services.events import outcome_event
 from korag.services.schemas import ChunkOut, IngestOutcome, SearchHit, SearchOutput
 from korag.settings import Settings
 from korag.storage.disk import check_disk
 from korag.storage.filters import build_filter
-from korag.types import IngestResult
+from korag.types import DocumentInfo, IngestResult, doc_id_for
 from retrieval.context import citation
 
 
@@ -89,9 +89,14 @@ def _pairs(values: list[str] | None, flag: str) -> list[tuple[str, str]]:
 
 def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, info: DocumentInfo,
                        show_progress: bool) -> Iterator[IngestResult]:
-    with ExitStack() as stack:
-        batch = root.batch_ingest(root.open_pipeline(settings, stack), settings)
-        yield from progress_of(batch.run(documents, info), len(documents), show_progress, "ingest")
+    with root.webhooks(settings, "korag ingest") as hooks:  # document.indexed/failed, as the service sends them
+        with ExitStack() as stack:  # the store is closed before the events are waited for
+            batch = root.batch_ingest(root.open_pipeline(settings, stack), settings)
+            for result in progress_of(batch.run(documents, info), len(documents), show_progress, "ingest"):
+                event = outcome_event(result, info.tenant) if hooks is not None else None
+                if event is not None:
+                    hooks.emit(*event)
+                yield result
 
 
 def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, info: DocumentInfo, wait: bool,

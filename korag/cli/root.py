@@ -8,7 +8,9 @@ The Celery app (celery, kombu) loads lazily, only for a command that uses a brok
 
 from __future__ import annotations
 
-from contextlib import ExitStack
+import sys
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING
 
 from ingest.batch import BatchIngest
@@ -47,9 +49,20 @@ def blob_store(settings: Settings) -> BlobStore:
     return BlobStore(settings.blobs_path)
 
 
-def webhooks(settings: Settings) -> Webhooks | None:
-    """The webhook sender of a one-shot command (None without KORAG_WEBHOOK_URL)."""
-    return Webhooks.from_settings(settings)
+@contextmanager
+def webhooks(settings: Settings, command: str) -> Iterator[Webhooks | None]:
+    """The webhook sender of a one-shot command (None without KORAG_WEBHOOK_URL). On the way out
+    it waits up to KORAG_WEBHOOK_TIMEOUT_S for the command's events to be delivered, and says so
+    when some are not: they stay in the outbox for the next `korag serve` or worker to send."""
+    hooks = Webhooks.from_settings(settings)
+    try:
+        yield hooks
+        if hooks is not None and not hooks.drain(settings.webhook_timeout_s):
+            print(f"{command}: webhook events are not delivered yet; they stay in the outbox ({hooks.outbox}) "
+                  "and the next korag serve or worker sends them", file=sys.stderr)
+    finally:
+        if hooks is not None:
+            hooks.close()
 
 
 def load_model(settings: Settings) -> Embedder:
