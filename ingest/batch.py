@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import Any
 
 from ingest.parsing.pool import ParserPool
-from ingest.pipeline import DocumentInfo, Pending, Pipeline
+from ingest.pipeline import Pending, Pipeline
 from ingest.sentences import release_kiwi
 from ingest.starters import FromFile, Starter
 from korag.errors import DocumentError, InputTooLongError
 from korag.settings import Settings
-from korag.types import Chunk, IngestResult
+from korag.types import Chunk, DocumentInfo, IngestResult
 
 log = logging.getLogger("korag.ingest")
 

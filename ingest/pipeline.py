@@ -24,7 +24,6 @@ import os
 import stat
 import time
 import unicodedata
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -40,28 +39,19 @@ from ingest.parsing.guard import run_guarded
 from ingest.sentences import kiwi
 from ingest.sparse import SparseEncoder, SparseVector
 from korag.errors import DocumentError, InputTooLongError
-from korag.rules import RESERVED_FIELDS, check_meta, check_tenant, normalize_source, value_problem
+from korag.rules import RESERVED_FIELDS, normalize_source
 from korag.settings import Settings
 from korag.storage.registry import (
     DELETED,
     DocumentRecord,
     DocumentRegistry,
-    document_id,
     lost_reason,
-    new_seq,
     this_process,
 )
 from korag.storage.store import SEQ_FIELD, QdrantStore, point_id
-from korag.types import Chunk, IngestResult
+from korag.types import Chunk, DocumentInfo, IngestResult, Request, doc_id_for
 
 log = logging.getLogger("korag.ingest")
-
-
-def doc_id_for(source: str, tenant: str | None = None, registry: DocumentRegistry | None = None) -> str:
-    """Stable document id derived from the tenant and the source name the caller gave, injective
-    (:func:`korag.storage.registry.document_id`). With the ``registry``, a document stored under the id of
-    an older korag keeps it (:meth:`DocumentRegistry.doc_id_for`); every ingest path passes it."""
-    return registry.doc_id_for(source, tenant) if registry is not None else document_id(source, tenant)
 
 
 def too_large(size: int, limit: int) -> str:
@@ -91,21 +81,6 @@ def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
     return Chunker(embedder.passage_budget, options)
 
 
-@dataclass(frozen=True)
-class Request:
-    """One ingest of one document: its id (point ids derive from it, so a redelivery rewrites the
-    same points), its sequence number (newer wins) and, for a queued delivery, which attempt
-    this is (``request:retries``: a retry after a transient error is not a crash)."""
-
-    id: str
-    seq: int
-    attempt: str | None = None
-
-    @classmethod
-    def new(cls) -> "Request":
-        return cls(uuid.uuid4().hex, new_seq())
-
-
 @dataclass
 class Pending:
     """A document a request owns and still has to parse, embed and record (see :meth:`Pipeline.begin`)."""
@@ -128,34 +103,6 @@ class Pending:
             if self.in_process:
                 pipeline.fail(self.record.doc_id, self.own, f"{type(exc).__name__}: {exc}")
             raise
-
-
-@dataclass(frozen=True)
-class DocumentInfo:
-    """Who a document belongs to and what the caller said about it, stored with every chunk."""
-
-    tenant: str | None = None
-    meta: tuple[tuple[str, str], ...] = ()
-
-    def __post_init__(self) -> None:
-        # Keys must be filterable and not korag's own fields (korag.rules.RESERVED_FIELDS).
-        check_tenant(self.tenant)
-        check_meta(self.meta)
-        for key, value in self.meta:
-            _check_meta_value(key, value)
-
-
-def _check_meta_value(key: str, value: Any) -> None:
-    """A metadata value is a string, number or boolean that the store keeps as given and a filter
-    can match (korag.rules.value_problem: no NaN, Infinity, lone surrogate or number beyond
-    64 bits, which failed in the store or came back as a float no filter matched); ValueError
-    naming the key otherwise, before anything is read or written."""
-    if not isinstance(value, (str, int, float)):
-        kind = "null" if value is None else type(value).__name__
-        raise ValueError(f"metadata {key!r}: a value must be a string, number or boolean, not {kind}")
-    for what, problem in (("key", value_problem(key)), ("value", value_problem(value, stored=True))):
-        if problem is not None:
-            raise ValueError(f"metadata {key!r}: the {what} {problem}")
 
 
 @dataclass(frozen=True)

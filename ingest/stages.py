@@ -42,7 +42,7 @@ from typing import Any
 
 from ingest.embedder import Embedder
 from ingest.parsing.pool import ParserPool
-from ingest.pipeline import DocumentInfo, Pending, Pipeline, Request
+from ingest.pipeline import Pending, Pipeline
 from ingest.sparse import SparseVector
 from ingest.starters import FromBlob
 from korag.errors import DocumentError, InputTooLongError
@@ -58,7 +58,7 @@ from korag.storage.registry import (
     note_interruption,
 )
 from korag.storage.store import StoreKeeper
-from korag.types import Chunk, IngestResult
+from korag.types import Chunk, DocumentInfo, IngestResult, Request
 
 log = logging.getLogger("korag.ingest")
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePath
 from typing import Protocol
 
-from ingest.pipeline import DocumentInfo, Pending, Pipeline, Request, doc_id_for
+from ingest.pipeline import Pending, Pipeline
+from korag.ids import new_seq
 from korag.messages import IngestMessage
 from korag.storage.blobs import BlobStore
-from korag.storage.registry import new_seq
-from korag.types import IngestResult
+from korag.types import DocumentInfo, IngestResult, Request, doc_id_for
 
 
 class Starter(Protocol):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
+
+from korag.ids import document_id, new_seq
+from korag.rules import check_meta, check_tenant, value_problem
 
 
 class DocumentState(StrEnum):
@@ -123,3 +127,60 @@ class IngestResult:
             chunks=int(data.get("chunks") or 0),
             error=data.get("error"),
         )
+
+
+# -- who a document is and which request ingests it (every way in: CLI, service, queue) ------------
+class KnowsIds(Protocol):
+    """What keeps a document's id stable across korag versions (the document registry)."""
+
+    def doc_id_for(self, source: str, tenant: str | None) -> str: ...
+
+
+def doc_id_for(source: str, tenant: str | None = None, registry: KnowsIds | None = None) -> str:
+    """Stable document id derived from the tenant and the source name the caller gave, injective
+    (:func:`korag.ids.document_id`). With the ``registry``, a document stored under the id of
+    an older korag keeps it (``korag.storage.registry.DocumentRegistry.doc_id_for``); every ingest path passes it."""
+    return registry.doc_id_for(source, tenant) if registry is not None else document_id(source, tenant)
+
+
+@dataclass(frozen=True)
+class Request:
+    """One ingest of one document: its id (point ids derive from it, so a redelivery rewrites the
+    same points), its sequence number (newer wins) and, for a queued delivery, which attempt
+    this is (``request:retries``: a retry after a transient error is not a crash)."""
+
+    id: str
+    seq: int
+    attempt: str | None = None
+
+    @classmethod
+    def new(cls) -> "Request":
+        return cls(uuid.uuid4().hex, new_seq())
+
+
+@dataclass(frozen=True)
+class DocumentInfo:
+    """Who a document belongs to and what the caller said about it, stored with every chunk."""
+
+    tenant: str | None = None
+    meta: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        # Keys must be filterable and not korag's own fields (korag.rules.RESERVED_FIELDS).
+        check_tenant(self.tenant)
+        check_meta(self.meta)
+        for key, value in self.meta:
+            _check_meta_value(key, value)
+
+
+def _check_meta_value(key: str, value: Any) -> None:
+    """A metadata value is a string, number or boolean that the store keeps as given and a filter
+    can match (korag.rules.value_problem: no NaN, Infinity, lone surrogate or number beyond
+    64 bits, which failed in the store or came back as a float no filter matched); ValueError
+    naming the key otherwise, before anything is read or written."""
+    if not isinstance(value, (str, int, float)):
+        kind = "null" if value is None else type(value).__name__
+        raise ValueError(f"metadata {key!r}: a value must be a string, number or boolean, not {kind}")
+    for what, problem in (("key", value_problem(key)), ("value", value_problem(value, stored=True))):
+        if problem is not None:
+            raise ValueError(f"metadata {key!r}: the {what} {problem}")

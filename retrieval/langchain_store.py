@@ -30,14 +30,15 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.vectorstores import VectorStore
 
 from ingest.embedder import Embedder
-from ingest.pipeline import DocumentInfo, Pipeline
+from ingest.pipeline import Pipeline
 from korag.errors import DocumentError
+from korag.ids import legacy_id, structured_id
 from korag.rules import RESERVED_FIELDS, source_problem
 from korag.settings import Settings
 from korag.storage.documents import delete_document
-from korag.storage.registry import DocumentRecord, DocumentRegistry, legacy_id, structured_id
+from korag.storage.registry import DocumentRecord, DocumentRegistry
 from korag.storage.store import QdrantStore
-from korag.types import SearchResult, StoredChunk
+from korag.types import DocumentInfo, SearchResult, StoredChunk
 from retrieval.langchain_embeddings import KoragEmbeddings
 from retrieval.search import Retriever
 

@@ -115,7 +115,8 @@ def test_the_model_sees_many_documents_per_call(tmp_path, pipeline, overlap):
 def test_one_registry_write_for_many_documents_keeps_each_ones_ownership(pipeline):
     """Batched state writes are a compare-and-set per document: the record a newer request took
     over meanwhile is left as the newer request wrote it, the others are written."""
-    from korag.storage.registry import DocumentRecord, new_seq
+    from korag.ids import new_seq
+    from korag.storage.registry import DocumentRecord
 
     registry = pipeline.registry
     mine = [DocumentRecord(doc_id=f"d{i}", source=f"s{i}", status="parsing", request=f"r{i}", seq=new_seq())

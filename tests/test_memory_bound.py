@@ -19,7 +19,7 @@ from bench import documents as docs
 from ingest.batch import BatchIngest
 from ingest.pipeline import Pipeline
 from ingest.stages import prepare_batch
-from korag.storage.registry import new_seq
+from korag.ids import new_seq
 from korag.storage.store import SEQ_FIELD, QdrantStore, open_client
 from tests.conftest import make_settings
 from tests.test_queue_batching import _queue

@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ingest.batch import BatchIngest
-from ingest.pipeline import DocumentInfo, Pending, Pipeline, Request
+from ingest.pipeline import Pending, Pipeline
 from ingest.starters import FromBlob
 from korag.services.lifecycle import has_content, queue_request, recover
 from korag.storage.blobs import BlobStore
 from korag.storage.disk import DiskFullError
 from korag.storage.registry import DELETED, SUPERSEDED, lost_reason
-from korag.types import IngestResult
+from korag.types import DocumentInfo, IngestResult, Request
 
 log = logging.getLogger("korag.serve")
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from korag.ids import new_seq
 from korag.services.events import Webhooks, deletion_event
 from korag.services.telemetry import Metrics
 from korag.storage import documents
@@ -22,7 +23,6 @@ from korag.storage.registry import (
     UNFINISHED,
     DocumentRecord,
     DocumentRegistry,
-    new_seq,
     note_interruption,
     process_alive,
 )

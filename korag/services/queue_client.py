@@ -14,13 +14,13 @@ from celery.exceptions import OperationalError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
 from celery.result import AsyncResult
 
-from ingest.pipeline import DocumentInfo, doc_id_for, read_document, unreadable
+from ingest.pipeline import read_document, unreadable
 from korag.errors import KoragError
 from korag.messages import EMBED_TASK, INGEST_TASK, EmbedMessage, IngestMessage
 from korag.services.lifecycle import queue_request, release_upload
 from korag.storage.blobs import BlobStore
 from korag.storage.registry import SUPERSEDED, DocumentRegistry, this_process
-from korag.types import IngestResult
+from korag.types import DocumentInfo, IngestResult, doc_id_for
 
 BROKER_PROBE_S = 3.0
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ingest.embedder import Embedder
-from ingest.pipeline import DocumentInfo, Pipeline, doc_id_for
+from ingest.pipeline import Pipeline
 from korag.errors import KoragError
 from korag.messages import IngestMessage
 from korag.rules import check_source, normalize_source
@@ -58,7 +58,7 @@ from korag.storage.registry import (
     lost_reason,
 )
 from korag.storage.store import SEQ_FIELD, QdrantStore
-from korag.types import DocumentState, IngestResult, Lost
+from korag.types import DocumentInfo, DocumentState, IngestResult, Lost, doc_id_for
 from retrieval.search import Retriever
 
 if TYPE_CHECKING:

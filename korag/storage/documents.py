@@ -7,7 +7,8 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
-from korag.storage.registry import DELETED, DocumentRecord, DocumentRegistry, new_seq
+from korag.ids import new_seq
+from korag.storage.registry import DELETED, DocumentRecord, DocumentRegistry
 from korag.storage.store import QdrantStore
 
 

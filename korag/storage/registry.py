@@ -19,7 +19,6 @@ document find themselves superseded instead of bringing it back.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import time
@@ -30,6 +29,7 @@ from typing import Any
 
 from qdrant_client import QdrantClient, models
 
+from korag.ids import DOCUMENT_NAMESPACE, document_id, legacy_id
 from korag.types import DocumentState, Lost
 
 UNFINISHED = tuple(s for s in DocumentState if s.unfinished)
@@ -37,53 +37,6 @@ MID_FLIGHT = tuple(s for s in DocumentState if s.mid_flight)
 DELETED = DocumentState.DELETED  # a tombstone: the document was deleted; hidden from get() and all()
 STATES = tuple(s for s in DocumentState if s is not DELETED)  # what a listing can show
 _NAMESPACE = uuid.UUID("9a3c9a48-2f57-4d0e-8d0f-6b6f7261670c")
-DOCUMENT_NAMESPACE = uuid.UUID("0d0c5f7e-8a43-4f3f-a9a2-6b6f7261670b")
-# 0xFF never occurs in UTF-8, so no legacy name (a UTF-8 string) can spell a structured one.
-_STRUCTURED = b"\xffkorag-id/2\x00"
-
-
-def structured_id(namespace: uuid.UUID, *fields: str | None) -> str:
-    """A uuid5-style id (hex) of ``fields`` in a length-prefixed encoding: per field a marker for
-    None or a value, then the value's UTF-8 length and bytes. Different field tuples are different
-    inputs to the hash, whatever characters they hold (the id of ``(None, "a\\x00b")`` is not that of
-    ``("a", "b")``), and none is a legacy id's input. Lone surrogates are encoded, not refused."""
-    data = bytearray(_STRUCTURED)
-    for value in fields:
-        if value is None:
-            data += b"\x00"
-        else:
-            encoded = value.encode("utf-8", "surrogatepass")
-            data += b"\x01" + len(encoded).to_bytes(8, "big") + encoded
-    return uuid.UUID(bytes=hashlib.sha1(namespace.bytes + bytes(data)).digest()[:16], version=5).hex
-
-
-def legacy_id(namespace: uuid.UUID, tenant: str | None, name: str) -> str | None:
-    """The id korag derived before :func:`structured_id`: ``uuid5(name)`` or ``uuid5(tenant NUL
-    name)``. Not injective: only ever reused for a stored record that matches exactly
-    (:meth:`DocumentRegistry.keep_legacy`). None where it cannot exist (a lone surrogate)."""
-    try:
-        return uuid.uuid5(namespace, name if tenant is None else f"{tenant}\x00{name}").hex
-    except UnicodeEncodeError:
-        return None
-
-
-def document_id(source: str, tenant: str | None = None) -> str:
-    """The id of a new document: injective in (tenant, source)."""
-    return structured_id(DOCUMENT_NAMESPACE, tenant, source)
-
-
-_last_seq = 0
-
-
-def new_seq() -> int:
-    """The sequence number of a new request: later requests get larger numbers. Wall-clock
-    microseconds (so requests made on different machines order by when they were made), strictly
-    increasing within a process, and exact as a float (Qdrant's range filters compare floats)."""
-    global _last_seq
-    _last_seq = max(time.time_ns() // 1000, _last_seq + 1)
-    return _last_seq
-
-
 def this_process() -> str:
     """Who runs an in-process ingest: ``host:pid``, so a later run can tell it died."""
     return f"{socket.gethostname()}:{os.getpid()}"
