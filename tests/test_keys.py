@@ -72,11 +72,11 @@ def test_the_last_key_going_keeps_the_ring_configured_and_logs_a_warning(tmp_pat
     assert not service.configured  # never had a key: open mode is possible
     key_id, _ = KeyRing(path).add("acme")
     assert service.configured
-    with caplog.at_level("WARNING", logger="korag.services.keys"):
+    with caplog.at_level("WARNING", logger="korag.keys"):
         KeyRing(path).revoke(key_id)
         assert service.configured and service.list() == []
         assert service.configured  # said once, at the drop to zero
-    warnings = [r for r in caplog.records if r.name == "korag.services.keys" and r.levelname == "WARNING"]
+    warnings = [r for r in caplog.records if r.name == "korag.keys" and r.levelname == "WARNING"]
     assert len(warnings) == 1 and "last API key is gone" in warnings[0].getMessage()
 
     KeyRing(path).add("beta")

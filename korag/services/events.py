@@ -42,7 +42,7 @@ from typing import Any
 
 from korag.types import IngestResult
 
-log = logging.getLogger("korag.services.events")
+log = logging.getLogger("korag.events")
 
 
 class EventType(StrEnum):

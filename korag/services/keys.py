@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 from korag.errors import KoragError
 
-log = logging.getLogger("korag.services.keys")
+log = logging.getLogger("korag.keys")
 ADMIN_TENANT = "*"
 KEY_PREFIX = "korag_"
 FILE_NAME = "keys.json"

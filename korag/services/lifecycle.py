@@ -29,7 +29,7 @@ from korag.storage.registry import (
 from korag.storage.store import QdrantStore
 from korag.types import DocumentState
 
-log = logging.getLogger("korag.services.lifecycle")
+log = logging.getLogger("korag.lifecycle")
 
 STALE_S = 3600.0  # a temp file or pin untouched this long has no live writer, whoever wrote it
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-log = logging.getLogger("korag.services.telemetry")
+log = logging.getLogger("korag.telemetry")
 
 # Seconds. Searches take milliseconds; a document's stages take up to minutes (parse timeout 300 s).
 SEARCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
