@@ -171,7 +171,7 @@ def _write(store, ids, vectors, payloads, sparse) -> None:
     """``QdrantStore.upsert``, through ``EdgeClient.upsert_plain`` when the client has it (the
     fast path notes/store.md asks QdrantStore.upsert to take; same points either way)."""
 
-    if not hasattr(store.client, "upsert_plain"):
+    if not isinstance(store.client, EdgeClient):
         store.upsert(ids, vectors, payloads, sparse)
         return
     for start in range(0, len(ids), store.upsert_batch_size):
