@@ -161,10 +161,7 @@ class PreparedStore:
 
 def blob_size(settings: Settings, digest: Any) -> int:
     """Bytes of a queued document's blob; 0 when it is not there (its task reports that)."""
-    try:
-        return BlobStore(settings.blobs_path)._path(str(digest)).stat().st_size  # the store's own layout
-    except (OSError, ValueError):
-        return 0
+    return BlobStore(settings.blobs_path).size(str(digest))
 
 
 # -- settling a delivery ----------------------------------------------------------------------------

@@ -118,6 +118,13 @@ class BlobStore:
                 f"blob {digest} is not in {self.root}; client and worker must share KORAG_BLOB_DIR"
             ) from None
 
+    def size(self, digest: str) -> int:
+        """Bytes of the blob ``digest``; 0 when it is not there or ``digest`` names no blob."""
+        try:
+            return self._path(digest).stat().st_size
+        except (OSError, ValueError):
+            return 0
+
     def has(self, digest: str) -> bool:
         try:
             return self._path(digest).is_file()
