@@ -44,7 +44,6 @@ from ingest.stages import (
 from ingest.starters import FromBlob
 from korag.errors import StoreBusyError
 from korag.messages import EMBED_TASK, INGEST_TASK, EmbedMessage, IngestMessage
-from korag.services.events import outcome_event
 from korag.services.queue_client import send_embed
 from korag.storage.registry import DocumentRegistry
 from korag.types import IngestResult
@@ -82,9 +81,8 @@ def _announce(task, batch: Batch, outcomes: dict[int, Outcome]) -> None:
         return
     for index, message in enumerate(batch.messages):
         outcome = outcomes.get(index)
-        event = outcome_event(outcome, message.kwargs.get("tenant")) if isinstance(outcome, IngestResult) else None
-        if event is not None:
-            hooks.emit(*event)
+        if isinstance(outcome, IngestResult):
+            hooks.report(outcome, message.kwargs.get("tenant"))
 
 
 def _settle(task, batch: Batch, outcomes: dict[int, Outcome], error: BaseException | None) -> dict:

@@ -34,7 +34,6 @@ from korag.cli.serve import add_commands as add_serve_commands
 from korag.cli.store import add_commands as add_store_commands
 from korag.errors import KoragError
 from korag.rules import check_tenant, printable
-from korag.services.events import outcome_event
 from korag.services.schemas import ChunkOut, IngestOutcome, SearchHit, SearchOutput
 from korag.settings import Settings
 from korag.storage.disk import check_disk
@@ -93,9 +92,8 @@ def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, in
         with ExitStack() as stack:  # the store is closed before the events are waited for
             batch = root.batch_ingest(root.open_pipeline(settings, stack), settings)
             for result in progress_of(batch.run(documents, info), len(documents), show_progress, "ingest"):
-                event = outcome_event(result, info.tenant) if hooks is not None else None
-                if event is not None:
-                    hooks.emit(*event)
+                if hooks is not None:
+                    hooks.report(result, info.tenant)
                 yield result
 
 

@@ -161,6 +161,13 @@ class Webhooks:
         return hooks
 
     # -- producing ------------------------------------------------------------------------------
+    def report(self, result: IngestResult, tenant: str | None) -> None:
+        """Emit the event a finished ingest reports (:func:`outcome_event`), when it reports one:
+        the service, the workers and `korag ingest` all report through here."""
+        event = outcome_event(result, tenant)
+        if event is not None:
+            self.emit(*event)
+
     def emit(self, type: EventType | str, data: dict) -> str:
         """Record an event durably and return its id; delivery happens in the background."""
         try:

@@ -28,7 +28,6 @@ from ingest.pipeline import Pipeline
 from korag.errors import KoragError
 from korag.messages import IngestMessage
 from korag.rules import check_source, normalize_source
-from korag.services.events import outcome_event
 from korag.services.ingest_queue import IngestQueue, Job
 from korag.services.lifecycle import delete_document, queue_request, sweep_blobs
 from korag.services.schemas import (
@@ -242,9 +241,8 @@ class Service:
             if job.started_at is not None:  # a batch interleaves documents: time each one whole
                 self.metrics.observe_stage("queue", job.started_at - job.queued_at)
                 self.metrics.observe_stage("ingest", time.monotonic() - job.started_at)
-        event = outcome_event(result, job.info.tenant) if self.webhooks is not None else None
-        if event is not None:
-            self.webhooks.emit(*event)
+        if self.webhooks is not None:
+            self.webhooks.report(result, job.info.tenant)
 
     # -- documents ------------------------------------------------------------------------------
     def _visible(self, record: DocumentRecord | None, tenant: str | None) -> DocumentRecord | None:
