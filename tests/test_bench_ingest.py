@@ -31,3 +31,16 @@ def test_bench_ingest_prints_the_contract(tmp_path):
         assert report[part]["seconds"] > 0
     assert report["ratio_to_model_only"] > 0 and report["speedup_vs_naive"] > 0
     assert report["cosine_vs_fp32_min"] > 0.99
+
+
+def test_the_benchmarks_default_corpus_is_the_shared_one_beside_the_checkout():
+    """`korag bench ingest` and `korag bench store` read ../shared/data/autorag-ko by default (the
+    README's command takes no path); moving the benchmark code into korag/bench/ once made them look
+    inside the checkout, where no corpus is, and say "no corpus"."""
+    from pathlib import Path
+
+    from korag.bench import ingest, store
+
+    expected = Path(__file__).resolve().parents[2] / "shared" / "data" / "autorag-ko"
+    assert ingest.DEFAULT_CORPUS == expected
+    assert store.DEFAULT_CORPUS == expected

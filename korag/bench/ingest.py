@@ -32,7 +32,7 @@ from ingest.tokens import compose_input
 from korag.settings import Settings
 from korag.storage.store import QdrantStore, open_client
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "autorag-ko"
+DEFAULT_CORPUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "autorag-ko"  # korag/bench/x.py -> ../shared
 
 
 def _offline_model() -> str:

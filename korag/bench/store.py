@@ -36,7 +36,7 @@ from korag.storage.edge.upkeep import after_batch
 from korag.storage.edge_client import EdgeClient
 from korag.storage.store import DENSE, SPARSE, Fusion, QdrantStore, point_id
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[2] / "shared" / "data" / "autorag-ko"
+DEFAULT_CORPUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "autorag-ko"  # korag/bench/x.py -> ../shared
 DIM = 1024
 TENANTS = 10
 MODEL = "bench-synthetic-1024"
