@@ -40,6 +40,7 @@ from typing import Any
 from ingest.parsing.pool import ParserPool
 from ingest.pipeline import Pending, Pipeline
 from ingest.sentences import release_kiwi
+from ingest.sparse import SparseVector
 from ingest.starters import FromFile, Starter
 from korag.errors import DocumentError, InputTooLongError
 from korag.settings import Settings
@@ -77,11 +78,23 @@ def window_for(parameters: int) -> int:
 
 
 class BatchIngest:
-    """``BatchIngest(pipeline).ingest(starters)`` → one result per document (``run`` for files)."""
+    """``BatchIngest(pipeline).ingest(starters)`` → one result per document (``run`` for files).
+
+    The Celery stages (:mod:`ingest.stages`) use the same engine in two halves, because the
+    queue splits a document's life between tasks and workers: :meth:`parse` (the parse stage) and
+    :meth:`embed` (whichever worker holds the model), with ``contain_errors=False`` so that a store
+    or model error goes back to the task, which Celery retries.
+
+    ``on_embedded(chunks, documents)`` is called after each model call (worker metrics)."""
 
     def __init__(self, pipeline: Pipeline, workers: int | None = None, batch_chunks: int = 256,
-                 overlap: bool | None = None, window_chunks: int | None = None, keep_kiwi: bool = True) -> None:
+                 overlap: bool | None = None, window_chunks: int | None = None, keep_kiwi: bool = True,
+                 contain_errors: bool = True, on_embedded: Callable[[int, int], None] | None = None) -> None:
         self.pipeline = pipeline
+        # True: a store or model error costs the document it happened to (failed, the run goes on);
+        # False: it is raised to the caller (a queued task, retried by its queue)
+        self.contain_errors = contain_errors
+        self.on_embedded = on_embedded
         # False where this process analyses no text of its own (a CLI ingest; `korag serve` does,
         # for queries): with a parser pool, its Kiwi (~480 MB) goes once the workers are forked.
         self.keep_kiwi = keep_kiwi
@@ -124,7 +137,7 @@ class BatchIngest:
                     self._take(index, started, self._prepare_here(started), done, ready)
                 else:
                     pending[index] = started
-                    pool.submit(index, started.record.source, started.data, started.filename, started.record.source)
+                    self._submit(pool, index, started)
                 while pool is not None and pool.pending >= 2 * self.workers:
                     self._drain(pool, pending, done, ready, limit=1)
                 if self._full(ready):
@@ -140,18 +153,49 @@ class BatchIngest:
             yield done.pop(emitted)
             emitted += 1
 
+    # -- the two halves, for the Celery stages ----------------------------------------------------
+    def parse(self, started: dict[int, Pending]) -> dict[int, tuple[list[Chunk], list[SparseVector]] | DocumentError]:
+        """Parse, chunk and compute keyword vectors of documents already taken, all of them now:
+        ``(chunks, sparse)`` or the :class:`DocumentError` per document. In the warm parser pool
+        (at most one process per document) under the parse limits, like :meth:`ingest`."""
+        with ExitStack() as stack:
+            pool = self._pool(stack, size=len(started))
+            if pool is None:
+                return {index: self._prepare_here(pending) for index, pending in started.items()}
+            for index, pending in started.items():
+                self._submit(pool, index, pending)
+            return dict(pool.results())
+
+    def embed(self, parsed: dict[int, tuple[Pending, list[Chunk], list[SparseVector]]],
+              done: dict[int, Any]) -> None:
+        """Embed, write and record parsed documents, in model calls of up to ``window_chunks``
+        chunks across documents (a document over that, a window at a time), exactly as
+        :meth:`ingest` does; each outcome lands in ``done`` by its index as it is reached."""
+        ready: list[_Prepared] = []
+        for index, (pending, chunks, sparse) in parsed.items():
+            self._take(index, pending, (chunks, sparse), done, ready)
+        self._embed(ready, done, flush=True)
+
     # -- stages ---------------------------------------------------------------------------------
-    def _pool(self, stack: ExitStack) -> ParserPool | None:
+    def _pool(self, stack: ExitStack, size: int | None = None) -> ParserPool | None:
+        """The warm parser pool (``workers`` processes, fewer when ``size`` documents need fewer);
+        None when parsing is not isolated (it runs in this process)."""
         limits = self.pipeline.limits
         if not limits.isolated:
             return None
         self.pipeline.warm_up_for_fork()
-        pool = stack.enter_context(ParserPool(self.pipeline.prepare, self.workers, limits.timeout_s,
+        workers = max(1, min(self.workers, size)) if size is not None else self.workers
+        pool = stack.enter_context(ParserPool(self.pipeline.prepare, workers, limits.timeout_s,
                                               limits.memory_bytes, warm_up=self.pipeline.warm_up_for_fork))
         if not self.keep_kiwi:
             pool.start()
             release_kiwi()
         return pool
+
+    @staticmethod
+    def _submit(pool: ParserPool, index: int, pending: Pending) -> None:
+        source = pending.record.source
+        pool.submit(index, source, pending.data, pending.filename, source)
 
     def _prepare_here(self, pending: Pending):
         try:
@@ -253,6 +297,7 @@ class BatchIngest:
             for item in batch:
                 self._embed_one(item, done)
             return
+        self._embedded(batch, len(counts))
         parts, start = [], 0
         for item in batch:
             end = start + len(item.chunks)
@@ -309,6 +354,7 @@ class BatchIngest:
                 vectors, counts = self._model.submit(embed, item.chunks).result() if self._model else embed(item.chunks)
             except InputTooLongError as exc:
                 return self.pipeline.reject(item.pending, str(exc))
+            self._embedded([item], len(counts))
             if not item.last:
                 return self.pipeline.store_part(item.pending, item.chunks, item.sparse, vectors, counts, item.total)
             return self.pipeline.finish(item.pending, item.chunks, item.sparse, vectors, counts)
@@ -317,8 +363,17 @@ class BatchIngest:
         if outcome is not None:
             done[item.index] = outcome
 
+    def _embedded(self, batch: list[_Prepared], chunks: int) -> None:
+        documents = len({item.index for item in batch})
+        log.info("embedded %d chunks of %d documents in one call", chunks, documents)
+        if self.on_embedded is not None:
+            self.on_embedded(chunks, documents)
+
     def _guard(self, pending: Pending, step: Callable[[], Any]) -> Any:
-        """A store or model error costs this document only (recorded as failed, then reported)."""
+        """A store or model error costs this document only (recorded as failed, then reported);
+        raised instead where errors are not contained (a queued task: its queue retries it)."""
+        if not self.contain_errors:
+            return step()
         record = pending.record
         try:
             with pending.failing_on_error(self.pipeline):

@@ -16,10 +16,10 @@ interrupted before (``crashes > 0``, a *suspect*) is never batched again: it run
 batch is finished (or, when the caller can hand it back to its queue, in a task of its own:
 :data:`RELEASED`), so that the next crash is blamed on it alone and ``KORAG_MAX_CRASHES`` ends it.
 
-Documents are started from their task messages (:class:`ingest.starters.FromBlob`) and run
-through the pipeline's own steps (:meth:`Pipeline.begin`, :meth:`Pipeline.reject`,
-:meth:`Pipeline.mark_embedding`, :meth:`Pipeline.embed_and_settle`, :meth:`Pipeline.settle_many`),
-as in the CLI and the embedded service (:mod:`ingest.batch`); what is here is queue-shaped:
+Documents are started from their task messages (:class:`ingest.starters.FromBlob`) and parsed,
+embedded, written and recorded by the one ingest engine of the CLI and the embedded service
+(:class:`ingest.batch.BatchIngest`: :meth:`~ingest.batch.BatchIngest.parse` in the parse stage,
+:meth:`~ingest.batch.BatchIngest.embed` wherever the model is); what is here is queue-shaped:
 forwarding to embed workers, prepared files, redeliveries and crashes.
 
 Each document's :data:`Outcome` lands in ``results`` (by batch index) as it finishes, so that a
@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ingest.batch import BatchIngest
 from ingest.embedder import Embedder
-from ingest.parsing.pool import ParserPool
 from ingest.pipeline import Pending, Pipeline
 from ingest.sparse import SparseVector
 from ingest.starters import FromBlob
-from korag.errors import DocumentError, InputTooLongError
+from korag.errors import DocumentError
 from korag.messages import EmbedMessage
 from korag.settings import Settings
 from korag.storage.blobs import BlobStore
@@ -216,6 +216,14 @@ class Stage:
     def blobs(self) -> BlobStore:
         return BlobStore(self.settings.blobs_path)
 
+    def engine(self, pipeline: Pipeline) -> BatchIngest:
+        """The one ingest engine, for a queued task: errors go back to the task (Celery retries
+        it), model calls of ``KORAG_WORKER_BATCH_CHUNKS`` chunks, the parsers' Kiwi kept (the
+        next task forks its parsers again)."""
+        return BatchIngest(pipeline, workers=self.settings.parse_workers, overlap=False,
+                           window_chunks=self.settings.worker_batch_chunks, contain_errors=False,
+                           on_embedded=self.on_embedded)
+
 
 def _never(index: int) -> bool:
     return False
@@ -295,7 +303,7 @@ def _prepare_group(stage: Stage, deliveries: list[FromBlob], group: list[int], r
                 started[i] = outcome
     if not started:
         return
-    parsed = _parse(pipeline, started, stage.settings)  # the store is closed: forked parsers hold no lock
+    parsed = stage.engine(pipeline).parse(started)  # the store is closed: forked parsers hold no lock
     with stage.pipeline() as pipeline:
         ready: dict[int, Ready] = {}
         for i in sorted(parsed):  # in delivery order, whatever order the parsers finished in
@@ -306,7 +314,7 @@ def _prepare_group(stage: Stage, deliveries: list[FromBlob], group: list[int], r
             else:
                 ready[i] = Ready(pending, value[0], value[1], deliveries[i].blob)
         if embed_here:
-            embed_ready(pipeline, ready, results, stage.settings.worker_batch_chunks, stage.on_embedded)
+            embed_ready(stage, pipeline, ready, results)
             return
         prepared = PreparedStore.from_settings(stage.settings)
         for i, item in ready.items():
@@ -319,96 +327,18 @@ def _prepare_group(stage: Stage, deliveries: list[FromBlob], group: list[int], r
             forward(i, message)
 
 
-def _parse(pipeline: Pipeline, started: dict[int, Pending], settings: Settings) -> dict[int, Any]:
-    """``(chunks, sparse)`` or the :class:`DocumentError` per document, parsed in a warm pool."""
-    out: dict[int, Any] = {}
-    if not pipeline.limits.isolated:
-        for i, pending in started.items():
-            try:
-                out[i] = pipeline.prepare(pending.data, pending.filename, pending.record.source)
-            except DocumentError as exc:
-                out[i] = exc
-        return out
-    pipeline.warm_up_for_fork()
-    size = min(len(started), settings.parse_workers if settings.parse_workers is not None else os.cpu_count() or 1)
-    limits = pipeline.limits
-    with ParserPool(pipeline.prepare, max(1, size), limits.timeout_s, limits.memory_bytes) as pool:
-        for i, pending in started.items():
-            pool.submit(i, pending.record.source, pending.data, pending.filename, pending.record.source)
-        for i, value in pool.results():
-            out[i] = value
-    return out
-
-
 # -- the embed stage --------------------------------------------------------------------------------
-def embed_ready(pipeline: Pipeline, ready: dict[int, Ready], results: dict[int, Outcome], budget_chunks: int,
-                on_embedded: Callable[[int, int], None] | None = None) -> None:
-    """Embed, upsert and record every ready document: the others together, in model calls of up
-    to ``budget_chunks`` chunks across documents, then each one over that budget alone, a window
-    of ``budget_chunks`` at a time (:func:`_embed_windows`), then each suspect alone."""
-    clean = [i for i, item in ready.items() if not item.suspect and len(item.chunks) <= budget_chunks]
-    groups: list[list[int]] = []
-    for i in clean:
-        if not groups or sum(len(ready[j].chunks) for j in groups[-1]) + len(ready[i].chunks) > budget_chunks:
-            groups.append([])
-        groups[-1].append(i)
-    big = [i for i, item in ready.items() if not item.suspect and len(item.chunks) > budget_chunks]
-    groups += [[i] for i in big] + [[i] for i, item in ready.items() if item.suspect]
-    for group in groups:
-        if len(group) == 1 and len(ready[group[0]].chunks) > budget_chunks:
-            _embed_windows(pipeline, group[0], ready[group[0]], results, budget_chunks, on_embedded)
-        else:
-            _embed_group(pipeline, {i: ready[i] for i in group}, results, on_embedded)
+def embed_ready(stage: Stage, pipeline: Pipeline, ready: dict[int, Ready], results: dict[int, Outcome]) -> None:
+    """Embed, upsert and record every ready document with the one ingest engine
+    (:meth:`BatchIngest.embed`): the others together, in model calls of up to
+    ``KORAG_WORKER_BATCH_CHUNKS`` chunks across documents (one over that, a window at a time),
+    then each suspect alone."""
+    engine = stage.engine(pipeline)
+    clean = {i: item for i, item in ready.items() if not item.suspect}
+    for group in [clean] + [{i: item} for i, item in ready.items() if item.suspect]:
+        if group:
+            engine.embed({i: (item.pending, item.chunks, item.sparse) for i, item in group.items()}, results)
     pipeline.store.maintain()  # bounded index building on the embedded engine, when a segment filled up
-
-
-def _embed_windows(pipeline: Pipeline, i: int, item: Ready, results: dict[int, Outcome], window: int,
-                   on_embedded: Callable[[int, int], None] | None) -> None:
-    """A document over one model call's budget: embedded and written ``window`` chunks at a time
-    (:meth:`Pipeline.embed_and_settle`), so a worker's memory follows the window, not the document;
-    it is recorded ``indexed`` once every window is stored."""
-    def embed(chunks: list[Chunk]) -> tuple[Any, list[int]]:
-        embedded = pipeline.embedder.embed_passages(chunks)
-        if on_embedded is not None:
-            on_embedded(len(chunks), 1)
-        return embedded
-
-    results[i] = pipeline.embed_and_settle(item.pending, item.chunks, item.sparse, window, embed)
-
-
-def _embed_group(pipeline: Pipeline, group: dict[int, Ready], results: dict[int, Outcome],
-                 on_embedded: Callable[[int, int], None] | None) -> None:
-    going: dict[int, Ready] = {}
-    for (i, item), lost in zip(group.items(), pipeline.mark_embedding([item.pending for item in group.values()])):
-        if lost is None:
-            going[i] = item
-        else:
-            results[i] = lost
-    if not going:
-        return
-    chunks = [c for item in going.values() for c in item.chunks]
-    try:
-        vectors, counts = pipeline.embedder.embed_passages(chunks)
-    except InputTooLongError as exc:
-        if len(going) == 1:
-            (i, item), = going.items()
-            results[i] = pipeline.reject(item.pending, str(exc))
-            return
-        for i, item in going.items():  # find the document at fault: one by one
-            _embed_group(pipeline, {i: item}, results, on_embedded)
-        return
-    if on_embedded is not None:
-        on_embedded(len(chunks), len(going))
-    log.info("embedded %d chunks of %d documents in one call", len(chunks), len(going))
-    parts, start_at = [], 0
-    for i, item in going.items():
-        end = start_at + len(item.chunks)
-        parts.append((i, item, vectors[start_at:end], counts[start_at:end]))
-        start_at = end
-    # one upsert and one registry write for them all (or each alone: a store error there is raised)
-    finished = pipeline.settle_many([(item.pending, item.chunks, item.sparse, v, c) for _, item, v, c in parts])
-    for (i, *_), result in zip(parts, finished):
-        results[i] = result
 
 
 def take_prepared(pipeline: Pipeline, data: dict[str, Any] | None, message: EmbedMessage, attempt: str,
@@ -470,7 +400,7 @@ def embed_batch(stage: Stage, messages: list[tuple[EmbedMessage, str]], results:
                 results[i] = taken
                 prepared.delete(message.prepared)
         try:
-            embed_ready(pipeline, ready, results, stage.settings.worker_batch_chunks, stage.on_embedded)
+            embed_ready(stage, pipeline, ready, results)
         finally:
             for i in ready:
                 if i in results:
