@@ -440,7 +440,7 @@ class Pipeline:
             return record if self.registry.claim(record) else None
         if current is None or current.request != own.id or current.status == DELETED:
             return None
-        current.attempt, current.owner = own.attempt, None
+        current.attempt, current.owner = own.attempt, this_process()  # a worker's process: told dead by its beat
         return current
 
     def _settle_stored(self, record: DocumentRecord, stored: dict[str, Any], described: dict[str, Any]) -> IngestResult:

@@ -56,6 +56,7 @@ from korag.storage.registry import (
     DocumentRegistry,
     lost_reason,
     note_interruption,
+    this_process,
 )
 from korag.storage.store import StoreKeeper
 from korag.types import Chunk, DocumentInfo, IngestResult, Request
@@ -353,7 +354,7 @@ def take_prepared(pipeline: Pipeline, data: dict[str, Any] | None, message: Embe
     settled = _done_or_given_up(pipeline.registry, record, record.attempt == attempt, max_crashes)
     if settled is not None:
         return settled
-    record.attempt, record.owner = attempt, None
+    record.attempt, record.owner = attempt, this_process()  # a worker's process: told dead by its beat
     seq = int(data["seq"]) if data is not None else record.seq if record.seq is not None else 0
     info = DocumentInfo(tenant=record.tenant, meta=tuple(record.meta.items())) if data is None else \
         DocumentInfo(tenant=data["tenant"], meta=tuple(data["meta"].items()))

@@ -172,15 +172,16 @@ def korag_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 
 class Worker:
     """A real `korag worker` process (solo pool) for a broker."""
 
-    def __init__(self, env: dict[str, str], cwd: Path, log: Path, name: str = "w1") -> None:
-        self.env, self.cwd, self.log, self.name = env, cwd, log, name
+    def __init__(self, env: dict[str, str], cwd: Path, log: Path, name: str = "w1", queues: str | None = None) -> None:
+        self.env, self.cwd, self.log, self.name, self.queues = env, cwd, log, name, queues
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> "Worker":
         handle = open(self.log, "ab")
+        roles = ["--queues", self.queues] if self.queues is not None else []
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "korag.cli", "worker", "--pool", "solo", "--loglevel", "INFO",
-             "--hostname", f"{self.name}@%h"],
+             "--hostname", f"{self.name}@%h", *roles],
             env=self.env, cwd=self.cwd, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
         )
         from celery import Celery

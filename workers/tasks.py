@@ -18,10 +18,12 @@ ends ``failed`` instead of being redelivered forever.
 from __future__ import annotations
 
 import random
+import time
+from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
-from celery.exceptions import Ignore, SoftTimeLimitExceeded
+from celery.exceptions import Ignore, OperationalError, SoftTimeLimitExceeded
 from celery.signals import worker_ready
 from celery.utils.log import get_task_logger
 from qdrant_client.http.exceptions import ResponseHandlingException
@@ -45,12 +47,11 @@ from ingest.starters import FromBlob
 from korag.errors import StoreBusyError
 from korag.messages import EMBED_TASK, INGEST_TASK, EmbedMessage, IngestMessage
 from korag.services.queue_client import send_embed
-from korag.storage.registry import DocumentRegistry
 from korag.types import IngestResult
 from workers.app import EMBED_QUEUE, LEGACY_QUEUE, PARSE_QUEUE, drop_stale_bindings
 from workers.batching import Batch, watch_worker
+from workers.heartbeat import keep_alive
 from workers.root import root_of
-from workers.sweeper import sweep
 
 __all__ = ["embed_document", "ingest_document"]
 
@@ -59,6 +60,33 @@ log = get_task_logger(__name__)
 TRANSIENT = (StoreBusyError, ConnectionError, TimeoutError, ResponseHandlingException, RedisConnectionError)
 
 
+
+
+BROKER_DOWN = (OperationalError, *TRANSIENT)
+HANDOVER_RETRY_S = 600.0  # how long a parse worker keeps trying to hand a document to the embed queue
+
+
+def hand_over(send: Callable[[], object], source: str, retry_s: float = HANDOVER_RETRY_S) -> None:
+    """Send a parsed document (recorded ``queued``, its prepared file written) on to the embed
+    queue, trying again with backoff while the broker does not take it: a broker that restarts
+    meanwhile (from its append-only file, or empty) gets the message once it is back, instead
+    of the document staying ``queued`` with no message anywhere. The parse message stays
+    unacknowledged all the while, so a worker that dies here leaves it to be delivered again.
+    After ``retry_s`` seconds the error is raised; the workers' periodic sweep then sends the
+    document again once it is ``KORAG_SWEEP_AFTER_S`` old."""
+    deadline = time.monotonic() + retry_s
+    delay = 1.0
+    while True:
+        try:
+            send()
+            return
+        except BROKER_DOWN as error:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: the embed queue did not take it (%s: %s); trying again in %.0f s", source,
+                        type(error).__name__, error, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
 
 RETRY = dict(autoretry_for=TRANSIENT, retry_backoff=True, retry_backoff_max=60, retry_jitter=True, max_retries=8)
@@ -131,6 +159,7 @@ def ingest_document(
     request: str | None = None,
     seq: int | None = None,
 ) -> dict:
+    keep_alive(self.app)  # a pool's child process beats for the documents it holds
     root = root_of(self.app)
     settings = root.settings
     consumed = _consumed(self)
@@ -153,7 +182,8 @@ def ingest_document(
         order = list(deliveries)
 
         def forward(position: int, prepared: EmbedMessage) -> None:
-            send_embed(self.app, prepared, task_id=batch.messages[order[position]].task_id)
+            hand_over(lambda: send_embed(self.app, prepared, task_id=batch.messages[order[position]].task_id),
+                      prepared.source)
 
         found: dict[int, Outcome] = {}
         error: BaseException | None = None
@@ -174,6 +204,7 @@ def ingest_document(
 @shared_task(bind=True, name=EMBED_TASK, **RETRY)
 def embed_document(self, prepared: str, doc_id: str, source: str, chunks: int = 0, seq: int = 0,
                    tenant: str | None = None) -> dict:
+    keep_alive(self.app)
     root = root_of(self.app)
     settings = root.settings
     kwargs = EmbedMessage(prepared=prepared, doc_id=doc_id, source=source, tenant=tenant, chunks=chunks,
@@ -227,15 +258,8 @@ def _prepare_on_start(sender=None, **_):
 
 
 @worker_ready.connect
-def _sweep_on_start(sender=None, **_):
-    """Documents left unfinished by a crash are sent again when a worker comes up."""
-    if sender is None:
-        return
-    root = root_of(sender.app)
-    try:
-        with root.stores.session() as store:
-            swept = sweep(DocumentRegistry(store.client, store.collection), sender.app, root.settings)
-        if swept:
-            log.warning("re-queued %d unfinished document(s)", len(swept))
-    except Exception:  # a sweep is a courtesy at start-up; never stop the worker for it
-        log.exception("sweep at start-up failed")
+def _pulse_on_start(sender=None, **_):
+    """The worker beats and sweeps from now on (:mod:`workers.heartbeat`): documents left
+    unfinished by a crash are sent again as it comes up, and periodically after."""
+    if sender is not None:
+        keep_alive(sender.app, sweeping=True)

@@ -31,6 +31,7 @@ from korag.types import DocumentState
 
 log = logging.getLogger("korag.lifecycle")
 
+Alive = Callable[[str], bool | None]  # a process (host:pid) → alive, dead, or None: cannot tell
 STALE_S = 3600.0  # a temp file or pin untouched this long has no live writer, whoever wrote it
 
 def queue_request(registry: DocumentRegistry, doc_id: str, source: str, filename: str, blob: str,
@@ -172,14 +173,26 @@ def interrupted(owner: str | None = None) -> str:
     return f"interrupted: the korag process ingesting it{pid} ended before it finished; ingest it again"
 
 
+def worker_owned(record: DocumentRecord) -> bool:
+    """Held by a queue worker's delivery (it records its ``attempt``), not by an in-process ingest."""
+    return record.attempt is not None
+
+
+def stalled(record: DocumentRecord, alive: Alive = process_alive) -> bool:
+    """Mid-flight (parsing, embedding) under a process that is gone: nobody is working on it.
+    ``alive``: owner → True, False, or None when it cannot be told (then it is not stalled)."""
+    return record.status in MID_FLIGHT and record.owner is not None and alive(record.owner) is False
+
+
 def reap_dead_owners(registry: DocumentRegistry) -> list[DocumentRecord]:
     """Documents an in-process ingest on this machine left mid-flight when its process died
     (killed, out of memory): nothing else can be working on them, so they are failed now
-    instead of waiting for the sweep age. Returns them."""
+    instead of waiting for the sweep age. Returns them. A dead queue worker's documents are
+    not failed: :func:`recover` sends them again."""
     reaped = []
     for status in MID_FLIGHT:
         for record in list(registry.all(status)):
-            if record.owner is None or process_alive(record.owner) is not False:
+            if worker_owned(record) or not stalled(record):
                 continue
             record.status, record.error = DocumentState.FAILED, interrupted(record.owner)
             if registry.write(record):
@@ -203,7 +216,7 @@ class Recovery:
 
 
 def recover(registry: DocumentRegistry, *, max_crashes: int, resendable: Callable[[DocumentRecord], bool],
-            stale_after_s: float | None = None, now: float | None = None) -> Recovery:
+            stale_after_s: float | None = None, now: float | None = None, alive: Alive = process_alive) -> Recovery:
     """The one routine that decides what became of documents left unfinished, for every kind of
     process that recovers them (a worker's start and ``korag sweep`` through
     :func:`workers.sweeper.sweep`, ``korag serve``'s embedded queue at its start); the callers
@@ -213,17 +226,25 @@ def recover(registry: DocumentRegistry, *, max_crashes: int, resendable: Callabl
     - mid-flight under an in-process ingest on this machine whose process died: failed at once;
     - otherwise unfinished and not updated for ``stale_after_s`` seconds (None: every unfinished
       document, for a process that holds the store alone, so nothing else can be working on it):
-      lost. One found mid-flight counts one interruption of its worker
+      lost. So is one mid-flight under a worker process that ``alive`` says is gone
+      (:func:`stalled`), however young: a dead worker's documents go back within a sweep, not
+      after the age (a document whose owner is alive, or cannot be told, waits for the age).
+      One found mid-flight counts one interruption of its worker
       (:func:`korag.storage.registry.note_interruption`): past ``max_crashes`` it is failed;
       else it is recorded ``queued`` again when ``resendable`` (its content can be sent again),
-      and failed when not."""
+      and failed when not.
+
+    Two processes recovering at once would both find a lost document and send it twice (the
+    compare-and-set is on the owning request, which a recovery does not change): the workers'
+    periodic sweeps take turns (:mod:`workers.heartbeat`)."""
     failed = reap_dead_owners(registry)
     cutoff = None if stale_after_s is None else (now if now is not None else time.time()) - stale_after_s
     found = {record.doc_id: record for status in UNFINISHED for record in registry.all(status)}  # one snapshot
     resend = []
     for record in found.values():
-        if cutoff is not None and record.updated_at > cutoff:
+        if cutoff is not None and record.updated_at > cutoff and not stalled(record, alive):
             continue  # maybe still running
+        record.owner = None  # nobody holds it any more; the next delivery names its own process
         if record.status in MID_FLIGHT and note_interruption(registry, record, max_crashes):
             failed.append(record)  # it took a worker down every time
             continue

@@ -75,10 +75,12 @@ class Document(BaseModel):
     created_at: float
     updated_at: float
     indexed_at: float | None = None
+    stalled: bool = Field(False, description="parsing or embedding under a worker process that is gone: nobody is "
+                                             "working on it; a worker's next sweep sends it again")
 
     @classmethod
-    def of(cls, record: DocumentRecord) -> "Document":
-        return cls(**record.to_json())
+    def of(cls, record: DocumentRecord, stalled: bool = False) -> "Document":
+        return cls(**record.to_json(), stalled=stalled)
 
 
 class DocumentStatus(Document):
@@ -88,9 +90,9 @@ class DocumentStatus(Document):
         None, description="queued, parsing or embedding while the document is being ingested; null once final")
 
     @classmethod
-    def of(cls, record: DocumentRecord) -> "DocumentStatus":
+    def of(cls, record: DocumentRecord, stalled: bool = False) -> "DocumentStatus":
         stage = record.status if record.status in ("queued", "parsing", "embedding") else None
-        return cls(**record.to_json(), stage=stage)
+        return cls(**record.to_json(), stage=stage, stalled=stalled)
 
 
 class DocumentList(BaseModel):
@@ -112,6 +114,8 @@ class StatusSummary(BaseModel):
     done: int
     by_status: dict[str, int] = Field(description="count per state: " + ", ".join(STATES))
     backend: str
+    stalled: int = Field(0, description="documents parsing or embedding under a worker process that is gone "
+                                        "(counted in by_status too)")
 
 
 # -- chunks and search --------------------------------------------------------------------------

@@ -29,7 +29,8 @@ from korag.errors import KoragError
 from korag.messages import IngestMessage
 from korag.rules import check_source, normalize_source
 from korag.services.ingest_queue import IngestQueue, Job
-from korag.services.lifecycle import delete_document, queue_request, sweep_blobs
+from korag.services.lifecycle import delete_document, queue_request, stalled, sweep_blobs
+from korag.services.liveness import Liveness, owner_alive
 from korag.services.schemas import (
     ChunkList,
     ChunkOut,
@@ -49,6 +50,7 @@ from korag.storage.disk import check_disk
 from korag.storage.query_filter import parse_filter
 from korag.storage.registry import (
     DELETED,
+    MID_FLIGHT,
     STATES,
     SUPERSEDED,
     UNFINISHED,
@@ -125,11 +127,14 @@ class Service:
         self.registry: DocumentRegistry = self.pipeline.registry
         self.retriever = Retriever.from_settings(self.embedder, store, settings)
         self.queue: IngestQueue | None = None
+        # the workers' beats (distributed mode), to tell a stalled document from a working one
+        self.liveness = Liveness.from_url(settings.broker_url) if celery is not None else None
         if celery is None:
             self.queue = IngestQueue(self.pipeline, self.blobs, settings.parse_workers, on_result=self._finished,
                                      check_disk=lambda: check_disk(settings))
         if metrics is not None:
             metrics.set_queue_depth(self.queue_depth)
+            metrics.set_stalled(self.stalled_count)
 
     @property
     def mode(self) -> str:
@@ -152,6 +157,8 @@ class Service:
             self.queue.close(timeout=60)
         if self.webhooks is not None:
             self.webhooks.close()
+        if self.liveness is not None:
+            self.liveness.close()
         self.store.client.close()
 
     # -- health ---------------------------------------------------------------------------------
@@ -250,9 +257,16 @@ class Service:
             return None
         return record
 
+    def stalled(self, record: DocumentRecord) -> bool:
+        """Mid-flight under a worker process that is gone (:func:`korag.services.lifecycle.stalled`)."""
+        return stalled(record, lambda owner: owner_alive(self.liveness, owner))
+
+    def stalled_count(self) -> int:
+        return sum(self.stalled(r) for status in MID_FLIGHT for r in self.registry.all(status))
+
     def document(self, doc_id: str, tenant: str | None) -> DocumentStatus | None:
         record = self._visible(self.registry.get(doc_id), tenant)
-        return DocumentStatus.of(record) if record is not None else None
+        return DocumentStatus.of(record, self.stalled(record)) if record is not None else None
 
     def documents(self, tenant: str | None, status: str | None = None, source_prefix: str | None = None,
                   limit: int = 100, cursor: str | None = None) -> DocumentList:
@@ -274,16 +288,18 @@ class Service:
         page = records[:limit]
         more = len(records) > limit
         next_cursor = _encode_cursor([page[-1].created_at, page[-1].doc_id]) if more and page else None
-        return DocumentList(documents=[DocumentStatus.of(r) for r in page], next_cursor=next_cursor)
+        return DocumentList(documents=[DocumentStatus.of(r, self.stalled(r)) for r in page], next_cursor=next_cursor)
 
     def summary(self, tenant: str | None) -> StatusSummary:
         counts = {s: 0 for s in STATES}
+        stuck = 0
         for record in self.registry.all():
             if tenant is None or record.tenant == tenant:
                 counts[record.status] = counts.get(record.status, 0) + 1
+                stuck += self.stalled(record)
         total = sum(counts.values())
         return StatusSummary(total=total, done=counts[DocumentState.INDEXED] + counts[DocumentState.FAILED], by_status=counts,
-                             backend=self.store.backend)
+                             backend=self.store.backend, stalled=stuck)
 
     def delete(self, doc_id: str, tenant: str | None) -> Deleted | None:
         if self._visible(self.registry.get(doc_id), tenant) is None:

@@ -69,6 +69,8 @@ class Metrics:
         self.tokens_embedded = Counter("tokens_embedded", "Model tokens of the chunks embedded", namespace=ns,
                                        registry=r)
         self.queue_depth = Gauge("queue_depth", "Documents waiting to be ingested (queued)", namespace=ns, registry=r)
+        self.documents_stalled = Gauge("documents_stalled", "Documents parsing or embedding under a worker process "
+                                       "that is gone (a worker's sweep sends them again)", namespace=ns, registry=r)
         self.search_seconds = Histogram("search_duration_seconds", "Search latency, embedding the query included",
                                         ["mode"], namespace=ns, registry=r, buckets=SEARCH_BUCKETS)
         self.http_requests = Counter("http_requests", "HTTP requests by method, route template and status code",
@@ -76,6 +78,7 @@ class Metrics:
         self.http_seconds = Histogram("http_request_duration_seconds", "HTTP request latency by method and route",
                                       ["method", "route"], namespace=ns, registry=r, buckets=HTTP_BUCKETS)
         self.set_queue_depth(queue_depth)
+        self.set_stalled(None)
         self._steps = threading.local()
 
     # -- documents ------------------------------------------------------------------------------
@@ -138,18 +141,11 @@ class Metrics:
 
     def set_queue_depth(self, callback: Callable[[], float] | None) -> None:
         """Read at every scrape; a callback that fails reports NaN instead of breaking /metrics."""
-        if callback is None:
-            self.queue_depth.set_function(lambda: 0.0)
-            return
+        _read_at_scrape(self.queue_depth, callback, "queue depth")
 
-        def read() -> float:
-            try:
-                return float(callback())
-            except Exception as exc:  # a broker that is down must not take /metrics with it
-                log.warning("queue depth unavailable: %s", exc)
-                return math.nan
-
-        self.queue_depth.set_function(read)
+    def set_stalled(self, callback: Callable[[], float] | None) -> None:
+        """``documents_stalled``, read at every scrape like the queue depth."""
+        _read_at_scrape(self.documents_stalled, callback, "stalled documents")
 
     # -- search and HTTP ------------------------------------------------------------------------
     def observe_search(self, mode: str, seconds: float) -> None:
@@ -174,6 +170,23 @@ class Metrics:
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition and its content type, for ``GET /metrics``."""
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+def _read_at_scrape(gauge: Gauge, callback: Callable[[], float] | None, what: str) -> None:
+    """The gauge reads ``callback`` at every scrape (0 without one); a callback that fails reports
+    NaN instead of breaking /metrics."""
+    if callback is None:
+        gauge.set_function(lambda: 0.0)
+        return
+
+    def read() -> float:
+        try:
+            return float(callback())
+        except Exception as exc:  # a broker or store that is down must not take /metrics with it
+            log.warning("%s unavailable: %s", what, exc)
+            return math.nan
+
+    gauge.set_function(read)
 
 
 class MeteredEmbedder:
