@@ -12,6 +12,8 @@ check (``celery inspect ping``; a solo worker is deaf while it runs a task) unti
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from celery import Celery
 
 from ingest.stages import PreparedStore
@@ -28,8 +30,16 @@ def sweep(registry: DocumentRegistry, app: Celery | None, settings: Settings, no
     """Recover what is lost and send it again; returns every document it changed (re-sent or failed)."""
     recovery = recover(registry, max_crashes=settings.max_crashes, stale_after_s=settings.sweep_age_s, now=now,
                        resendable=lambda record: app is not None and has_content(record))
+    resend(app, settings, recovery.resend)
+    return [*recovery.failed, *recovery.resend]
+
+
+def resend(app: Celery, settings: Settings, records: Iterable[DocumentRecord]) -> None:
+    """Send each recorded ``queued`` document again under its own request: to the embed queue
+    when it was parsed already (its prepared file is there), else to the parse queue. Also used by
+    ``korag ingest --wait`` for documents whose message the broker lost with its data."""
     prepared = PreparedStore.from_settings(settings)
-    for record in recovery.resend:
+    for record in records:
         parsed = prepared.get(record.request) if prepared.exists(record.request) else None
         if parsed is not None:
             send_embed(app, EmbedMessage(prepared=record.request, doc_id=record.doc_id, source=record.source,
@@ -40,4 +50,3 @@ def sweep(registry: DocumentRegistry, app: Celery | None, settings: Settings, no
                                     doc_id=record.doc_id, tenant=record.tenant, meta=tuple(record.meta.items()),
                                     request=record.request, seq=record.seq),
                  countdown=RESEND_DELAY_S)
-    return [*recovery.failed, *recovery.resend]
