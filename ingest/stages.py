@@ -318,6 +318,7 @@ def _prepare_group(stage: Stage, deliveries: list[FromBlob], group: list[int], r
             embed_ready(stage, pipeline, ready, results)
             return
         prepared = PreparedStore.from_settings(stage.settings)
+        handed: dict[int, EmbedMessage] = {}
         for i, item in ready.items():
             message = prepared.put(item, pipeline.settings_key)
             lost = pipeline.advance(item.pending, "queued", attempt=None, owner=None)
@@ -325,7 +326,9 @@ def _prepare_group(stage: Stage, deliveries: list[FromBlob], group: list[int], r
                 prepared.delete(message.prepared)
                 results[i] = lost
                 continue
-            forward(i, message)
+            handed[i] = message
+    for i, message in handed.items():  # the store is closed: a broker that is down holds nobody else up
+        forward(i, message)
 
 
 # -- the embed stage --------------------------------------------------------------------------------

@@ -90,7 +90,7 @@ class SearchResult:
         return {"id": self.id, "score": self.score, "text": self.text, "metadata": self.metadata}
 
 
-Status = Literal["indexed", "unchanged", "failed", "queued"]
+Status = Literal["indexed", "unchanged", "failed", "queued", "superseded"]
 
 
 @dataclass
@@ -103,6 +103,13 @@ class IngestResult:
     chunks: int = 0
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # A request that a newer ingest of its document took over did not fail: whoever built
+        # the result (pipeline, worker stage, service, queue client) reports it ``superseded``,
+        # so a Celery result, a `korag ingest` line or a metric read later does not alarm anyone.
+        if self.error is Lost.SUPERSEDED and self.status == "failed":
+            self.status = "superseded"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -125,8 +132,16 @@ class IngestResult:
             doc_id=data["doc_id"],
             status=data["status"],
             chunks=int(data.get("chunks") or 0),
-            error=data.get("error"),
+            error=_lost_or_text(data.get("error")),
         )
+
+
+_LOST = {member.value: member for member in Lost}
+
+
+def _lost_or_text(error: Any) -> Any:
+    """A result read back from JSON (a Celery result) is told lost by type again (:attr:`IngestResult.lost`)."""
+    return _LOST.get(error, error) if isinstance(error, str) else error
 
 
 # -- who a document is and which request ingests it (every way in: CLI, service, queue) ------------

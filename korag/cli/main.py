@@ -24,7 +24,6 @@ from korag.cli.common import (
     EXIT_ERROR,
     EXIT_FAILED_DOCUMENTS,
     print_json,
-    progress,
     progress_of,
 )
 from korag.cli.documents import cmd_delete, cmd_docs, cmd_status, cmd_sweep
@@ -99,18 +98,30 @@ def _ingest_in_process(documents: list[tuple[Path, str]], settings: Settings, in
 
 def _ingest_queued(documents: list[tuple[Path, str]], settings: Settings, info: DocumentInfo, wait: bool,
                    timeout_s: float) -> Iterator[IngestResult]:
-    from korag.services.queue_client import enqueue, wait_all  # lazy: celery, only with a broker
+    from korag.services.queue_client import BrokerView, enqueue, wait_all  # lazy: celery, only with a broker
+    from workers.sweeper import resend  # lazy: celery, only with a broker
 
     app = root.queue_app(settings)  # the broker answers before anything is recorded as queued
+    broker = BrokerView(app) if wait else None  # who the broker is now: a restart during the wait is noticed
     blobs = root.blob_store(settings)
     with ExitStack() as stack:
         _, registry = root.open_registry(settings, stack)
         sent = [enqueue(app, blobs, registry, path, source, settings.max_file_bytes, info) for path, source in documents]
     if wait:
-        yield from wait_all(progress(sent, True, "wait"), timeout_s)
+        outcomes = wait_all(sent, timeout_s, look=lambda ids: _records(settings, ids), broker=broker,
+                            resend=lambda records: resend(app, settings, records), sweep_after_s=settings.sweep_age_s)
+        yield from progress_of(outcomes, len(sent), True, "wait")
     else:
         for item in sent:
             yield item.pending_result()
+
+
+def _records(settings: Settings, doc_ids: list[str]) -> dict:
+    """The registry's records (tombstones included) of ``doc_ids``, read in one short session, so
+    an embedded store is held only for the moment (the workers write to it)."""
+    with ExitStack() as stack:
+        _, registry = root.open_registry(settings, stack)
+        return {doc_id: registry.get(doc_id, include_deleted=True) for doc_id in doc_ids}
 
 
 def cmd_search(args: argparse.Namespace, settings: Settings) -> int:

@@ -23,11 +23,12 @@ from korag.storage.registry import (
     UNFINISHED,
     DocumentRecord,
     DocumentRegistry,
+    lost_reason,
     note_interruption,
     process_alive,
 )
 from korag.storage.store import QdrantStore
-from korag.types import DocumentState
+from korag.types import DocumentState, IngestResult, Lost
 
 log = logging.getLogger("korag.lifecycle")
 
@@ -257,3 +258,21 @@ def recover(registry: DocumentRegistry, *, max_crashes: int, resendable: Callabl
             if registry.write(record):
                 failed.append(record)
     return Recovery(tuple(resend), tuple(failed))
+
+
+def registry_outcome(record: DocumentRecord | None, source: str, doc_id: str, request: str | None,
+                     before: tuple[int, str | None]) -> IngestResult | None:
+    """What became of the ingest ``request`` of a document, as the registry tells it (``record``:
+    the registry's record now, tombstones included): the registry is the truth, whatever a
+    queue's result said. None while the request still owns the document unfinished. ``before``:
+    the indexed version and content hash when the request was made, to tell ``unchanged``."""
+    if record is None or record.status == DELETED or record.request != request:
+        # no record at all: deleted and its tombstone gone
+        why = Lost.DELETED_WHILE_INGESTING if record is None else lost_reason(record, started=True)
+        return IngestResult(source, doc_id, "failed", error=why)
+    if record.status == DocumentState.FAILED:
+        return IngestResult(source, doc_id, "failed", error=record.error)
+    if record.status == DocumentState.INDEXED:
+        same = (record.version, record.content_hash) == before
+        return IngestResult(source, doc_id, "unchanged" if same else "indexed", chunks=record.chunks)
+    return None

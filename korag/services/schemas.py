@@ -21,7 +21,7 @@ MAX_K = 100
 FILTER_SCHEMA = {"anyOf": [{"$ref": "#/components/schemas/KoragFilter"}, {"type": "null"}]}
 
 Mode = Literal["dense", "sparse", "hybrid"]
-IngestStatus = Literal["indexed", "unchanged", "failed", "queued"]
+IngestStatus = Literal["indexed", "unchanged", "failed", "queued", "superseded"]
 DocumentState = Literal["queued", "parsing", "embedding", "indexed", "failed"]
 
 
@@ -31,7 +31,7 @@ class IngestOutcome(BaseModel):
 
     source: str
     doc_id: str
-    status: IngestStatus = Field(description="indexed, unchanged (nothing written), failed (with error), queued")
+    status: IngestStatus = Field(description="indexed, unchanged (nothing written), failed (with error), queued, superseded (a newer ingest of the document took over; error says so)")
     chunks: int = 0
     error: str | None = None
 

@@ -29,7 +29,7 @@ from korag.errors import KoragError
 from korag.messages import IngestMessage
 from korag.rules import check_source, normalize_source
 from korag.services.ingest_queue import IngestQueue, Job
-from korag.services.lifecycle import delete_document, queue_request, stalled, sweep_blobs
+from korag.services.lifecycle import delete_document, queue_request, registry_outcome, stalled, sweep_blobs
 from korag.services.liveness import Liveness, owner_alive
 from korag.services.schemas import (
     ChunkList,
@@ -49,17 +49,15 @@ from korag.storage.blobs import BlobStore
 from korag.storage.disk import check_disk
 from korag.storage.query_filter import parse_filter
 from korag.storage.registry import (
-    DELETED,
     MID_FLIGHT,
     STATES,
     SUPERSEDED,
     UNFINISHED,
     DocumentRecord,
     DocumentRegistry,
-    lost_reason,
 )
 from korag.storage.store import SEQ_FIELD, QdrantStore
-from korag.types import DocumentInfo, DocumentState, IngestResult, Lost, doc_id_for
+from korag.types import DocumentInfo, DocumentState, IngestResult, doc_id_for
 from retrieval.search import Retriever
 
 if TYPE_CHECKING:
@@ -230,16 +228,8 @@ class Service:
         if item.future is not None:
             return item.future.result() if item.future.done() else item.queued()
         record = self.registry.get(item.doc_id, include_deleted=True)
-        if record is None or record.status == DELETED or record.request != item.request:
-            # no record at all: deleted and its tombstone gone
-            why = Lost.DELETED_WHILE_INGESTING if record is None else lost_reason(record, started=True)
-            return IngestResult(item.source, item.doc_id, "failed", error=why)
-        if record.status == DocumentState.FAILED:
-            return IngestResult(item.source, item.doc_id, "failed", error=record.error)
-        if record.status == DocumentState.INDEXED:
-            same = (record.version, record.content_hash) == item.before
-            return IngestResult(item.source, item.doc_id, "unchanged" if same else "indexed", chunks=record.chunks)
-        return item.queued()
+        result = registry_outcome(record, item.source, item.doc_id, item.request, item.before)
+        return result if result is not None else item.queued()
 
     def _finished(self, job: Job, result: IngestResult) -> None:
         """The ingest thread finished a document: metrics and events."""

@@ -62,7 +62,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r, ns = self.registry, namespace
         self.documents = Counter("documents", "Documents by outcome of an ingest or delete "
-                                 "(indexed, unchanged, failed, deleted, queued)", ["outcome"], namespace=ns, registry=r)
+                                 "(indexed, unchanged, failed, superseded, deleted, queued)", ["outcome"], namespace=ns, registry=r)
         self.stage_seconds = Histogram("stage_duration_seconds", stage_help(), ["stage"], namespace=ns, registry=r,
                                        buckets=STAGE_BUCKETS)
         self.chunks_embedded = Counter("chunks_embedded", "Chunks embedded", namespace=ns, registry=r)
