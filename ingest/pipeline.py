@@ -167,10 +167,16 @@ class Pipeline:
         info = info if info is not None else DocumentInfo()
         source = source if source is not None else normalize_source(str(path))
         doc_id = doc_id if doc_id is not None else doc_id_for(source, info.tenant, self.registry)
+        started = self.begin_file(path, source, doc_id, info)
+        return started if isinstance(started, IngestResult) else self.run(started)
+
+    def begin_file(self, path: str | Path, source: str, doc_id: str, info: DocumentInfo) -> IngestResult | Pending:
+        """:meth:`begin` for a file on disk, under a new in-process request: its bytes and its name
+        (NFC: macOS spells names in NFD), or its ``failed`` outcome when it cannot be read."""
         data = self.read(path, source, doc_id)
         if isinstance(data, IngestResult):
             return data
-        return self.ingest_bytes(data, unicodedata.normalize("NFC", PurePath(path).name), source, doc_id, info)
+        return self.begin(data, unicodedata.normalize("NFC", PurePath(path).name), source, doc_id, info)
 
     def read(self, path: str | Path, source: str, doc_id: str) -> bytes | IngestResult:
         """A file's bytes, or its ``failed`` outcome: not a regular file, over the size limit, unreadable."""
@@ -190,11 +196,14 @@ class Pipeline:
         request this delivery runs (it must own the document); None: a new in-process request.
         Store or model failures propagate (they are not the document's fault, and a retry may succeed)."""
         started = self.begin(data, filename, source, doc_id, info, blob, request)
-        if isinstance(started, IngestResult):
-            return started
+        return started if isinstance(started, IngestResult) else self.run(started)
+
+    def run(self, started: Pending) -> IngestResult:
+        """A document :meth:`begin` took, to its outcome in this process: parsed (guarded),
+        embedded and written a window at a time, recorded."""
         with started.failing_on_error(self):
             try:
-                chunks, sparse = self._prepare(data, filename, source)
+                chunks, sparse = self._prepare(started.data, started.filename, started.record.source)
             except (DocumentError, InputTooLongError) as exc:
                 return self.reject(started, exc.reason if isinstance(exc, DocumentError) else str(exc))
             started.data = b""  # parsed: the bytes are not needed any more

@@ -10,9 +10,8 @@ through the same steps (:mod:`ingest.batch` for the CLI and the embedded service
 
 from __future__ import annotations
 
-import unicodedata
 from dataclasses import dataclass, field, replace
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Protocol
 
 from ingest.pipeline import Pending, Pipeline
@@ -40,12 +39,8 @@ class FromFile:
 
     def start(self, pipeline: Pipeline) -> IngestResult | Pending:
         doc_id = doc_id_for(self.source, self.info.tenant, pipeline.registry)
-        data = pipeline.read(self.path, self.source, doc_id)
-        if isinstance(data, IngestResult):
-            return data
-        filename = unicodedata.normalize("NFC", PurePath(self.path).name)  # macOS spells names in NFD
         try:
-            return pipeline.begin(data, filename, self.source, doc_id, self.info)
+            return pipeline.begin_file(self.path, self.source, doc_id, self.info)
         except Exception as exc:  # noqa: BLE001 - the store failed for this document: it alone fails
             return IngestResult(self.source, doc_id, "failed", error=f"{type(exc).__name__}: {exc}")
 
