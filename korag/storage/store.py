@@ -167,13 +167,13 @@ def backend_of(client: Any) -> str:
     """Which engine a store runs on, for `korag status`."""
     if isinstance(client, EdgeClient):
         return f"qdrant-edge (embedded, {client.path})"
-    inner = getattr(client, "_client", None)
-    location = getattr(inner, "location", None)
-    if location == ":memory:":
+    options = client.init_options  # qdrant-client's record of how it was opened (public)
+    if options.get("location") == ":memory:":
         return "qdrant-client in-memory engine (tests)"
-    if hasattr(inner, "rest_uri"):
-        return f"qdrant server ({inner.rest_uri})"
-    return type(inner).__name__
+    if options.get("path") is not None:
+        return f"qdrant-client local mode ({options['path']})"
+    where = options.get("url") if options.get("url") is not None else options.get("host")
+    return f"qdrant server ({where if where is not None else options.get('location')})"
 
 
 def _sparse(vector: Any) -> models.SparseVector:
