@@ -164,6 +164,23 @@ def korag_env(settings_env: dict[str, str]) -> dict[str, str]:
     return env
 
 
+def queue_env(tmp_path: Path, broker_url: str, **settings: str) -> dict[str, str]:
+    """The environment of a distributed-mode test: the offline model, a data folder under
+    ``tmp_path``, the test's Redis, and ``settings`` (``KORAG_*`` names)."""
+    return korag_env({"KORAG_EMBEDDING_MODEL": offline_model_path(), "KORAG_DATA_DIR": str(tmp_path / "data"),
+                      "KORAG_BROKER_URL": broker_url, **settings})
+
+
+def wait_until(predicate, timeout: float, what: str, every: float = 0.5) -> None:
+    """Poll ``predicate`` until it holds; AssertionError naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(every)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 def korag_cli(args: list[str], env: dict[str, str], cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "korag.cli", *args], env=env, cwd=cwd, capture_output=True,
                           text=True, timeout=timeout)

@@ -13,8 +13,8 @@ from celery import Celery
 from kombu import Queue
 
 from bench import documents as docs
-from tests.conftest import korag_cli
-from tests.test_queue_batching import RoleWorker, _snapshot, _wait_until
+from tests.conftest import korag_cli, wait_until
+from tests.test_queue_batching import RoleWorker, _snapshot
 from tests.test_queue_batching import env as env  # noqa: F401 - the fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -87,7 +87,7 @@ def test_documents_an_older_korag_queued_in_celery_are_ingested_by_a_parse_worke
     assert _lengths(redis_server) == {"celery": 3, "parse": 0, "embed": 0}
     worker = RoleWorker(env, tmp_path, tmp_path / "w.log", "w", "parse,embed").start(ping=False)
     try:
-        _wait_until(lambda: _all_indexed(env, sources), 240, "every document indexed")
+        wait_until(lambda: _all_indexed(env, sources), 240, "every document indexed")
     finally:
         worker.stop()
     records, per_doc, _ = _snapshot(env)

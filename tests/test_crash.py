@@ -14,7 +14,7 @@ from bench import documents as docs
 from korag.settings import Settings
 from korag.storage.registry import DocumentRegistry
 from korag.storage.store import store_session
-from tests.conftest import Worker, korag_cli, korag_env, offline_model_path
+from tests.conftest import Worker, korag_cli, queue_env, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_DOCS = 8
@@ -22,16 +22,13 @@ N_DOCS = 8
 
 @pytest.fixture
 def env(tmp_path, redis_server):
-    return korag_env({
-        "KORAG_EMBEDDING_MODEL": offline_model_path(),
-        "KORAG_DATA_DIR": str(tmp_path / "data"),
-        "KORAG_BROKER_URL": redis_server.url,
-        "KORAG_TASK_SOFT_TIME_LIMIT": "50",
-        "KORAG_TASK_TIME_LIMIT": "60",
-        "KORAG_VISIBILITY_TIMEOUT": "70",
-        "KORAG_SWEEP_AFTER_S": "1",  # a restarted worker re-sends what the dead one left
-        "KORAG_MAX_CRASHES": "2",
-    })
+    return queue_env(tmp_path, redis_server.url,
+        KORAG_TASK_SOFT_TIME_LIMIT="50",
+        KORAG_TASK_TIME_LIMIT="60",
+        KORAG_VISIBILITY_TIMEOUT="70",
+        KORAG_SWEEP_AFTER_S="1",  # a restarted worker re-sends what the dead one left
+        KORAG_MAX_CRASHES="2",
+    )
 
 
 def _batch(folder, n=N_DOCS, paragraphs=6):
@@ -48,13 +45,6 @@ def _enqueue(env, tmp_path) -> dict[str, str]:
     return {l["source"]: l["doc_id"] for l in lines}
 
 
-def _wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _snapshot(env) -> tuple[dict, Counter, Counter]:
@@ -90,14 +80,14 @@ def test_worker_killed_mid_batch(tmp_path, env):
     worker = Worker(env, tmp_path, tmp_path / "worker1.log", "w1").start()
     try:
         ids = _enqueue(env, tmp_path)
-        _wait_until(lambda: worker.started(sources[2]), 120, "the third document to start")
+        wait_until(lambda: worker.started(sources[2]), 120, "the third document to start")
         time.sleep(0.5)
         worker.kill()
     finally:
         worker.stop()
     replacement = Worker(env, tmp_path, tmp_path / "worker2.log", "w2").start()
     try:
-        _wait_until(lambda: _all_indexed(env, ids.values()), 300, "every document to finish")
+        wait_until(lambda: _all_indexed(env, ids.values()), 300, "every document to finish")
     finally:
         replacement.stop()
     _assert_exactly_once(env, ids.values())
@@ -108,11 +98,11 @@ def test_redis_killed_mid_batch(tmp_path, env, redis_server):
     worker = Worker(env, tmp_path, tmp_path / "worker.log").start()
     try:
         ids = _enqueue(env, tmp_path)
-        _wait_until(lambda: worker.started(sources[1]), 120, "the second document to start")
+        wait_until(lambda: worker.started(sources[1]), 120, "the second document to start")
         redis_server.kill()
         time.sleep(2)
         redis_server.start()  # same port, same directory: the append-only file is replayed
-        _wait_until(lambda: _all_indexed(env, ids.values()), 300, "every document to finish")
+        wait_until(lambda: _all_indexed(env, ids.values()), 300, "every document to finish")
     finally:
         worker.stop()
     _assert_exactly_once(env, ids.values())

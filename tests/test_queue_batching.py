@@ -23,7 +23,7 @@ from korag.settings import Settings
 from korag.storage.blobs import BlobStore
 from korag.storage.registry import DocumentRegistry
 from korag.storage.store import store_session
-from tests.conftest import Worker, korag_cli, korag_env, make_settings, offline_model_path
+from tests.conftest import Worker, korag_cli, make_settings, queue_env, wait_until
 
 
 def _texts(n: int) -> dict[str, str]:
@@ -154,14 +154,11 @@ class RoleWorker(Worker):
 
 @pytest.fixture
 def env(tmp_path, redis_server):
-    return korag_env({
-        "KORAG_EMBEDDING_MODEL": offline_model_path(),
-        "KORAG_DATA_DIR": str(tmp_path / "data"),
-        "KORAG_BROKER_URL": redis_server.url,
-        "KORAG_TASK_SOFT_TIME_LIMIT": "100",
-        "KORAG_TASK_TIME_LIMIT": "110",
-        "KORAG_VISIBILITY_TIMEOUT": "600",
-    })
+    return queue_env(tmp_path, redis_server.url,
+        KORAG_TASK_SOFT_TIME_LIMIT="100",
+        KORAG_TASK_TIME_LIMIT="110",
+        KORAG_VISIBILITY_TIMEOUT="600",
+    )
 
 
 def _write(folder, texts: dict[str, str]) -> list[str]:
@@ -171,13 +168,6 @@ def _write(folder, texts: dict[str, str]) -> list[str]:
     return [f"in/{name}" for name in texts]
 
 
-def _wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _embed_waiting(redis_server) -> int:
@@ -218,7 +208,7 @@ def test_parse_and_embed_workers_on_separate_queues_batch_across_documents(tmp_p
     try:
         waiting = subprocess.Popen([sys.executable, "-m", "korag.cli", "ingest", "in", "--wait", "--json"], env=env,
                                    cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        _wait_until(lambda: _embed_waiting(redis_server) == len(sources), 240, "every document to be parsed")
+        wait_until(lambda: _embed_waiting(redis_server) == len(sources), 240, "every document to be parsed")
         records, per_doc, _ = _snapshot(env)
         assert {records[s].status for s in sources} == {"queued"} and not per_doc  # parsed, not embedded
         embedder.start()
@@ -250,14 +240,14 @@ def test_a_document_deleted_while_waiting_for_an_embed_worker_stays_deleted(tmp_
     try:
         ids = {json.loads(line)["source"]: json.loads(line)["doc_id"]
                for line in korag_cli(["ingest", "in", "--json"], env, tmp_path).stdout.splitlines()}
-        _wait_until(lambda: _embed_waiting(redis_server) == 2, 240, "both documents to be parsed")
+        wait_until(lambda: _embed_waiting(redis_server) == 2, 240, "both documents to be parsed")
     finally:
         parser.stop()
     deleted = korag_cli(["delete", ids[sources[0]], "--json"], env, tmp_path)
     assert deleted.returncode == 0, deleted.stderr
     embedder = RoleWorker(env, tmp_path, tmp_path / "embed.log", "embed", "embed").start()
     try:
-        _wait_until(lambda: "deleted before it was ingested" in embedder.text()
+        wait_until(lambda: "deleted before it was ingested" in embedder.text()
                     and f"'source': '{sources[1]}'" in embedder.text(), 240, "the embed worker to take both")
     finally:
         embedder.stop()
@@ -277,7 +267,7 @@ def test_an_embed_worker_killed_mid_batch_counts_the_crash_and_the_documents_fin
     parser = RoleWorker(env, tmp_path, tmp_path / "parse.log", "parse", "parse").start()
     try:
         _enqueue(env, tmp_path)
-        _wait_until(lambda: _embed_waiting(redis_server) == len(sources), 240, "every document to be parsed")
+        wait_until(lambda: _embed_waiting(redis_server) == len(sources), 240, "every document to be parsed")
     finally:
         parser.stop()
     first = RoleWorker(env, tmp_path, tmp_path / "embed1.log", "e1", "embed").start(ping=False)
@@ -294,7 +284,7 @@ def test_an_embed_worker_killed_mid_batch_counts_the_crash_and_the_documents_fin
     sweeping = {**env, "KORAG_SWEEP_AFTER_S": "1"}  # the new worker re-sends what the dead one left
     second = RoleWorker(sweeping, tmp_path, tmp_path / "embed2.log", "e2", "embed").start()
     try:
-        _wait_until(lambda: all(_snapshot(env)[0][s].status == "indexed" for s in sources), 240, "every document")
+        wait_until(lambda: all(_snapshot(env)[0][s].status == "indexed" for s in sources), 240, "every document")
     finally:
         second.stop()
     records, per_doc, per_chunk = _snapshot(env)

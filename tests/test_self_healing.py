@@ -32,8 +32,8 @@ from korag.services.liveness import DEAD_AFTER_S, Liveness
 from korag.services.telemetry import Metrics
 from korag.storage.registry import DocumentRecord, DocumentRegistry, this_process
 from korag.storage.store import open_client
-from tests.conftest import Worker, korag_cli, korag_env, make_settings, offline_model_path
-from tests.test_crash import _assert_exactly_once, _snapshot, _wait_until
+from tests.conftest import Worker, korag_cli, make_settings, queue_env, wait_until
+from tests.test_crash import _assert_exactly_once, _snapshot
 
 HANDOVER_BOUND_S = 120.0  # from Redis' restart to the document indexed
 WORKER_BOUND_S = 90.0  # from the new worker's start to every document indexed
@@ -41,11 +41,7 @@ WORKER_BOUND_S = 90.0  # from the new worker's start to every document indexed
 
 @pytest.fixture
 def env(tmp_path, redis_server):
-    return korag_env({
-        "KORAG_EMBEDDING_MODEL": offline_model_path(),
-        "KORAG_DATA_DIR": str(tmp_path / "data"),
-        "KORAG_BROKER_URL": redis_server.url,
-    })
+    return queue_env(tmp_path, redis_server.url)
 
 
 def _enqueue(env, tmp_path) -> dict[str, str]:
@@ -73,15 +69,15 @@ def test_redis_killed_at_the_hand_over_to_the_embed_queue(tmp_path, env, redis_s
     embedder = Worker(env, tmp_path, tmp_path / "embed.log", "embed", queues="embed").start()
     try:
         ids = _enqueue(env, tmp_path)
-        _wait_until(lambda: _logged(parser, "ingesting 1 document(s)"), 120, "the parse worker to take it")
+        wait_until(lambda: _logged(parser, "ingesting 1 document(s)"), 120, "the parse worker to take it")
         os.kill(redis_server.proc.pid, signal.SIGSTOP)
-        _wait_until(lambda: _logged(parser, f"{source}: queued"), 120, "the document recorded queued")
+        wait_until(lambda: _logged(parser, f"{source}: queued"), 120, "the document recorded queued")
         time.sleep(1)  # the worker is sending the embed message now, to a broker that does not answer
         redis_server.kill()
         time.sleep(5)  # the send fails while the broker is down
         redis_server.start()  # same port, same directory: the append-only file is replayed
         restarted = time.monotonic()
-        _wait_until(lambda: _snapshot(env)[0][ids[source]].status in ("indexed", "failed"), HANDOVER_BOUND_S,
+        wait_until(lambda: _snapshot(env)[0][ids[source]].status in ("indexed", "failed"), HANDOVER_BOUND_S,
                     "the document to finish")
         assert time.monotonic() - restarted < HANDOVER_BOUND_S
     finally:
@@ -100,7 +96,7 @@ def test_a_killed_workers_documents_are_shown_stalled_and_sent_again(tmp_path, e
     worker = Worker(env, tmp_path, tmp_path / "worker1.log", "w1").start()
     try:
         ids = _enqueue(env, tmp_path)
-        _wait_until(lambda: _logged(worker, ": embedding"), 180, "a batch to reach the model")
+        wait_until(lambda: _logged(worker, ": embedding"), 180, "a batch to reach the model")
         worker.kill()
     finally:
         worker.stop()
@@ -119,7 +115,7 @@ def test_a_killed_workers_documents_are_shown_stalled_and_sent_again(tmp_path, e
     replacement = Worker(env, tmp_path, tmp_path / "worker2.log", "w2").start()
     started = time.monotonic()
     try:
-        _wait_until(lambda: all(r.status == "indexed" for r in _snapshot(env)[0].values())
+        wait_until(lambda: all(r.status == "indexed" for r in _snapshot(env)[0].values())
                     and len(_snapshot(env)[0]) == len(ids), WORKER_BOUND_S, "every document indexed")
         assert time.monotonic() - started < WORKER_BOUND_S
     finally:

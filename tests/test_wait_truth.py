@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from contextlib import ExitStack
 
 import pytest
@@ -20,7 +19,7 @@ from korag.settings import Settings
 from korag.storage.registry import UNFINISHED, DocumentRegistry
 from korag.storage.store import store_session
 from korag.types import DocumentInfo, IngestResult
-from tests.conftest import RedisServer, Worker, korag_cli, korag_env, offline_model_path
+from tests.conftest import RedisServer, Worker, korag_cli, queue_env, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 N_DOCS = 6
@@ -29,12 +28,9 @@ WAIT_S = 150  # the bound: every document indexed within this, broker loss inclu
 
 @pytest.fixture
 def env(tmp_path, redis_server):
-    return korag_env({
-        "KORAG_EMBEDDING_MODEL": offline_model_path(),
-        "KORAG_DATA_DIR": str(tmp_path / "data"),
-        "KORAG_BROKER_URL": redis_server.url,
-        "KORAG_WORKER_BATCH_DOCUMENTS": "1",  # one document at a time: the rest wait in Redis
-    })
+    return queue_env(tmp_path, redis_server.url,
+        KORAG_WORKER_BATCH_DOCUMENTS="1",  # one document at a time: the rest wait in Redis
+    )
 
 
 def _settings(env) -> Settings:
@@ -46,13 +42,6 @@ def _records(env) -> dict:
         return {r.doc_id: r for r in DocumentRegistry(store.client, store.collection).all()}
 
 
-def _wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_wait_reports_the_registry_after_the_broker_restarts_empty(tmp_path, env, redis_server):
@@ -69,7 +58,7 @@ def test_wait_reports_the_registry_after_the_broker_restarts_empty(tmp_path, env
                                 "--timeout", str(WAIT_S)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True)
     try:
-        _wait_until(lambda: worker.started("in/문서00.txt"), 120, "the first document to start")
+        wait_until(lambda: worker.started("in/문서00.txt"), 120, "the first document to start")
         redis_server.kill()
         empty = RedisServer(tmp_path / "redis-empty", redis_server.port, appendonly=False).start()
         try:
