@@ -126,7 +126,7 @@ def test_an_older_request_that_starts_after_the_newer_one_is_queued_does_nothing
     pipeline = _pipeline(minilm, store, settings)
     old = Request(*queue_request(pipeline.registry, "d", "a.txt", "a.txt", "b1", None, {}))
     new = Request(*queue_request(pipeline.registry, "d", "a.txt", "a.txt", "b2", None, {}))
-    assert pipeline.ingest_bytes(OLD.encode(), "a.txt", "a.txt", "d", request=old).status == "failed"
+    assert pipeline.ingest_bytes(OLD.encode(), "a.txt", "a.txt", "d", request=old).status == "superseded"
     assert store.count({"doc_id": "d"}) == 0
     assert pipeline.ingest_bytes(NEW.encode(), "a.txt", "a.txt", "d", request=new).status == "indexed"
 
