@@ -2,12 +2,16 @@
 
 Rules, in order of precedence:
 1. No chunk's embedded input (prefix + section header + body) exceeds the model's limit;
-   checked with the model's own tokenizer on the exact string.
+   checked with the model's own tokenizer on the exact string. No chunk's text exceeds
+   :attr:`TokenBudget.max_chars` characters either (8 per token of the limit), for what the
+   token count cannot see: whitespace, and words the tokenizer reads as one ``[UNK]``.
 2. A title opens a new section; a chunk does not run across a section boundary unless what
    it holds so far is too small to stand alone (a heading-only or one-line section).
 3. Text breaks at Korean sentence boundaries (Kiwi); a table stays whole when it fits,
    otherwise it breaks between rows.
-4. A single sentence or row longer than the budget is cut at tokenizer offsets.
+4. A single sentence or row longer than the budget is cut at tokenizer offsets. A word too
+   long for the tokenizer to read (WordPiece: over ``max_input_chars_per_word``) is cut into
+   parts it reads, with a space at each cut (:meth:`TokenBudget.pieces`).
 5. The trailing sentences of a chunk, up to ``overlap_tokens``, open the next chunk of the
    same section.
 
@@ -60,6 +64,7 @@ class Chunker:
         bare = budget.body_budget(None)
         # The smallest body budget any header can leave: every unit must fit under every header.
         self._max_unit = bare - bare // _MAX_HEADER_SHARE - 2
+        self._max_chars = budget.max_chars
         # Per section header, computed once (a header repeats in every chunk of its section).
         self._embedded_header = lru_cache(maxsize=1024)(self._header_of)
         self._body_budget = lru_cache(maxsize=1024)(budget.body_budget)
@@ -162,31 +167,30 @@ class Chunker:
         for (i, block), (analysis, (parts, rows)) in zip(group, planned):
             counted = [(start, text, next(counts)) for start, text in parts]
             counted_rows = [(start, text, next(counts)) for start, text in rows or ()]
-            if rows is not None and counted[0][2] > self._max_unit:
+            if rows is not None and (counted[0][2] > self._max_unit or len(block.text) > self._max_chars):
                 counted = counted_rows
             yield i, block, self._block_units(block, i, analysis, counted)
 
     def _block_units(self, block: Block, index: int, analysis: Analysis,
                      counted: list[tuple[int, str, int]]) -> list[_Unit]:
-        def terms(start: int, text: str) -> tuple[str, ...]:
+        def terms(start: int, end: int, text: str) -> tuple[str, ...]:
             if self._terms is None:
                 return ()
             if start < 0:  # not located in the block's text: analysed on its own
                 return self._terms_of(text)
-            return tuple(self._terms(analysis.morphs_in(start, start + len(text))))
+            return tuple(self._terms(analysis.morphs_in(start, end)))
 
         units = []
         for start, part, count in counted:
-            if count <= self._max_unit:
-                units.append(_Unit(part, count, block.page_number, index, block.kind, terms(start, part)))
+            if count <= self._max_unit and len(part) <= self._max_chars and not self.budget.long_words(part):
+                units.append(_Unit(part, count, block.page_number, index, block.kind,
+                                   terms(start, start + len(part), part)))
                 continue
-            pieces = self.budget.split(part, self._max_unit)
-            at = 0
-            for piece, piece_count in zip(pieces, self._counts(pieces)):
-                found = part.find(piece, at)  # pieces are slices of the part, in order
-                at = found + len(piece) if found >= 0 else at
-                piece_start = start + found if start >= 0 and found >= 0 else -1
-                units.append(_Unit(piece, piece_count, block.page_number, index, block.kind, terms(piece_start, piece)))
+            pieces = self.budget.pieces(part, self._max_unit, self._max_chars, break_long_words=True)
+            for piece, piece_count in zip(pieces, self._counts([piece.text for piece in pieces])):
+                located = start >= 0
+                units.append(_Unit(piece.text, piece_count, block.page_number, index, block.kind,
+                                   terms(start + piece.start if located else -1, start + piece.end, piece.text)))
         return units
 
     def _counts(self, parts: list[str]) -> list[int]:
@@ -222,12 +226,12 @@ class Chunker:
         # Token counts of joined pieces are nearly additive: tokenize the joined text only
         # when the sum comes close to the limit.
         estimate = sum(u.tokens for u in current) + unit.tokens + len(current)
-        if estimate > limit:
+        if estimate > limit or _chars(current + [unit]) > self._max_chars:
             return False
         return estimate <= limit - 8 or self._fits(header, current + [unit])
 
     def _fits(self, header: str | None, units: list[_Unit]) -> bool:
-        return self.budget.fits(header, _join(units))
+        return _chars(units) <= self._max_chars and self.budget.fits(header, _join(units))
 
     def _overlap(self, units: list[_Unit]) -> list[_Unit]:
         kept: list[_Unit] = []
@@ -259,8 +263,8 @@ class Chunker:
         inputs = [compose_input(self.budget.prefix, c.header, c.text) for c in chunks]
         ids = self.budget.input_ids(inputs)
         for chunk, tokens in zip(chunks, ids):
-            if len(tokens) > self.budget.max_input_tokens:
-                raise AssertionError(f"chunk {chunk.index} exceeds the model's limit; this is a korag bug")
+            if len(tokens) > self.budget.max_input_tokens or len(chunk.text) > self._max_chars:
+                raise AssertionError(f"chunk {chunk.index} exceeds the model's limit or the character bound; this is a korag bug")
         return ids
 
 
@@ -273,6 +277,11 @@ def _rows(block: Block) -> list[tuple[int, str]]:
         rows.append((found, row))
         at = found + len(row) if found >= 0 else at
     return rows
+
+
+def _chars(units: list[_Unit]) -> int:
+    """``len(_join(units))``, without joining: one separator between units."""
+    return sum(len(u.text) for u in units) + len(units) - 1 if units else 0
 
 
 def _join(units: list[_Unit]) -> str:
