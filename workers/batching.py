@@ -165,7 +165,7 @@ class Batch:
         try:
             message.raw.ack()
             message.settled = True
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - kombu raises the transport's own errors: redelivered later
             log.warning("task %s: could not acknowledge it (%s); it will be delivered again", message.task_id, error)
 
     def again(self, message: Message, error: BaseException, countdown: float) -> None:
@@ -182,7 +182,7 @@ class Batch:
                                    retries=message.retries + 1, countdown=countdown)
             message.raw.ack()
             message.settled = True
-        except Exception as broker_error:
+        except Exception as broker_error:  # noqa: BLE001 - the transport's own errors: redelivered later
             log.warning("task %s: could not send it again (%s); it will be delivered again", message.task_id,
                         broker_error)
             return
