@@ -7,8 +7,9 @@ runs `korag sweep`.
 - Redis killed at the hand-over from a parse worker to the embed queue (the document recorded
   ``queued``, its embed message not yet accepted), then restarted from its append-only file: the
   document ends ``indexed`` exactly once within ``HANDOVER_BOUND_S`` of the restart.
-- A worker killed mid-batch: its documents show as stalled (``korag status``, ``korag docs``),
-  and a new worker's sweep re-queues them: ``indexed`` exactly once within ``WORKER_BOUND_S`` of
+- A worker killed mid-batch: its documents show as stalled (``korag status``, ``korag docs``,
+  and through a ``korag serve`` in distributed mode: ``GET /v1/documents`` and the
+  ``korag_documents_stalled`` metric), and a new worker's sweep re-queues them: ``indexed`` exactly once within ``WORKER_BOUND_S`` of
   the new worker's start.
 - The decision itself (:func:`korag.services.lifecycle.recover`) against a real Redis: a document
   held by a live worker (this process, or one elsewhere that beats) is never touched, however
@@ -19,11 +20,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import time
 import uuid
 
+import httpx
 import pytest
 
 from bench import documents as docs
@@ -32,6 +35,7 @@ from korag.services.liveness import DEAD_AFTER_S, Liveness
 from korag.services.telemetry import Metrics
 from korag.storage.registry import DocumentRecord, DocumentRegistry, this_process
 from korag.storage.store import open_client
+from tests.api_server import serve
 from tests.conftest import Worker, korag_cli, make_settings, queue_env, wait_until
 from tests.test_crash import _assert_exactly_once, _snapshot
 
@@ -112,16 +116,31 @@ def test_a_killed_workers_documents_are_shown_stalled_and_sent_again(tmp_path, e
     text = korag_cli(["status", held[0]], env, tmp_path).stdout
     assert "stalled: its worker process is gone" in text
 
-    replacement = Worker(env, tmp_path, tmp_path / "worker2.log", "w2").start()
-    started = time.monotonic()
-    try:
-        wait_until(lambda: all(r.status == "indexed" for r in _snapshot(env)[0].values())
-                    and len(_snapshot(env)[0]) == len(ids), WORKER_BOUND_S, "every document indexed")
-        assert time.monotonic() - started < WORKER_BOUND_S
-    finally:
-        replacement.stop()
+    with serve(tmp_path, env) as server:  # `korag serve` in distributed mode says the same
+        assert _stalled_over_http(server) == (held, len(held))
+        replacement = Worker(env, tmp_path, tmp_path / "worker2.log", "w2").start()
+        started = time.monotonic()
+        try:
+            wait_until(lambda: all(r.status == "indexed" for r in _snapshot(env)[0].values())
+                       and len(_snapshot(env)[0]) == len(ids), WORKER_BOUND_S, "every document indexed")
+            assert time.monotonic() - started < WORKER_BOUND_S
+        finally:
+            replacement.stop()
+        assert _stalled_over_http(server) == ([], 0)
     _assert_exactly_once(env, ids.values())
     assert json.loads(korag_cli(["status", "--json"], env, tmp_path).stdout)["stalled"] == 0
+
+
+def _stalled_over_http(server) -> tuple[list[str], int]:
+    """The documents ``GET /v1/documents`` flags stalled, and the ``korag_documents_stalled`` gauge."""
+    with httpx.Client(base_url=server.url, timeout=60) as http:
+        listed = http.get("/v1/documents", params={"limit": 100})
+        metrics = http.get("/metrics")
+    assert listed.status_code == 200 and metrics.status_code == 200, (listed.text, metrics.text)
+    flagged = sorted(d["doc_id"] for d in listed.json()["documents"] if d["stalled"])
+    gauge = re.search(r"^korag_documents_stalled (\S+)$", metrics.text, re.M)
+    assert gauge is not None, metrics.text
+    return flagged, int(float(gauge.group(1)))
 
 
 # -- the decision, against a real Redis -------------------------------------------------------------

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import logging
 import time
-
-import redis
+from types import ModuleType
+from typing import Any
 
 from korag.storage.registry import process_alive
 
@@ -33,15 +33,14 @@ REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 class Liveness:
     """The workers' beats in the broker's Redis."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: Any) -> None:  # a redis.Redis
         self.client = client
 
     @classmethod
     def from_url(cls, broker_url: str | None) -> "Liveness | None":
         """For a Redis broker; None for none or another kind (liveness is then told on this machine only)."""
-        if broker_url is None or not broker_url.startswith(REDIS_SCHEMES):
-            return None
-        return cls(redis.Redis.from_url(broker_url, socket_timeout=2.0, socket_connect_timeout=2.0))
+        client = redis_client(broker_url)
+        return cls(client) if client is not None else None
 
     def beat(self, owner: str, now: float | None = None) -> None:
         self.client.set(KEY.format(owner=owner), repr(now if now is not None else time.time()), ex=KEEP_S)
@@ -57,7 +56,7 @@ class Liveness:
             return local
         try:
             last = self.last_beat(owner)
-        except (redis.RedisError, ValueError) as error:
+        except (redis_module().RedisError, ValueError) as error:
             log.warning("cannot tell whether %s is alive: %s", owner, error)
             return None
         if last is None:
@@ -71,6 +70,22 @@ class Liveness:
 
     def close(self) -> None:
         self.client.close()
+
+
+def redis_module() -> ModuleType:
+    """The redis client library, loaded on first use: only a Redis broker needs it, and its import
+    (asyncio included) would cost every CLI command that has none."""
+    import redis  # lazy: only with a Redis broker
+
+    return redis
+
+
+def redis_client(broker_url: str | None) -> Any:
+    """A client of a Redis broker (short timeouts: a caller asks in passing); None for no broker
+    or one of another kind."""
+    if broker_url is None or not broker_url.startswith(REDIS_SCHEMES):
+        return None
+    return redis_module().Redis.from_url(broker_url, socket_timeout=2.0, socket_connect_timeout=2.0)
 
 
 def owner_alive(liveness: Liveness | None, owner: str) -> bool | None:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePath
 
-import redis
 from celery import Celery
 from celery.exceptions import OperationalError
 from celery.exceptions import TimeoutError as CeleryTimeoutError
@@ -21,6 +20,7 @@ from ingest.pipeline import read_document, unreadable
 from korag.errors import KoragError
 from korag.messages import EMBED_TASK, INGEST_TASK, EmbedMessage, IngestMessage
 from korag.services.lifecycle import queue_request, registry_outcome, release_upload
+from korag.services.liveness import redis_client, redis_module
 from korag.storage.blobs import BlobStore
 from korag.storage.registry import SUPERSEDED, DocumentRecord, DocumentRegistry, this_process
 from korag.types import DocumentInfo, DocumentState, IngestResult, doc_id_for
@@ -113,9 +113,7 @@ class BrokerView:
     waiting in a queue or taken by a worker and not yet acknowledged (kombu's ``unacked`` hash)."""
 
     def __init__(self, app: Celery) -> None:
-        url = str(app.conf.broker_url or "")
-        self._client = (redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-                        if url.startswith(("redis://", "rediss://", "unix://")) else None)
+        self._client = redis_client(str(app.conf.broker_url) if app.conf.broker_url else None)
 
     def run_id(self) -> str | None:
         """This broker server's identity; None when it does not answer or cannot tell."""
@@ -123,7 +121,7 @@ class BrokerView:
             return None
         try:
             return str(self._client.info("server").get("run_id"))
-        except redis.RedisError:
+        except redis_module().RedisError:
             return None
 
     def documents(self) -> set[str] | None:
@@ -137,7 +135,7 @@ class BrokerView:
                 found.update(_doc_id(raw) for raw in self._client.lrange(key, 0, -1))
             for raw in self._client.hvals("unacked"):
                 found.add(_doc_id(raw, unacked=True))
-        except redis.RedisError:
+        except redis_module().RedisError:
             return None
         found.discard(None)
         return found
