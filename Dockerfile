@@ -10,7 +10,7 @@ ENV PYTHONUNBUFFERED=1 \
     KORAG_DATA_DIR=/data \
     KORAG_BLOB_DIR=/blobs
 
-RUN apt-get update && apt-get install -y --no-install-recommends libmagic1 && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends libmagic1 tesseract-ocr tesseract-ocr-kor && rm -rf /var/lib/apt/lists/*
 RUN pip install --index-url "$TORCH_INDEX" "$TORCH_SPEC"
 
 WORKDIR /app

@@ -21,9 +21,11 @@ $(VENV)/.korag-installed: pyproject.toml
 
 # redis-server for the queue tests (a real broker, started by the tests on a free port).
 system-deps:
-	@command -v redis-server >/dev/null || { \
+	@{ command -v redis-server >/dev/null && command -v tesseract >/dev/null \
+	  && tesseract --list-langs 2>/dev/null | grep -qx kor && fc-list :lang=ko 2>/dev/null | grep -q .; } || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q redis-server; }
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
+	    redis-server tesseract-ocr tesseract-ocr-kor fonts-nanum; }
 
 demo: setup
 	$(PY) demo/run_demo.py

@@ -146,3 +146,93 @@ def make_hwp_document(path: Path) -> Path:
     doc.add_paragraph(SECRET_SENTENCE)
     doc.save_to_path(str(path))
     return path
+
+
+# -- scanned pages (OCR, issue 21): rendered at run time with a Korean font found on the system ----
+SCANNED_PAGES = [
+    ["제1장 총칙",
+     "이 규정은 서울특별시 도서관 운영에 관한 사항을 정한다.",
+     "도서관은 매주 월요일과 법정 공휴일에 휴관한다.",
+     "제2장 이용",
+     "회원증을 분실한 경우 즉시 신고하여야 하며 재발급",
+     "수수료는 삼천 원으로 한다.",
+     "대출 기간은 십사 일이며 한 번 연장할 수 있다."],
+    ["□ 계약의 목적",
+     "갑은 을에게 물품 공급을 의뢰하고 을은 이를 성실히 이행한다.",
+     "계약 금액은 일금 오백만 원이며 부가가치세를 포함한다.",
+     "□ 납품 기한",
+     "을은 계약일로부터 삼십 일 이내에 물품을 납품하여야 한다.",
+     "기한을 넘기면 하루마다 계약 금액의 천분의 일을 지체상금으로 낸다."],
+]
+
+
+def korean_font() -> str | None:
+    """A font file with Hangul (``fc-list :lang=ko``; Debian: fonts-nanum), or None."""
+    import shutil
+    import subprocess
+
+    if shutil.which("fc-list") is None:
+        return None
+    listed = subprocess.run(["fc-list", ":lang=ko", "file"], capture_output=True, text=True).stdout
+    files = sorted(line.split(":")[0].strip() for line in listed.splitlines() if line.strip())
+    regular = [f for f in files if f.endswith((".ttf", ".otf")) and "Bold" not in f and "Coding" not in f]
+    return (regular or files or [None])[0]
+
+
+def render_page(lines: list[str], font_path: str, dpi: int = 300, size_pt: float = 11.0):
+    """A white A4 page (PIL image, greyscale) with ``lines`` printed at ``size_pt`` points, a blank
+    line before each heading (a line that starts with 제, □ or a digit)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = round(8.27 * dpi), round(11.69 * dpi)
+    font = ImageFont.truetype(font_path, round(size_pt * dpi / 72))
+    page = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(page)
+    step = round(size_pt * dpi / 72 * 1.8)
+    y = round(dpi * 0.8)
+    for index, line in enumerate(lines):
+        if index and line[:1] in "제□0123456789":
+            y += step
+        draw.text((round(dpi * 0.8), y), line, font=font, fill=0)
+        y += step
+    page.info["dpi"] = (dpi, dpi)
+    return page
+
+
+def phone_like(page, angle: float = 1.5, seed: int = 7):
+    """A page as a phone photo of it: turned slightly, grey noise, lower contrast (save as JPEG 70)."""
+    import numpy as np
+    from PIL import Image
+
+    turned = page.rotate(angle, expand=True, fillcolor=235, resample=Image.BICUBIC)
+    pixels = np.asarray(turned, dtype=np.float64) * 0.8 + 30
+    pixels += np.random.default_rng(seed).normal(0, 12, pixels.shape)
+    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8), "L")
+
+
+def make_scanned_pdf(path: Path, images: list) -> Path:
+    """An image-only PDF: one page per image, no text layer (as a scanner writes it)."""
+    images[0].save(path, "PDF", resolution=300, save_all=True, append_images=images[1:])
+    return path
+
+
+def make_mixed_pdf(path: Path, text_lines: list[str], image) -> Path:
+    """Page 1 with a text layer, page 2 a scanned image only."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.cidfonts import UnicodeCIDFont
+    from reportlab.pdfgen import canvas
+
+    pdfmetrics.registerFont(UnicodeCIDFont("HYSMyeongJo-Medium"))
+    c = canvas.Canvas(str(path), pagesize=A4)
+    c.setFont("HYSMyeongJo-Medium", 11)
+    y = 780
+    for line in text_lines:
+        c.drawString(50, y, line)
+        y -= 18
+    c.showPage()
+    c.drawImage(ImageReader(image), 0, 0, width=A4[0], height=A4[1])
+    c.showPage()
+    c.save()
+    return path

@@ -44,6 +44,7 @@ class _Unit:
     block: int  # index of the block it came from: units of one block join with " "
     kind: str
     terms: tuple[str, ...] = ()  # keyword terms of the text (from Kiwi's morphemes), when asked for
+    ocr_confidence: float | None = None  # the block's, when it was read by OCR
 
 
 @dataclass(frozen=True)
@@ -184,13 +185,14 @@ class Chunker:
         for start, part, count in counted:
             if count <= self._max_unit and len(part) <= self._max_chars and not self.budget.long_words(part):
                 units.append(_Unit(part, count, block.page_number, index, block.kind,
-                                   terms(start, start + len(part), part)))
+                                   terms(start, start + len(part), part), block.ocr_confidence))
                 continue
             pieces = self.budget.pieces(part, self._max_unit, self._max_chars, break_long_words=True)
             for piece, piece_count in zip(pieces, self._counts([piece.text for piece in pieces])):
                 located = start >= 0
                 units.append(_Unit(piece.text, piece_count, block.page_number, index, block.kind,
-                                   terms(start + piece.start if located else -1, start + piece.end, piece.text)))
+                                   terms(start + piece.start if located else -1, start + piece.end, piece.text),
+                                   block.ocr_confidence))
         return units
 
     def _counts(self, parts: list[str]) -> list[int]:
@@ -246,6 +248,8 @@ class Chunker:
     def _make(self, section: str | None, header: str | None, header_terms: tuple[str, ...], units: list[_Unit],
               index: int) -> tuple[Chunk, list[str]]:
         pages = [u.page for u in units if u.page is not None]
+        # a chunk across OCR'd pages carries the lowest of their confidences: the weakest text in it
+        confidences = [u.ocr_confidence for u in units if u.ocr_confidence is not None]
         chunk = Chunk(
             text=_join(units),
             index=index,
@@ -253,6 +257,7 @@ class Chunker:
             header=header,
             page_number=pages[0] if pages else None,
             element_types=tuple(dict.fromkeys(u.kind for u in units)),
+            ocr_confidence=min(confidences) if confidences else None,
         )
         terms = [*(header_terms if header else ()), *(t for u in units for t in u.terms)]
         return chunk, terms

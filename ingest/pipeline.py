@@ -34,7 +34,7 @@ import numpy as np
 
 from ingest.chunking import Chunker, ChunkingOptions
 from ingest.embedder import Embedder
-from ingest.parsing import parse_document, warm_up
+from ingest.parsing import OcrOptions, parse_document, warm_up
 from ingest.parsing.guard import run_guarded
 from ingest.sentences import kiwi
 from ingest.sparse import SparseEncoder, SparseVector
@@ -111,11 +111,13 @@ class ParseLimits:
     timeout_s: float
     memory_bytes: int
     isolated: bool = True
+    ocr: OcrOptions = OcrOptions()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ParseLimits":
+        ocr = OcrOptions(settings.ocr, settings.ocr_languages, settings.ocr_dpi, settings.ocr_max_pages)
         return cls(settings.max_file_bytes, settings.parse_timeout_s, settings.parse_memory_mb * 1024 * 1024,
-                   settings.parse_isolated)
+                   settings.parse_isolated, ocr)
 
 
 def settings_key(embedder: Embedder, chunker: Chunker, sparse: SparseEncoder) -> str:
@@ -479,7 +481,8 @@ class Pipeline:
         kiwi()
 
     def prepare(self, data: bytes, filename: str, source: str) -> tuple[list[Chunk], list[SparseVector]]:
-        analysed = self.chunker.chunk_with_terms(parse_document(data, filename, source), self.sparse.terms_of)
+        analysed = self.chunker.chunk_with_terms(parse_document(data, filename, source, self.limits.ocr),
+                                                 self.sparse.terms_of)
         chunks = [chunk for chunk, _ in analysed]
         sparse = [self.sparse.encode_terms(terms) for _, terms in analysed]  # from the chunker's Kiwi pass
         return chunks, sparse
@@ -532,6 +535,9 @@ class Pipeline:
             metadata["page_number"] = chunk.page_number
         if chunk.section is not None:
             metadata["section"] = chunk.section
+        if chunk.ocr_confidence is not None:
+            metadata["ocr"] = True
+            metadata["ocr_confidence"] = chunk.ocr_confidence
         if info.tenant is not None:
             metadata["tenant"] = info.tenant
         return {"page_content": chunk.text, "metadata": metadata}

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     ingest_overlap: Literal["auto", "on", "off"] = Field(
         "auto", description="a batch ingest parses while the model embeds (on), or the two take turns (off); "
         "auto: on when the model runs on an accelerator, off when it shares the CPU with the parsers")
+    ocr: Literal["auto", "off", "force"] = Field(
+        "auto", description="Tesseract OCR of scanned PDF pages and images; auto: only PDF pages without usable text "
+        "(a mixed PDF keeps its text layer), force: every PDF page, off: none (images are refused)")
+    ocr_languages: str = Field(
+        "kor+eng", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$", description="Tesseract models, joined by +")
+    ocr_dpi: int = Field(300, ge=72, le=600, description="resolution scanned PDF pages are rendered at for OCR")
+    ocr_max_pages: int = Field(
+        100, ge=1, description="pages OCR'd per document; later pages are not read and a warning says so")
     max_crashes: int = Field(3, ge=1, description="deliveries a worker may die on before the document is failed")
     sweep_after_s: float | None = Field(None, gt=0, description="unfinished documents older than this are re-queued; default: task time limit + 60 s")
 

@@ -54,6 +54,9 @@ class Chunk:
     header: str | None = None  # what of the section is embedded in front of the text
     page_number: int | None = None
     element_types: tuple[str, ...] = ()
+    # read by OCR (scanned page or image): Tesseract's mean word confidence (0-100) of its page, the
+    # lowest where it spans OCR'd pages; None: its text came from the document itself
+    ocr_confidence: float | None = None
     # The model's token ids of the embedded input (prefix + header + text, special tokens), when
     # the chunker has them: it tokenized that exact string to check the limit, and the embedder
     # takes them instead of tokenizing again. Not part of the chunk's identity.

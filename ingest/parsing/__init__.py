@@ -15,6 +15,7 @@ import markdown
 from ingest.parsing import offline_nlp, script_rules
 from ingest.parsing.blocks import Block, Refusal
 from ingest.parsing.from_unstructured import blocks_from_elements
+from ingest.parsing.ocr import IMAGE_SUFFIXES, OcrOptions, OcrReader, image_blocks
 from ingest.parsing.sniff import check_content
 from ingest.parsing.text_cleaning import clean_text
 from ingest.parsing.text_decoding import decode
@@ -26,13 +27,13 @@ _OBJECT_REPR = re.compile(r":?\s*<[\w.]+ object at 0x[0-9a-f]+>")
 # field korag never reads; on a short Korean document that was the largest parsing cost.
 NO_LANGUAGE_DETECTION = [""]
 
-__all__ = ["Block", "SUPPORTED_SUFFIXES", "parse_document", "warm_up"]
+__all__ = ["Block", "OcrOptions", "SUPPORTED_SUFFIXES", "parse_document", "warm_up"]
 
 
-def _pdf(data: bytes) -> list[Block]:
-    from ingest.parsing.pdf import partition_pdf_text  # lazy: on its format's first document
+def _pdf(data: bytes, reader: OcrReader) -> list[Block]:
+    from ingest.parsing.pdf import pdf_blocks  # lazy: on its format's first document
 
-    return blocks_from_elements(partition_pdf_text(data))
+    return pdf_blocks(data, reader)
 
 
 def _docx(data: bytes) -> list[Block]:
@@ -97,8 +98,11 @@ def _clean(block: Block) -> Block | None:
     return replace(block, text=text) if text else None
 
 
-_PARSERS: dict[str, Callable[[bytes], list[Block]]] = {
+_OCR_PARSERS: dict[str, Callable[[bytes, OcrReader], list[Block]]] = {  # these may OCR pages
     ".pdf": _pdf,
+    **{suffix: image_blocks for suffix in IMAGE_SUFFIXES},
+}
+_PARSERS: dict[str, Callable[[bytes], list[Block]]] = {
     ".docx": _docx,
     ".pptx": _pptx,
     ".xlsx": _xlsx,
@@ -114,7 +118,7 @@ _TEXT_PARSERS: dict[str, Callable[[str], list[Block]]] = {  # these get the deco
     ".text": _plain_text,
 }
 
-SUPPORTED_SUFFIXES = frozenset(_PARSERS) | frozenset(_TEXT_PARSERS)
+SUPPORTED_SUFFIXES = frozenset(_OCR_PARSERS) | frozenset(_PARSERS) | frozenset(_TEXT_PARSERS)
 
 
 @cache
@@ -146,8 +150,17 @@ def _decoded(data: bytes, source: str) -> str:
     return decoded.text
 
 
-def parse_document(data: bytes, filename: str, source: str | None = None) -> list[Block]:
-    """Blocks of one document. ``filename`` picks the format; ``source`` names it in errors.
+def _parse(data: bytes, suffix: str, source: str, ocr: OcrOptions) -> list[Block]:
+    if suffix in _TEXT_PARSERS:
+        return _TEXT_PARSERS[suffix](_decoded(data, source))
+    if suffix in _OCR_PARSERS:
+        return _OCR_PARSERS[suffix](data, OcrReader(ocr, source))
+    return _PARSERS[suffix](data)
+
+
+def parse_document(data: bytes, filename: str, source: str | None = None, ocr: OcrOptions | None = None) -> list[Block]:
+    """Blocks of one document. ``filename`` picks the format; ``source`` names it in errors;
+    ``ocr``: how scanned PDF pages and images are read (default: :class:`OcrOptions`).
 
     Raises :class:`DocumentError` (with the source and the reason) for anything that cannot
     become text; never returns an empty list.
@@ -163,7 +176,7 @@ def parse_document(data: bytes, filename: str, source: str | None = None) -> lis
     script_rules.install()  # Korean paragraphs are classified without spaCy
     try:
         check_content(data, suffix)
-        raw = _TEXT_PARSERS[suffix](_decoded(data, source)) if suffix in _TEXT_PARSERS else _PARSERS[suffix](data)
+        raw = _parse(data, suffix, source, ocr if ocr is not None else OcrOptions())
         blocks = [cleaned for block in raw if (cleaned := _clean(block)) is not None]
     except DocumentError:
         raise

@@ -15,6 +15,7 @@ class Block:
     page_number: int | None = None
     depth: int = 0  # heading level for titles: 0 is the outermost
     rows: tuple[str, ...] = ()  # a table's rows, cells joined by " | "
+    ocr_confidence: float | None = None  # read by OCR: its page's mean word confidence (0-100); None: not OCR'd
 
     def __post_init__(self) -> None:
         if self.kind == "table" and not self.rows:

@@ -14,13 +14,19 @@ measured against PDFium: docs/parsing.md and ``bench/parse_bench.py``).
 from __future__ import annotations
 
 import io
+import logging
 import re
 from collections.abc import Callable, Iterable, Iterator
 from typing import NamedTuple
 
 from unstructured.documents.elements import Element
 
+from ingest.parsing.blocks import Block, Refusal
+from ingest.parsing.from_unstructured import blocks_from_elements
+from ingest.parsing.ocr import OcrReader
 from ingest.parsing.plain_text import partition_plain_text
+
+log = logging.getLogger("korag.parsing")
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # PDFium marks soft hyphens with \x02
 LINE_GAP = 0.5  # a vertical gap above this share of the line height starts a paragraph (pdfminer's line_margin)
@@ -96,6 +102,12 @@ def _paragraphs(lines: list[_Line]) -> list[str]:
 
 def pdfium_pages(data: bytes) -> Iterator[list[str]]:
     """Paragraphs of each page, in page order, read by PDFium."""
+    for paragraphs, _ in pdfium_page_views(data):
+        yield paragraphs
+
+
+def pdfium_page_views(data: bytes) -> Iterator[tuple[list[str], object]]:
+    """Each page's paragraphs and the open PDFium page (to render it; valid until the next page)."""
     import pypdfium2  # lazy: on the first PDF
 
     pdf = pypdfium2.PdfDocument(data)
@@ -104,12 +116,43 @@ def pdfium_pages(data: bytes) -> Iterator[list[str]]:
             page = pdf[index]
             textpage = page.get_textpage()
             try:
-                yield _paragraphs(_lines(textpage))
+                yield _paragraphs(_lines(textpage)), page
             finally:
                 textpage.close()
                 page.close()
     finally:
         pdf.close()
+
+
+def render(page, dpi: int):
+    """The page as a greyscale image at ``dpi``, or less where that would pass Pillow's pixel
+    limit (a page the size of a wall is not a decompression bomb of its own making)."""
+    from PIL import Image  # lazy: only scanned pages are rendered
+
+    width, height = page.get_size()  # PDF points, 1/72 inch
+    scale = dpi / 72
+    limit = (Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS is not None else 89_478_485) // 2
+    if width * height * scale * scale > limit:
+        scale = (limit / max(width * height, 1.0)) ** 0.5
+    return page.render(scale=scale, grayscale=True).to_pil(), round(scale * 72)
+
+
+def pdf_blocks(data: bytes, reader: OcrReader) -> list[Block]:
+    """Blocks of a PDF: each page's text layer, or its OCR where ``reader`` wants it (a page
+    without usable text under KORAG_OCR=auto, every page under force)."""
+    blocks: list[Block] = []
+    for page_number, (paragraphs, page) in enumerate(pdfium_page_views(data), start=1):
+        if reader.wants(paragraphs) and reader.available():
+            image, dpi = render(page, reader.options.dpi)
+            blocks += reader.blocks(image, page_number, dpi)
+        elif paragraphs:
+            elements = partition_plain_text("\n\n".join(paragraphs), group_paragraphs=False, page_number=page_number)
+            blocks += blocks_from_elements(elements)
+    if not blocks and reader.wanted:
+        raise Refusal(f"no text layer, and {reader.nothing_read()}")
+    if blocks and reader.missing is not None:
+        log.warning("%s: pages without a text layer were not read: %s", reader.source, reader.missing)
+    return blocks
 
 
 def pdfminer_pages(data: bytes) -> Iterator[list[str]]:

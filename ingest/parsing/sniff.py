@@ -31,9 +31,13 @@ _SIGNATURES = {  # a few common formats, to name what a mislabelled file really 
     b"GIF8": "GIF image",
     b"\x1f\x8b": "gzip archive",
     b"HWP Document File": "HWP 3.0",
+    b"II*\x00": "TIFF image",
+    b"MM\x00*": "TIFF image",
 }
+_IMAGES = {"PNG image", "JPEG image", "TIFF image", "BMP image", "WebP image"}
 _ZIP_FORMATS = {".docx", ".pptx", ".xlsx", ".hwpx"}
 _TEXT_FORMATS = {".txt", ".text", ".md", ".markdown", ".html", ".htm"}
+_IMAGE_FORMATS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"}
 
 MAX_ENTRIES = 10_000
 MAX_TOTAL_UNCOMPRESSED = 512 * 1024 * 1024
@@ -43,6 +47,10 @@ _READ = 64 * 1024  # bytes of a member inflated at a time while its prolog is sc
 
 def _what(data: bytes) -> str | None:
     head = data[:32]
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "WebP image"
+    if head.startswith(b"BM") and head[6:10] == b"\x00\x00\x00\x00":  # reserved fields: "BM" alone starts text too
+        return "BMP image"
     return next((name for sig, name in _SIGNATURES.items() if head.startswith(sig)), None)
 
 
@@ -59,6 +67,11 @@ def check_content(data: bytes, suffix: str) -> None:
     elif suffix == ".hwp":
         if actual not in (_SIGNATURES[OLE], "HWP 3.0"):
             raise Refusal(f"not an HWP file: the content is {actual or 'something else'}")
+    elif suffix in _IMAGE_FORMATS:
+        # any of the images korag reads, whatever its extension says (a PNG saved as .jpg is common):
+        # Pillow reads it by its content
+        if actual not in _IMAGES:
+            raise Refusal(f"not an image: the extension says {suffix} but the content is {actual or 'something else'}")
     elif suffix in _TEXT_FORMATS:
         if actual is not None:
             raise Refusal(f"not a text file: the extension says {suffix} but the content is {actual}")

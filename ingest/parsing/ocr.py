@@ -1,0 +1,317 @@
+"""Korean OCR of scanned pages and images: Tesseract (``tesseract-ocr``, ``tesseract-ocr-kor``),
+fully offline, run as a subprocess per page.
+
+Why the binary and not a binding: the parse runs in a forked, memory-capped parser worker
+(:mod:`ingest.parsing.pool`); a subprocess keeps Tesseract's own threads and memory out of that
+process, dies with it (``setpriv --pdeathsig``), and needs no Python package (pytesseract is the
+same subprocess call behind a wrapper).
+
+Why ``--psm 6`` (one uniform block of text): Tesseract's default page segmentation (``--psm 3``)
+reads Korean pages as vertical text and returns garbage; measured in ``bench/ocr_bench.py``
+(bench/RESULTS.md, "Korean OCR (issue 21)"). Paragraphs come from Tesseract's TSV output: its
+paragraphs, split again at vertical gaps and around Korean heading lines, then classified as
+every text page is (:func:`ingest.parsing.plain_text.partition_plain_text`).
+
+Rotation: a page whose words Tesseract reads with low confidence is checked with its orientation
+detector (``--psm 0``, ``osd.traineddata``), turned, and read again; the better reading is kept.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from functools import cache
+from typing import Literal, NamedTuple
+
+from ingest.parsing.blocks import Block, Refusal
+from ingest.parsing.from_unstructured import blocks_from_elements
+from ingest.parsing.korean_headings import heading_depth
+from ingest.parsing.plain_text import partition_plain_text
+
+log = logging.getLogger("korag.parsing")
+
+INSTALL_HINT = "apt-get install tesseract-ocr tesseract-ocr-kor"
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
+PSM = 6  # one uniform block of text: --psm 3 (the default) reads Korean pages as vertical text
+SPACE_GAP = 0.25  # two Hangul words closer than this share of the line height are one word
+LINE_GAP = 0.5  # a gap above this share of the line height starts a paragraph (as in ingest.parsing.pdf)
+USABLE_TEXT_CHARS = 10  # a PDF page whose text layer has fewer letters and digits than this is scanned
+DOUBTFUL_CONFIDENCE = 60.0  # below this mean word confidence, the page's orientation is checked
+PAGE_TIMEOUT_S = 600  # a backstop per Tesseract call; the parser's own time limit comes first
+_HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
+_LANGUAGES = re.compile(r"[A-Za-z_]+(\+[A-Za-z_]+)*")
+
+
+@dataclass(frozen=True)
+class OcrOptions:
+    """KORAG_OCR, KORAG_OCR_LANGUAGES, KORAG_OCR_DPI and KORAG_OCR_MAX_PAGES, as the parsers take them."""
+
+    mode: Literal["auto", "off", "force"] = "auto"  # auto: only pages without usable text
+    languages: str = "kor+eng"
+    dpi: int = 300  # PDF pages are rendered at this resolution
+    max_pages: int = 100  # pages OCR'd per document; the rest are not read (a note says so)
+
+    def __post_init__(self) -> None:
+        if not _LANGUAGES.fullmatch(self.languages):
+            raise ValueError(f"OCR languages {self.languages!r}: write Tesseract model names joined by +, e.g. kor+eng")
+
+
+class OcrPage(NamedTuple):
+    paragraphs: list[str]
+    confidence: float | None  # mean word confidence, 0-100; None when no word was read
+
+
+class _Word(NamedTuple):
+    left: int
+    top: int
+    right: int
+    bottom: int
+    text: str
+
+
+class _Line(NamedTuple):
+    paragraph: tuple[int, int]  # Tesseract's (block, paragraph)
+    top: int
+    bottom: int
+    text: str
+
+
+@cache
+def _tesseract() -> str | None:
+    return shutil.which("tesseract")
+
+
+@cache
+def _installed_languages() -> frozenset[str]:
+    binary = _tesseract()
+    if binary is None:
+        return frozenset()
+    listed = subprocess.run([binary, "--list-langs"], capture_output=True, text=True, timeout=60)
+    return frozenset(line.strip() for line in listed.stdout.splitlines()[1:] if line.strip())
+
+
+def unavailable(languages: str = "kor+eng") -> str | None:
+    """Why OCR cannot run here (one line naming what to install), or None when it can."""
+    if _tesseract() is None:
+        return f"OCR needs Tesseract, which is not installed: {INSTALL_HINT}"
+    missing = [lang for lang in languages.split("+") if lang not in _installed_languages()]
+    if missing:
+        packages = " ".join(f"tesseract-ocr-{lang.lower().replace('_', '-')}" for lang in missing)
+        return f"OCR needs Tesseract's {'+'.join(missing)} model(s), which are not installed: apt-get install {packages}"
+    return None
+
+
+@cache
+def _setpriv() -> list[str]:
+    """``setpriv --pdeathsig KILL``: Tesseract dies with the parser worker that started it (a
+    worker killed at its time limit leaves no Tesseract behind). Empty where util-linux lacks it."""
+    binary = shutil.which("setpriv")
+    return [binary, "--pdeathsig", "KILL"] if binary is not None else []
+
+
+def _run(image, *args: str) -> str:
+    """Tesseract's stdout for ``image`` (8-bit greyscale, handed over as PGM on stdin)."""
+    buffer = io.BytesIO()
+    image.save(buffer, "PPM")
+    # one thread per page: pages and documents run in parallel in the parser pool instead
+    env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
+    done = subprocess.run([*_setpriv(), _tesseract(), "stdin", "stdout", *args], input=buffer.getvalue(),
+                          capture_output=True, timeout=PAGE_TIMEOUT_S, env=env)
+    if done.returncode != 0:
+        detail = done.stderr.decode(errors="replace").strip().splitlines()
+        raise OSError(f"tesseract failed: {detail[-1] if detail else f'exit status {done.returncode}'}")
+    return done.stdout.decode("utf-8", errors="replace")
+
+
+def read_once(image, languages: str, dpi: int | None, psm: int = PSM) -> OcrPage:
+    """One Tesseract reading of a greyscale page, as it lies (``bench/ocr_bench.py`` compares ``psm``)."""
+    args = ["-l", languages, "--psm", str(psm)]
+    if dpi is not None:
+        args += ["--dpi", str(dpi)]
+    return page_from_tsv(_run(image, *args, "tsv"))
+
+
+def page_from_tsv(tsv: str) -> OcrPage:
+    """Paragraphs and mean word confidence from Tesseract's TSV output (level 5 rows are words)."""
+    lines: dict[tuple[int, int, int], list[_Word]] = {}
+    confidences = []
+    for row in tsv.splitlines()[1:]:
+        cells = row.split("\t")
+        if len(cells) < 12 or cells[0] != "5" or not cells[11].strip():
+            continue
+        left, top, width, height = (int(c) for c in cells[6:10])
+        conf = float(cells[10])
+        word = _Word(left, top, left + width, top + height, cells[11].strip())
+        lines.setdefault((int(cells[2]), int(cells[3]), int(cells[4])), []).append(word)
+        if conf >= 0:
+            confidences.append(conf)
+    ordered = [_Line((b, p), min(w.top for w in words), max(w.bottom for w in words), _line_text(words))
+               for (b, p, _), words in lines.items()]
+    confidence = round(sum(confidences) / len(confidences), 1) if confidences else None
+    return OcrPage(_paragraphs(ordered), confidence)
+
+
+def _line_text(words: list[_Word]) -> str:
+    """A line's words, spaced as printed. Tesseract's Korean "words" are often single syllables
+    (its TSV has no spacing flag), so two Hangul words join unless the gap between them is a
+    space's width: more than :data:`SPACE_GAP` of the line's median height. Latin words and
+    numbers keep their spaces."""
+    heights = sorted(w.bottom - w.top for w in words)
+    space = SPACE_GAP * heights[len(heights) // 2]
+    text = words[0].text
+    for before, word in zip(words, words[1:]):
+        hangul = _HANGUL.match(before.text[-1]) and _HANGUL.match(word.text[0])
+        text += word.text if hangul and word.left - before.right <= space else " " + word.text
+    return text
+
+
+def _paragraphs(lines: list[_Line]) -> list[str]:
+    """Lines into paragraphs: a new one at Tesseract's paragraph breaks, at a vertical gap, and
+    around a heading line (제1장, □, 가. …), which Tesseract often runs into the text below it."""
+    paragraphs: list[list[str]] = []
+    previous: _Line | None = None
+    for line in lines:
+        starts = (previous is None or line.paragraph != previous.paragraph
+                  or line.top - previous.bottom > LINE_GAP * max(previous.bottom - previous.top, 1)
+                  or heading_depth(line.text) is not None or heading_depth(previous.text) is not None)
+        if starts:
+            paragraphs.append([line.text])
+        else:
+            paragraphs[-1].append(line.text)
+        previous = line
+    return [" ".join(p) for p in paragraphs]
+
+
+def _rotation(image) -> int:
+    """Degrees to turn the page clockwise, by Tesseract's orientation detector; 0 when it cannot tell."""
+    try:
+        found = re.search(r"Rotate:\s*(\d+)", _run(image, "--psm", "0"))
+    except OSError:  # too few characters to tell
+        return 0
+    return int(found.group(1)) % 360 if found else 0
+
+
+def _better(first: OcrPage, second: OcrPage) -> OcrPage:
+    return second if (second.confidence or 0.0) > (first.confidence or 0.0) else first
+
+
+def read_image(image, languages: str, dpi: int | None) -> OcrPage:
+    """OCR one page; a doubtful reading is checked for a turned page (90/180/270) and read again."""
+    page = read_once(image, languages, dpi)
+    if page.confidence is not None and page.confidence >= DOUBTFUL_CONFIDENCE:
+        return page
+    degrees = _rotation(image)
+    if degrees == 0:
+        return page
+    return _better(page, read_once(image.rotate(-degrees, expand=True), languages, dpi))
+
+
+def greyscale(image):
+    """8-bit greyscale on white, whatever the mode: palette, alpha, CMYK, 16- and 32-bit."""
+    from PIL import Image  # lazy: only scanned pages and images need Pillow
+
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        import numpy as np  # lazy: only deep images need it
+
+        pixels = np.asarray(image, dtype=np.float64)
+        top = pixels.max() if pixels.size and pixels.max() > 0 else 1.0
+        return Image.fromarray((pixels * (255.0 / top)).clip(0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("L")
+    return image.convert("L")
+
+
+class OcrReader:
+    """One document's OCR: what to read (:meth:`wants`), the page cap, and the blocks of a page."""
+
+    def __init__(self, options: OcrOptions, source: str) -> None:
+        self.options, self.source = options, source
+        self.pages = 0  # pages OCR'd so far
+        self.capped_at: int | None = None  # the first page left unread by the cap
+        self.missing: str | None = None  # why OCR could not run, once a page needed it
+        self.wanted = False  # a page needed OCR
+
+    def wants(self, paragraphs: list[str]) -> bool:
+        """Does a PDF page with this text layer get OCR? force: every page; auto: a page without usable text."""
+        usable = sum(ch.isalnum() for p in paragraphs for ch in p) >= USABLE_TEXT_CHARS
+        wanted = self.options.mode == "force" or (self.options.mode == "auto" and not usable)
+        self.wanted = self.wanted or wanted
+        return wanted
+
+    def available(self) -> bool:
+        self.missing = unavailable(self.options.languages)
+        return self.missing is None
+
+    def blocks(self, image, page_number: int, dpi: int | None) -> list[Block]:
+        """The page's blocks (OCR'd, with its mean word confidence), or none past the page cap."""
+        if self.pages >= self.options.max_pages:
+            if self.capped_at is None:
+                self.capped_at = page_number
+                log.warning("%s: OCR stopped at page %d: KORAG_OCR_MAX_PAGES=%d pages were read; the rest of the "
+                            "document is not indexed", self.source, page_number, self.options.max_pages)
+            return []
+        self.pages += 1
+        try:
+            page = read_image(greyscale(image), self.options.languages, dpi)
+        except OSError as exc:  # a page Tesseract cannot read (too small, say) has no text
+            log.info("%s: page %d: %s", self.source, page_number, exc)
+            return []
+        if not page.paragraphs:
+            return []
+        elements = partition_plain_text("\n\n".join(page.paragraphs), group_paragraphs=False, page_number=page_number)
+        return [replace(block, ocr_confidence=page.confidence) for block in blocks_from_elements(elements)]
+
+    def nothing_read(self) -> str:
+        """The reason a document that needed OCR gave no text."""
+        if self.missing is not None:
+            return self.missing
+        if self.capped_at is not None and self.pages == 0:
+            return f"no text: OCR reads at most KORAG_OCR_MAX_PAGES={self.options.max_pages} pages"
+        return "no text found by OCR"
+
+
+def image_frames(data: bytes) -> Iterator:
+    """The frames of an image file (a TIFF's pages), EXIF orientation applied."""
+    from PIL import Image, ImageOps, ImageSequence  # lazy: only images need Pillow
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            for frame in ImageSequence.Iterator(image):
+                frame.load()
+                yield ImageOps.exif_transpose(frame)
+    except Image.DecompressionBombError as exc:
+        raise Refusal(f"refused as unsafe: {exc}") from None
+    except (Image.UnidentifiedImageError, SyntaxError, EOFError, OSError, ValueError) as exc:
+        raise Refusal(f"damaged or unreadable image: {exc}") from None
+
+
+def image_dpi(image) -> int | None:
+    """The resolution the file declares, when it is believable; Tesseract estimates it otherwise."""
+    dpi = image.info.get("dpi")
+    try:
+        value = round(float(dpi[0])) if dpi else 0
+    except (TypeError, ValueError, IndexError):
+        return None
+    return value if 70 <= value <= 2400 else None
+
+
+def image_blocks(data: bytes, reader: OcrReader) -> list[Block]:
+    """Blocks of an image file, page by page (multi-page TIFF), read by OCR."""
+    if reader.options.mode == "off":
+        raise Refusal("an image's text is read only by OCR, and KORAG_OCR=off")
+    if not reader.available():
+        raise Refusal(reader.missing)
+    blocks: list[Block] = []
+    for number, frame in enumerate(image_frames(data), start=1):
+        blocks += reader.blocks(frame, number, image_dpi(frame))
+    if not blocks:
+        raise Refusal(reader.nothing_read())
+    return blocks

@@ -1,0 +1,140 @@
+"""Korean OCR of scanned PDFs and images (issue 21), with the real Tesseract (apt: tesseract-ocr,
+tesseract-ocr-kor) on pages rendered here with a Korean font (apt: fonts-nanum); nothing
+copyrighted is shipped. Skipped where either is missing, failed under CI (.ci/run installs them)."""
+
+from __future__ import annotations
+
+import difflib
+import io
+import json
+import logging
+import os
+import re
+
+import pytest
+
+from bench import documents as docs
+from ingest.parsing import OcrOptions, parse_document
+from ingest.parsing.ocr import image_frames, unavailable
+from korag.errors import DocumentError
+from tests.test_cli_hardening import json_lines, local_env, run
+
+pytestmark = pytest.mark.slow  # every test here runs Tesseract processes
+
+
+def _need(missing: str | None) -> None:
+    if missing is None:
+        return
+    if os.environ.get("CI"):
+        pytest.fail(f"{missing}; .ci/run must install it")
+    pytest.skip(missing)
+
+
+@pytest.fixture(scope="module")
+def font() -> str:
+    _need(unavailable("kor+eng"))
+    found = docs.korean_font()
+    _need(None if found is not None else "no Korean font (apt-get install fonts-nanum)")
+    return found
+
+
+@pytest.fixture(scope="module")
+def pages(font):
+    return [docs.render_page(lines, font) for lines in docs.SCANNED_PAGES]
+
+
+def accuracy(expected: list[str], read: str) -> float:
+    return difflib.SequenceMatcher(None, re.sub(r"\s", "", "".join(expected)), re.sub(r"\s", "", read)).ratio()
+
+
+def _png(image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_scanned_pdf_is_indexed_with_ocr_metadata_and_found_by_search(tmp_path, monkeypatch, capsys, pages):
+    monkeypatch.chdir(tmp_path)
+    docs.make_scanned_pdf(tmp_path / "스캔.pdf", pages)
+    env = local_env(tmp_path)
+    code, out, err = run(monkeypatch, capsys, ["ingest", "스캔.pdf", "--json"], **env)
+    assert code == 0, err
+    (line,) = json_lines(out)
+    assert line["status"] == "indexed" and line["chunks"] >= 1, line
+
+    code, out, _ = run(monkeypatch, capsys, ["chunks", "--doc-id", line["doc_id"], "--json"], **env)
+    chunks = json_lines(out)
+    assert chunks and all(c["metadata"]["ocr"] is True and 50 < c["metadata"]["ocr_confidence"] <= 100 for c in chunks)
+    assert {c["metadata"]["page_number"] for c in chunks} == {1, 2}
+
+    code, out, _ = run(monkeypatch, capsys, ["search", "지체상금", "--mode", "sparse", "--json", "-k", "1"], **env)
+    (hit,) = json.loads(out)["results"]
+    assert "지체상금" in hit["text"] and hit["metadata"]["page_number"] == 2
+
+
+def test_mixed_pdf_keeps_its_text_layer_and_reads_the_scanned_page(tmp_path, pages):
+    path = docs.make_mixed_pdf(tmp_path / "mixed.pdf", ["텍스트 층이 있는 첫 쪽입니다.", "두 번째 줄의 내용입니다."], pages[0])
+    blocks = parse_document(path.read_bytes(), "mixed.pdf")
+    first = [b for b in blocks if b.page_number == 1]
+    second = [b for b in blocks if b.page_number == 2]
+    assert [b.text for b in first] == ["텍스트 층이 있는 첫 쪽입니다.", "두 번째 줄의 내용입니다."]
+    assert all(b.ocr_confidence is None for b in first)
+    assert second and all(b.ocr_confidence is not None for b in second)
+    assert accuracy(docs.SCANNED_PAGES[0], " ".join(b.text for b in second)) >= 0.95
+    # paragraphs, not one blob per page; headings by the Korean heading rules
+    assert len(second) >= 4
+    assert [b.kind for b in second if b.text.replace(" ", "") in ("제1장총칙", "제2장이용")] == ["title", "title"]
+
+
+def test_png_and_a_turned_phone_like_jpeg_are_read(pages):
+    blocks = parse_document(_png(pages[1]), "계약서.png")
+    assert {b.page_number for b in blocks} == {1} and all(b.ocr_confidence > 50 for b in blocks)
+    assert accuracy(docs.SCANNED_PAGES[1], " ".join(b.text for b in blocks)) >= 0.95
+
+    photo = io.BytesIO()
+    docs.phone_like(pages[0]).rotate(90, expand=True).save(photo, "JPEG", quality=70)  # page lying on its side
+    blocks = parse_document(photo.getvalue(), "사진.jpg")
+    assert accuracy(docs.SCANNED_PAGES[0], " ".join(b.text for b in blocks)) >= 0.90
+
+
+def test_exif_orientation_is_applied():
+    from PIL import Image
+
+    image = Image.new("L", (200, 100), 255)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display"
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes())
+    (frame,) = list(image_frames(buffer.getvalue()))
+    assert frame.size == (100, 200)
+
+
+def test_ocr_off_keeps_the_no_text_failure_and_refuses_images(tmp_path, monkeypatch, capsys, pages):
+    monkeypatch.chdir(tmp_path)
+    docs.make_scanned_pdf(tmp_path / "scan.pdf", pages[:1])
+    (tmp_path / "scan.png").write_bytes(_png(pages[0]))
+    code, out, _ = run(monkeypatch, capsys, ["ingest", "scan.pdf", "scan.png", "--json"], KORAG_OCR="off",
+                       **local_env(tmp_path))
+    by_source = {line["source"]: line for line in json_lines(out)}
+    assert code == 1
+    assert by_source["scan.pdf"]["status"] == "failed" and by_source["scan.pdf"]["error"] == "no extractable text"
+    assert by_source["scan.png"]["status"] == "failed" and "KORAG_OCR=off" in by_source["scan.png"]["error"]
+
+
+def test_an_image_without_text_fails_and_the_page_cap_is_noted(tmp_path, pages, caplog):
+    from PIL import Image
+
+    with pytest.raises(DocumentError, match="no text found by OCR"):
+        parse_document(_png(Image.new("L", (1200, 1600), 255)), "blank.png")
+    scanned = docs.make_scanned_pdf(tmp_path / "scan.pdf", pages).read_bytes()
+    with caplog.at_level(logging.WARNING, logger="korag.parsing"):
+        blocks = parse_document(scanned, "scan.pdf", ocr=OcrOptions(max_pages=1))
+    assert {b.page_number for b in blocks} == {1}
+    assert "OCR stopped at page 2: KORAG_OCR_MAX_PAGES=1" in caplog.text
+
+
+def test_image_extensions_are_checked_by_content(tmp_path):
+    with pytest.raises(DocumentError, match="not an image"):
+        parse_document("그림이 아닙니다".encode(), "fake.png")
+    # "BM" starts a BMP file, and text too: a text file that starts with it is still text
+    assert parse_document("BMW 차량 안내문입니다.".encode(), "bmw.txt")[0].text.startswith("BMW")
