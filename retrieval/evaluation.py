@@ -21,10 +21,12 @@ from ingest.embedder import Embedder
 from ingest.pipeline import Pipeline
 from korag.settings import Settings
 from korag.storage.store import Fusion, QdrantStore, open_client
+from korag.types import SearchResult
 from retrieval.metrics import evaluate
 from retrieval.search import Retriever
 
 CHUNKS_PER_PASSAGE = 5  # chunks fetched per wanted passage, so k passages survive de-duplication
+TEXT_START = 80  # characters of the top hit's text a miss shows
 
 
 @dataclass
@@ -56,9 +58,26 @@ class Dataset:
 
 
 @dataclass
+class Miss:
+    """A gold passage that did not reach the top k: what quality work starts from."""
+
+    query_id: str
+    question: str
+    gold_id: str
+    rank: int | None  # 1-based rank among the passages fetched (k x CHUNKS_PER_PASSAGE chunks); None: not fetched
+    top_id: str | None
+    top_text: str | None
+
+    def to_json(self) -> dict:
+        return {"query_id": self.query_id, "question": self.question, "gold_id": self.gold_id, "rank": self.rank,
+                "top_id": self.top_id, "top_text": self.top_text}
+
+
+@dataclass
 class ModeReport:
     metrics: dict[str, float]
     latencies_ms: list[float] = field(default_factory=list)
+    misses: list[Miss] = field(default_factory=list)
 
     def to_json(self) -> dict[str, float]:
         ordered = sorted(self.latencies_ms)
@@ -67,15 +86,34 @@ class ModeReport:
                 "p50_ms": round(statistics.median(ordered), 2), "p95_ms": round(p95, 2)}
 
 
-def _passage_ranking(sources: Iterable[str], k: int) -> list[str]:
-    """Chunk sources best first → the first k distinct passages (a passage ranks by its best chunk)."""
+def _passage_ranking(sources: Iterable[str], k: int | None = None) -> list[str]:
+    """Chunk sources best first → the first k distinct passages (a passage ranks by its best chunk);
+    every distinct passage when k is None."""
     seen: list[str] = []
     for source in sources:
         if source not in seen:
             seen.append(source)
-        if len(seen) == k:
+        if k is not None and len(seen) == k:
             break
     return seen
+
+
+def _text_start(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= TEXT_START else flat[:TEXT_START] + "…"
+
+
+def find_misses(qid: str, question: str, results: Sequence[SearchResult], relevant: dict[str, int], k: int) -> list[Miss]:
+    """One :class:`Miss` per relevant passage of ``qid`` outside the top ``k`` of ``results``
+    (chunks best first), with the rank it got among every passage fetched."""
+    ranking = _passage_ranking(r.metadata["source"] for r in results)
+    top = results[0] if results else None
+    return [
+        Miss(qid, question, gold, ranking.index(gold) + 1 if gold in ranking else None,
+             top.metadata["source"] if top is not None else None, _text_start(top.text) if top is not None else None)
+        for gold, rel in relevant.items()
+        if rel > 0 and gold not in ranking[:k]
+    ]
 
 
 class Evaluation:
@@ -110,15 +148,18 @@ class Evaluation:
     def run_mode(self, mode: str, k: int, fusion: Fusion | None = None) -> ModeReport:
         run: dict[str, list[str]] = {}
         latencies = []
+        misses: list[Miss] = []
         retriever = self.retriever
         if fusion is not None:
             retriever = Retriever(retriever.embedder, self.store, retriever.sparse, mode, fusion)
-        for qid in self.dataset.qrels:
+        for qid, relevant in self.dataset.qrels.items():
+            question = self.dataset.queries[qid]
             start = time.perf_counter()
-            results = retriever.search(self.dataset.queries[qid], k=k * CHUNKS_PER_PASSAGE, mode=mode)
+            results = retriever.search(question, k=k * CHUNKS_PER_PASSAGE, mode=mode)
             latencies.append((time.perf_counter() - start) * 1000)
             run[qid] = _passage_ranking((r.metadata["source"] for r in results), k)
-        return ModeReport(evaluate(run, self.dataset.qrels, k), latencies)
+            misses.extend(find_misses(qid, question, results, relevant, k))
+        return ModeReport(evaluate(run, self.dataset.qrels, k), latencies, misses)
 
     def tune(self, k: int, dense_weights: Sequence[float], rrf_ks: Sequence[int]) -> list[tuple[Fusion, float]]:
         """nDCG@k of hybrid for each (dense weight, RRF k), sparse weight fixed at 1; best first.

@@ -23,7 +23,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from korag.settings import Settings  # noqa: E402
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+# The shared folder beside the checkout; a checkout elsewhere (a git worktree) names it in KORAG_TEST_SHARED.
+SHARED = Path(os.environ.get("KORAG_TEST_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 
 
 def offline_model_path() -> str:

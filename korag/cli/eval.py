@@ -25,7 +25,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     evaluation = Evaluation(dataset, load_model(settings), settings)
     print(f"ingesting {len(dataset.corpus)} passages of {dataset.name} ...", file=sys.stderr)
     evaluation.ingest()
-    reports = {mode: evaluation.run_mode(mode, args.k).to_json() for mode in modes}
+    runs = {mode: evaluation.run_mode(mode, args.k) for mode in modes}
+    reports = {mode: run.to_json() for mode, run in runs.items()}
     fusion = Fusion.from_settings(settings)
     out: dict = {
         "dataset": dataset.name,
@@ -40,6 +41,7 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
             "seconds": round(evaluation.ingest_seconds, 2),
             "docs_per_s": round(len(dataset.corpus) / evaluation.ingest_seconds, 2),
         },
+        "misses": {mode: [miss.to_json() for miss in run.misses] for mode, run in runs.items()},
     }
     if args.tune:
         ranked = evaluation.tune(args.k, TUNE_DENSE_WEIGHTS, TUNE_RRF_KS)
@@ -57,6 +59,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     print("mode    " + "".join(f"{n:>11}" for n in names))
     for mode, report in reports.items():
         print(f"{mode:<8}" + "".join(f"{report[n]:>11}" for n in names))
+    if args.failures > 0:
+        _print_misses(out["misses"], args.failures, args.k)
     if args.tune:
         best = out["tune"][0]
         print(f"best fusion: KORAG_FUSION_DENSE_WEIGHT={best['dense_weight']} KORAG_FUSION_SPARSE_WEIGHT=1.0 "
@@ -64,3 +68,14 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         for row in out["tune"][:10]:
             print(f"  dense {row['dense_weight']:<5} k {row['k']:<3} nDCG@{args.k} {row[f'ndcg@{args.k}']}")
     return 0
+
+
+def _print_misses(misses: dict[str, list[dict]], limit: int, k: int) -> None:
+    """The first ``limit`` gold passages per mode that missed the top k: question, gold, the rank it
+    got, and what came first instead."""
+    for mode, listed in misses.items():
+        print(f"{mode}: {len(listed)} gold passage(s) outside the top {k}" + (":" if listed else ""))
+        for miss in listed[:limit]:
+            rank = miss["rank"] if miss["rank"] is not None else f">{k} (not fetched)"
+            print(f"  {miss['query_id']} {miss['question']}")
+            print(f"    gold {miss['gold_id']} at rank {rank}; top hit {miss['top_id']}: {miss['top_text']}")

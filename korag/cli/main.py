@@ -247,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.add_argument("--tune", action="store_true", help="search hybrid fusion weights and print the best")
+    p.add_argument("--failures", type=int, default=0, metavar="N",
+                   help="print the first N questions per mode whose gold passage missed the top k")
     p.set_defaults(func=cmd_eval)
 
     bench = add_bench_commands(sub)
