@@ -1,9 +1,9 @@
-"""A worker's pulse: one daemon thread per worker process that beats (tells the cluster this
+"""A worker's pulse: a daemon thread per worker process that beats (tells the cluster this
 process is alive, :mod:`korag.services.liveness`) every ``HEARTBEAT_S`` seconds and, in the
-worker's main process, sweeps (:func:`workers.sweeper.sweep`) as it starts and every
-``SWEEP_EVERY_S`` seconds after.
+worker's main process, another that sweeps (:func:`workers.sweeper.sweep`) as it starts and
+every ``SWEEP_EVERY_S`` seconds after.
 
-The thread runs beside the tasks, so a long parse or a long model call keeps beating: only a
+The beat runs beside the tasks, so a long parse or a long model call keeps beating: only a
 process that is gone (killed, out of memory, its machine down) stops. A document mid-flight under
 a process that stopped beating is re-queued by the next sweep of any live worker, within about
 ``DEAD_AFTER_S + SWEEP_EVERY_S`` seconds of the death (at once on the same machine, where the
@@ -23,6 +23,7 @@ import time
 from celery import Celery
 from celery.utils.log import get_task_logger
 
+from korag.errors import StoreBusyError
 from korag.services.liveness import HEARTBEAT_S, Liveness
 from korag.storage.registry import DocumentRegistry, this_process
 from workers.root import root_of
@@ -33,36 +34,45 @@ log = get_task_logger(__name__)
 SWEEP_EVERY_S = 15.0  # each worker; workers take turns (TURN_S)
 TURN_S = 10.0  # one sweep in the cluster per this many seconds at most
 
-_pulses: dict[int, threading.Thread] = {}  # pid → its pulse (a forked pool child starts its own)
+_pulses: dict[int, list[threading.Thread]] = {}  # pid → its threads (a forked pool child starts its own)
 _pulses_lock = threading.Lock()
 
 
 def keep_alive(app: Celery, sweeping: bool = False) -> None:
-    """Start this process's pulse, once per process; ``sweeping``: it sweeps too (the main process)."""
+    """Start this process's beat, once per process; ``sweeping``: it sweeps too (the main
+    process). Beating and sweeping are two threads: a sweep that waits for the embedded store
+    while a task holds it must never hold back the beat (other machines would take this worker
+    for dead after ``DEAD_AFTER_S``)."""
     pid = os.getpid()
     with _pulses_lock:
         if pid in _pulses:
             return
-        _pulses[pid] = thread = threading.Thread(target=_pulse, args=(app, sweeping), name="korag-pulse",
-                                                 daemon=True)
-    thread.start()
+        liveness = Liveness.from_url(root_of(app).settings.broker_url)
+        threads = [threading.Thread(target=_beat, args=(liveness,), name="korag-beat", daemon=True)]
+        if sweeping:
+            threads.append(threading.Thread(target=_sweep, args=(app, liveness), name="korag-sweep", daemon=True))
+        _pulses[pid] = threads
+    for thread in threads:
+        thread.start()
 
 
-def _pulse(app: Celery, sweeping: bool) -> None:
-    liveness = Liveness.from_url(root_of(app).settings.broker_url)
+def _beat(liveness: Liveness | None) -> None:
+    if liveness is None:
+        return  # no Redis broker: liveness is told on this machine only, by pid
     owner = this_process()
-    next_sweep = time.monotonic()  # the first sweep at once: what a crash left before this worker started
     while True:
-        if liveness is not None:
-            try:
-                liveness.beat(owner)
-            except Exception as error:  # noqa: BLE001 - the broker is down: beat again later
-                log.warning("could not beat (%s); trying again in %.0f s", error, HEARTBEAT_S)
-        if sweeping and time.monotonic() >= next_sweep:
-            next_sweep = time.monotonic() + SWEEP_EVERY_S
-            sweep_turn(app, liveness)
-        wait = HEARTBEAT_S if not sweeping else min(HEARTBEAT_S, max(0.0, next_sweep - time.monotonic()))
-        time.sleep(wait)
+        try:
+            liveness.beat(owner)
+        except Exception as error:  # noqa: BLE001 - the broker is down: beat again later
+            log.warning("could not beat (%s); trying again in %.0f s", error, HEARTBEAT_S)
+        time.sleep(HEARTBEAT_S)
+
+
+def _sweep(app: Celery, liveness: Liveness | None) -> None:
+    while True:  # the first sweep at once: what a crash left before this worker started
+        started = time.monotonic()
+        sweep_turn(app, liveness)
+        time.sleep(max(0.0, SWEEP_EVERY_S - (time.monotonic() - started)))
 
 
 def sweep_turn(app: Celery, liveness: Liveness | None) -> None:
@@ -76,5 +86,7 @@ def sweep_turn(app: Celery, liveness: Liveness | None) -> None:
         if swept:
             log.warning("re-queued or failed %d unfinished document(s): %s", len(swept),
                         ", ".join(f"{r.source} ({r.status})" for r in swept[:10]))
+    except StoreBusyError as busy:  # the embedded store is a task's now: the next turn sweeps
+        log.info("sweep skipped: %s", busy)
     except Exception:  # noqa: BLE001 - a sweep is a safety net; the next one tries again
         log.exception("sweep failed")
