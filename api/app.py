@@ -126,7 +126,7 @@ def create_app(settings: Settings, service: Service | None = None, *, keys: KeyR
                           max_upload_bytes=s.max_upload_bytes if s.max_upload_bytes is not None
                           else s.max_file_bytes + 2**20,
                           max_files=s.api_max_files, max_wait_s=600.0),
-            backend=service.store.backend, tenant=who.tenant)
+            backend=service.store.backend, tenant=who.tenant, ocr=service.ocr())
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse,  # the only 200 type it sends
              responses=responses(400, 401, 403, 503),

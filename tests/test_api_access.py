@@ -102,7 +102,9 @@ def test_revoking_the_last_key_does_not_open_a_service_that_started_with_keys(tm
 def test_an_open_service_closes_for_good_when_a_key_is_added(tmp_path):
     with serve(tmp_path / "open", args=["--open"]) as server:
         url = server.url
-        assert httpx.get(f"{url}/v1/info").json()["tenant"] is None  # open: every caller is an admin
+        info = httpx.get(f"{url}/v1/info").json()
+        assert info["tenant"] is None  # open: every caller is an admin
+        assert info["ocr"].startswith(("ready", "unavailable"))  # says whether scanned documents can be read
         star = _problem(httpx.get(f"{url}/v1/documents", headers={"X-Korag-Tenant": "*"}), 400)
         assert "X-Korag-Tenant" in star["detail"] and "admin" in star["detail"]
         _problem(_upload(url, "별.txt", {"X-Korag-Tenant": "*"}), 400)

@@ -138,3 +138,17 @@ def test_image_extensions_are_checked_by_content(tmp_path):
         parse_document("그림이 아닙니다".encode(), "fake.png")
     # "BM" starts a BMP file, and text too: a text file that starts with it is still text
     assert parse_document("BMW 차량 안내문입니다.".encode(), "bmw.txt")[0].text.startswith("BMW")
+
+
+def test_status_says_whether_ocr_can_run(tmp_path, monkeypatch, capsys):
+    """`korag status` (text and JSON) says whether scanned pages can be read here, and why not:
+    off by setting, or a Tesseract model that is not installed (named with its package)."""
+    env = local_env(tmp_path)
+    code, out, _ = run(monkeypatch, capsys, ["status", "--json"], KORAG_OCR="off", **env)
+    assert code == 0 and json.loads(out)["ocr"] == "off (KORAG_OCR=off)"
+    code, out, _ = run(monkeypatch, capsys, ["status"], KORAG_OCR_LANGUAGES="kor+nosuchlang", **env)
+    line = next(line for line in out.splitlines() if line.startswith("OCR: "))
+    assert code == 0 and "unavailable" in line and "tesseract-ocr-nosuchlang" in line
+    if unavailable("kor+eng") is None:
+        code, out, _ = run(monkeypatch, capsys, ["status", "--json"], **env)
+        assert json.loads(out)["ocr"] == "ready (auto, kor+eng, 300 dpi)"

@@ -107,6 +107,17 @@ def unavailable(languages: str = "kor+eng") -> str | None:
     return None
 
 
+def availability(options: OcrOptions) -> str:
+    """What ``korag status`` and ``GET /v1/info`` say about OCR: ``off``, ``ready (...)`` with the
+    mode, languages and resolution, or why it cannot run (what to install)."""
+    if options.mode == "off":
+        return "off (KORAG_OCR=off)"
+    missing = unavailable(options.languages)
+    if missing is not None:
+        return f"unavailable: {missing}"
+    return f"ready ({options.mode}, {options.languages}, {options.dpi} dpi)"
+
+
 @cache
 def _setpriv() -> list[str]:
     """``setpriv --pdeathsig KILL``: Tesseract dies with the parser worker that started it (a

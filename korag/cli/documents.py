@@ -8,6 +8,8 @@ import sys
 from collections import Counter
 from contextlib import ExitStack
 
+from ingest.parsing.ocr import availability as ocr_availability
+from ingest.pipeline import ParseLimits
 from korag.cli.common import EXIT_FAILED_DOCUMENTS, print_json
 from korag.cli.root import blob_store, open_registry, queue_app, webhooks
 from korag.rules import printable
@@ -74,7 +76,8 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     total = sum(counts.values())
     done = counts["indexed"] + counts["failed"]
     summary = StatusSummary(total=total, done=done, by_status={s: counts.get(s, 0) for s in STATES},
-                            backend=backend, stalled=stuck).model_dump()
+                            backend=backend, stalled=stuck,
+                            ocr=ocr_availability(ParseLimits.from_settings(settings).ocr)).model_dump()
     if args.json:
         print_json(summary)
     else:
@@ -83,6 +86,7 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
             print(f"stalled: {stuck} (parsing or embedding under a worker process that is gone; a worker's sweep "
                   "sends them again)")
         print(f"store: {backend}")
+        print(f"OCR: {summary['ocr']}")
     return 0
 
 

@@ -116,6 +116,8 @@ class StatusSummary(BaseModel):
     backend: str
     stalled: int = Field(0, description="documents parsing or embedding under a worker process that is gone "
                                         "(counted in by_status too)")
+    ocr: str | None = Field(None, description="whether scanned pages and images can be read here: off, ready "
+                                              "(mode, languages, dpi) or unavailable with what to install")
 
 
 # -- chunks and search --------------------------------------------------------------------------
@@ -240,6 +242,8 @@ class Info(BaseModel):
     limits: Limits
     backend: str
     tenant: str | None = Field(None, description="the tenant of the key that asked (null: all tenants)")
+    ocr: str | None = Field(None, description="whether scanned pages and images can be read by this service: off, "
+                                              "ready (mode, languages, dpi) or unavailable with what to install")
 
 
 class Health(BaseModel):

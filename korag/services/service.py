@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ingest.embedder import Embedder
+from ingest.parsing.ocr import availability as ocr_availability
 from ingest.pipeline import Pipeline
 from korag.errors import KoragError
 from korag.messages import IngestMessage
@@ -289,7 +290,12 @@ class Service:
                 stuck += self.stalled(record)
         total = sum(counts.values())
         return StatusSummary(total=total, done=counts[DocumentState.INDEXED] + counts[DocumentState.FAILED], by_status=counts,
-                             backend=self.store.backend, stalled=stuck)
+                             backend=self.store.backend, stalled=stuck, ocr=self.ocr())
+
+    def ocr(self) -> str:
+        """:func:`ingest.parsing.ocr.availability` for this service's settings. In distributed mode
+        the workers parse: this says what this machine has (they should have the same)."""
+        return ocr_availability(self.pipeline.limits.ocr)
 
     def delete(self, doc_id: str, tenant: str | None) -> Deleted | None:
         if self._visible(self.registry.get(doc_id), tenant) is None:
