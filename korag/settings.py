@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     fusion_sparse_weight: float = Field(1.0, ge=0, description="hybrid: weight of the Kiwi BM25 channel")
     fusion_k: int = Field(2, ge=1, description="hybrid: RRF rank constant")
     fusion_prefetch: int = Field(50, ge=1, description="hybrid: candidates taken from each channel")
+    rerank_model: str | None = Field(
+        None, description="a sentence-transformers CrossEncoder (directory or cached name) that re-orders the top "
+        "candidates of every search; unset: no re-ranking")
+    rerank_candidates: int = Field(30, ge=1, description="results the reranker reads per search (at least k)")
     sparse_avg_terms: float = Field(60.0, gt=0, description="BM25 average chunk length, in content morphemes")
     sparse_tags: str | None = Field(
         None, description="comma-separated Kiwi tags the keyword channel keeps; default: korag's content tags"
@@ -115,7 +119,8 @@ class Settings(BaseSettings):
         None, description="comma-separated origins whose browser pages may call the API (CORS), e.g. "
         "https://app.example.com; * for any; unset: no CORS headers")
 
-    @field_validator("qdrant_url", "broker_url", "result_backend", "embedding_device", "sparse_tags", "webhook_url")
+    @field_validator("qdrant_url", "broker_url", "result_backend", "embedding_device", "sparse_tags", "webhook_url",
+                     "rerank_model")
     @classmethod
     def _empty_is_none(cls, value: str | None) -> str | None:
         return value if value not in ("", None) else None

@@ -151,7 +151,7 @@ class Evaluation:
         misses: list[Miss] = []
         retriever = self.retriever
         if fusion is not None:
-            retriever = Retriever(retriever.embedder, self.store, retriever.sparse, mode, fusion)
+            retriever = Retriever(retriever.embedder, self.store, retriever.sparse, mode, fusion, retriever.reranker)
         for qid, relevant in self.dataset.qrels.items():
             question = self.dataset.queries[qid]
             start = time.perf_counter()

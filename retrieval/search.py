@@ -13,6 +13,7 @@ from korag.errors import StoreError
 from korag.rules import check_tenant
 from korag.storage.store import MODES, Fusion, QdrantStore
 from korag.types import SearchResult
+from retrieval.rerank import Reranker
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Retriever:
         sparse: SparseEncoder | None = None,
         mode: str = "hybrid",
         fusion: Fusion | None = None,
+        reranker: Reranker | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
@@ -39,6 +41,7 @@ class Retriever:
         self.sparse = sparse if sparse is not None else SparseEncoder()
         self.mode = mode
         self.fusion = fusion if fusion is not None else Fusion()
+        self.reranker = reranker  # re-orders the top candidates of every mode (KORAG_RERANK_MODEL)
         self._sparse_known: bool | None = None
         if store.exists():
             store.check_model(embedder.info.name, embedder.info.dimension)
@@ -52,7 +55,7 @@ class Retriever:
     @classmethod
     def from_settings(cls, embedder: Embedder, store: QdrantStore, settings) -> "Retriever":
         return cls(embedder, store, SparseEncoder.from_settings(settings), settings.search_mode,
-                   Fusion.from_settings(settings))
+                   Fusion.from_settings(settings), Reranker.from_settings(settings))
 
     def search(
         self,
@@ -67,7 +70,8 @@ class Retriever:
         (a list value matches any of its items; ``"3"`` also matches a stored 3, ``"true"`` a stored
         True), e.g. ``{"source": "규정.pdf"}``; ``tenant`` restricts the search to that tenant's
         documents; ``where`` is a Qdrant filter that must match as well (the service's filter
-        language: korag.storage.query_filter.parse_filter); ``mode`` is dense, sparse or hybrid. A query
+        language: korag.storage.query_filter.parse_filter); ``mode`` is dense, sparse or hybrid; with a
+        reranker, the top candidates of that mode are re-ordered by it (:mod:`retrieval.rerank`). A query
         longer than the model's limit is cut for the dense channel only (see
         :meth:`search_with_notes` to learn when)."""
         return self.search_with_notes(query, k, filters, mode, tenant, where=where).results
@@ -102,6 +106,9 @@ class Retriever:
         fit = self.embedder.fit_query(query) if mode != "sparse" else None
         vector = self.embedder.embed_queries([fit.text])[0] if fit is not None else None
         sparse = self.sparse.encode_query(query) if mode != "dense" else None
-        results = self.store.search(vector, k, filters, sparse=sparse, mode=mode, fusion=self.fusion,
+        depth = self.reranker.depth(k) if self.reranker is not None else k
+        results = self.store.search(vector, depth, filters, sparse=sparse, mode=mode, fusion=self.fusion,
                                     where=where)
+        if self.reranker is not None:
+            results = self.reranker.rerank(query, results, k)
         return SearchResponse(results, fit.notice() if fit is not None else None)

@@ -125,6 +125,8 @@ class Service:
             self.pipeline.on_step = metrics.step_hook()
         self.registry: DocumentRegistry = self.pipeline.registry
         self.retriever = Retriever.from_settings(self.embedder, store, settings)
+        if metrics is not None and self.retriever.reranker is not None:
+            self.retriever.reranker.on_rerank = metrics.observe_rerank
         self.queue: IngestQueue | None = None
         # the workers' beats (distributed mode), to tell a stalled document from a working one
         self.liveness = Liveness.from_url(settings.broker_url) if celery is not None else None

@@ -71,6 +71,9 @@ class Metrics:
         self.queue_depth = Gauge("queue_depth", "Documents waiting to be ingested (queued)", namespace=ns, registry=r)
         self.documents_stalled = Gauge("documents_stalled", "Documents parsing or embedding under a worker process "
                                        "that is gone (a worker's sweep sends them again)", namespace=ns, registry=r)
+        self.rerank_seconds = Histogram("rerank_duration_seconds", "Re-ranking latency per search "
+                                        "(KORAG_RERANK_MODEL; part of search_duration_seconds)", namespace=ns,
+                                        registry=r, buckets=SEARCH_BUCKETS)
         self.search_seconds = Histogram("search_duration_seconds", "Search latency, embedding the query included",
                                         ["mode"], namespace=ns, registry=r, buckets=SEARCH_BUCKETS)
         self.http_requests = Counter("http_requests", "HTTP requests by method, route template and status code",
@@ -150,6 +153,9 @@ class Metrics:
     # -- search and HTTP ------------------------------------------------------------------------
     def observe_search(self, mode: str, seconds: float) -> None:
         self.search_seconds.labels(mode=mode).observe(max(0.0, seconds))
+
+    def observe_rerank(self, seconds: float) -> None:
+        self.rerank_seconds.observe(max(0.0, seconds))
 
     @contextlib.contextmanager
     def search_timer(self, mode: str) -> Iterator[None]:
