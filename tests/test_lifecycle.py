@@ -111,7 +111,7 @@ def _bad_inputs(folder) -> dict[str, str]:
         "truncated.docx": "damaged or truncated DOCX",
         "bomb.docx": "zip bomb",
         "laughs.docx": "DTD or entities",
-        "scan.pdf": "no extractable text",
+        "scan.pdf": "no text layer",  # and, with OCR, "no text found by OCR" (issue 21)
         "huge.txt": "over the limit",
         "euckr.txt": None,
         "cp949.txt": None,

@@ -16,7 +16,7 @@ from bench import documents as docs
 from ingest.parsing import parse_document, script_rules
 from ingest.parsing.guard import run_guarded
 from ingest.parsing.pdf import partition_pdf_text, pdfium_pages, pdfminer_pages
-from korag.errors import DocumentError, EmptyDocumentError
+from korag.errors import DocumentError
 from tests.conftest import SHARED
 
 
@@ -159,14 +159,14 @@ def test_damaged_pdf_is_a_clear_error_in_the_guarded_child(tmp_path, name, make)
         run_guarded(lambda: parse_document(data, name, f"docs/{name}"), f"docs/{name}", timeout_s=60, memory_bytes=2 << 30)
 
 
-def test_scanned_pdf_still_has_no_extractable_text(tmp_path):
+def test_a_scanned_pdf_with_nothing_to_read_says_it_has_no_text_layer(tmp_path):
     from reportlab.pdfgen import canvas
 
     c = canvas.Canvas(str(tmp_path / "scan.pdf"))
     c.rect(100, 100, 300, 300, fill=1)
     c.showPage()
     c.save()
-    with pytest.raises(EmptyDocumentError, match=r"scan\.pdf: no extractable text"):
+    with pytest.raises(DocumentError, match=r"scan\.pdf: no text layer"):
         _parse(tmp_path / "scan.pdf")
 
 
