@@ -264,8 +264,9 @@ class OcrReader:
 
     def room(self, page_number: int) -> bool:
         """May page ``page_number`` still be OCR'd? Asked before a page is rendered or decoded, so
-        that a scan of a thousand pages costs the cap's pages, not a render of every page (which
-        alone ran a 1,000-page scan past the parse time limit); the first page refused is noted."""
+        that a long scan costs the cap's pages, not a render of every page (a 1,000-page scan
+        took 72 s here with a cap of 2, rendering pages only to drop them); the first page
+        refused is noted."""
         if self.pages < self.options.max_pages:
             return True
         if self.capped_at is None:
