@@ -175,20 +175,45 @@ def test_bad_images_and_a_thousand_page_scan_in_one_batch_with_a_good_document(t
     assert {c["metadata"]["page_number"] for c in chunks("thousand.pdf")} <= set(range(1, MAX_PAGES + 1))
 
 
-def test_a_multi_page_tiff_stops_at_the_page_cap_and_names_the_first_page_left_unread(font, caplog):  # noqa: F811
-    """The cap holds for TIFF pages as for PDF pages, and a TIFF with exactly the cap's pages
-    gets no note (the frame after the cap is looked for, never decoded)."""
+
+def _declare_size(tiff: bytes, frame: int, side: int) -> bytes:
+    """``tiff`` (little-endian, as Pillow writes it) with frame ``frame`` (0-based) declaring
+    ``side`` x ``side`` pixels: its ImageWidth and ImageLength tags rewritten, nothing else."""
+    patched = bytearray(tiff)
+    (offset,) = struct.unpack_from("<I", patched, 4)
+    for _ in range(frame):
+        (count,) = struct.unpack_from("<H", patched, offset)
+        (offset,) = struct.unpack_from("<I", patched, offset + 2 + 12 * count)
+    (count,) = struct.unpack_from("<H", patched, offset)
+    for entry in range(offset + 2, offset + 2 + 12 * count, 12):
+        tag, kind = struct.unpack_from("<HH", patched, entry)
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT or LONG
+            struct.pack_into("<H" if kind == 3 else "<I", patched, entry + 8, side)
+    return bytes(patched)
+
+
+def test_a_tiff_page_past_the_cap_is_never_decoded_and_one_over_the_pixel_limit_is_refused(font, caplog):  # noqa: F811
+    """A TIFF whose second page declares 50000 x 50000 pixels: under a cap of one page it is
+    never decoded, and the first page is indexed with the cap's note (it once failed the whole
+    file as a decompression bomb); without the cap the file is refused as unsafe. A TIFF with
+    exactly the cap's pages gets no note."""
     import logging
 
+    from PIL import Image
+
     from ingest.parsing import OcrOptions, parse_document
+    from korag.errors import DocumentError
 
     page = docs.render_page(docs.SCANNED_PAGES[1], font)
-    three = _saved(page, "TIFF", compression="tiff_lzw", save_all=True, append_images=[page, page])
+    bomb = _declare_size(_saved(page, "TIFF", save_all=True, append_images=[Image.new("L", (8, 8), 255)]), 1, 50_000)
     with caplog.at_level(logging.WARNING, logger="korag.parsing"):
-        blocks = parse_document(three, "three.tif", ocr=OcrOptions(max_pages=1))
+        blocks = parse_document(bomb, "two.tif", ocr=OcrOptions(max_pages=1))
     assert {b.page_number for b in blocks} == {1}
-    assert "three.tif: OCR stopped at page 2: KORAG_OCR_MAX_PAGES=1" in caplog.text
+    assert "two.tif: OCR stopped at page 2: KORAG_OCR_MAX_PAGES=1" in caplog.text
+    with pytest.raises(DocumentError, match="refused as unsafe"):
+        parse_document(bomb, "two.tif", ocr=OcrOptions(max_pages=2))
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="korag.parsing"):
-        blocks = parse_document(three, "three.tif", ocr=OcrOptions(max_pages=3))
-    assert {b.page_number for b in blocks} == {1, 2, 3} and "OCR stopped" not in caplog.text
+        blocks = parse_document(_saved(page, "TIFF", save_all=True, append_images=[page]), "two.tif",
+                                ocr=OcrOptions(max_pages=2))
+    assert {b.page_number for b in blocks} == {1, 2} and "OCR stopped" not in caplog.text
