@@ -24,7 +24,8 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from functools import cache
 from typing import Literal, NamedTuple
@@ -261,13 +262,22 @@ class OcrReader:
         self.missing = unavailable(self.options.languages)
         return self.missing is None
 
+    def room(self, page_number: int) -> bool:
+        """May page ``page_number`` still be OCR'd? Asked before a page is rendered or decoded, so
+        that a long scan costs the cap's pages, not a render of every page (a 1,000-page scan
+        took 72 s here with a cap of 2, rendering pages only to drop them); the first page
+        refused is noted."""
+        if self.pages < self.options.max_pages:
+            return True
+        if self.capped_at is None:
+            self.capped_at = page_number
+            log.warning("%s: OCR stopped at page %d: KORAG_OCR_MAX_PAGES=%d pages were read; the rest of the "
+                        "document is not indexed", self.source, page_number, self.options.max_pages)
+        return False
+
     def blocks(self, image, page_number: int, dpi: int | None) -> list[Block]:
         """The page's blocks (OCR'd, with its mean word confidence), or none past the page cap."""
-        if self.pages >= self.options.max_pages:
-            if self.capped_at is None:
-                self.capped_at = page_number
-                log.warning("%s: OCR stopped at page %d: KORAG_OCR_MAX_PAGES=%d pages were read; the rest of the "
-                            "document is not indexed", self.source, page_number, self.options.max_pages)
+        if not self.room(page_number):
             return []
         self.pages += 1
         try:
@@ -289,16 +299,37 @@ class OcrReader:
         return "no text found by OCR"
 
 
-def image_frames(data: bytes) -> Iterator:
-    """The frames of an image file (a TIFF's pages), EXIF orientation applied."""
+def _within_pixel_limit(frame) -> None:
+    """Refuse a frame over Pillow's pixel limit (``Image.MAX_IMAGE_PIXELS``) before it is decoded.
+    Pillow itself only warns up to twice its limit, and a white 10000 x 10000 PNG of 25 KB then
+    cost a parser 23 s and 0.8 GB with Tesseract, to find no text."""
+    from PIL import Image  # lazy: only images need Pillow
+
+    limit = Image.MAX_IMAGE_PIXELS
+    width, height = frame.size
+    if limit is not None and width * height > limit:
+        raise Refusal(f"refused as unsafe: {width} x {height} = {width * height} pixels is over the limit of "
+                      f"{limit} pixels (a decompression bomb?)")
+
+
+def image_frames(data: bytes, room: Callable[[int], bool] = lambda number: True) -> Iterator:
+    """The frames of an image file (a TIFF's pages), EXIF orientation applied, each refused when
+    over Pillow's pixel limit; they end before the first frame ``room`` refuses (the OCR page
+    cap, :meth:`OcrReader.room`), which is not decoded."""
     from PIL import Image, ImageOps, ImageSequence  # lazy: only images need Pillow
 
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            for frame in ImageSequence.Iterator(image):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # refused below, with the size
+            image = Image.open(io.BytesIO(data))
+        with image:
+            for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+                if not room(number):
+                    return
+                _within_pixel_limit(frame)
                 frame.load()
                 yield ImageOps.exif_transpose(frame)
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError as exc:  # twice the limit: Pillow refuses it at open
         raise Refusal(f"refused as unsafe: {exc}") from None
     except (Image.UnidentifiedImageError, SyntaxError, EOFError, OSError, ValueError) as exc:
         raise Refusal(f"damaged or unreadable image: {exc}") from None
@@ -321,7 +352,7 @@ def image_blocks(data: bytes, reader: OcrReader) -> list[Block]:
     if not reader.available():
         raise Refusal(reader.missing)
     blocks: list[Block] = []
-    for number, frame in enumerate(image_frames(data), start=1):
+    for number, frame in enumerate(image_frames(data, reader.room), start=1):
         blocks += reader.blocks(frame, number, image_dpi(frame))
     if not blocks:
         raise Refusal(reader.nothing_read())

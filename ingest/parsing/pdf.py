@@ -143,8 +143,9 @@ def pdf_blocks(data: bytes, reader: OcrReader) -> list[Block]:
     blocks: list[Block] = []
     for page_number, (paragraphs, page) in enumerate(pdfium_page_views(data), start=1):
         if reader.wants(paragraphs) and reader.available():
-            image, dpi = render(page, reader.options.dpi)
-            blocks += reader.blocks(image, page_number, dpi)
+            if reader.room(page_number):  # a page past the OCR page cap is not rendered
+                image, dpi = render(page, reader.options.dpi)
+                blocks += reader.blocks(image, page_number, dpi)
         elif paragraphs:
             elements = partition_plain_text("\n\n".join(paragraphs), group_paragraphs=False, page_number=page_number)
             blocks += blocks_from_elements(elements)
