@@ -281,8 +281,8 @@ class _Waiter:
             restart = "the broker restarted and " if self.restarted else ""
             after = f" once it has been unfinished for {sweep_after_s:g} s" if sweep_after_s is not None else ""
             error = (f"{status} in the registry, but {restart}the broker holds no message for it (lost with the "
-                     f"broker's data, unless a worker is still on it): `korag sweep` sends it again{after}; "
-                     f"or ingest it again")
+                     f"broker's data, unless a worker is still on it): a worker's periodic sweep (or `korag "
+                     f"sweep`) sends it again{after}; or ingest it again")
         else:
             error = (f"no result within {timeout_s:g} s: is a worker running? The registry has it {status}; it "
                      f"stays queued for the workers (korag status {item.doc_id})")
