@@ -31,14 +31,19 @@ def make_pdf(path: Path, pages: list[list[str]]) -> Path:
     pdfmetrics.registerFont(UnicodeCIDFont("HYSMyeongJo-Medium"))
     c = canvas.Canvas(str(path))
     for lines in pages:
-        c.setFont("HYSMyeongJo-Medium", 11)
-        y = 780
-        for line in lines:
-            c.drawString(50, y, line)
-            y -= 18
-        c.showPage()
+        _text_page(c, lines)
     c.save()
     return path
+
+
+def _text_page(c, lines: list[str]) -> None:
+    """One page of Korean text lines in Adobe's Korean CID font (registered by the caller)."""
+    c.setFont("HYSMyeongJo-Medium", 11)
+    y = 780
+    for line in lines:
+        c.drawString(50, y, line)
+        y -= 18
+    c.showPage()
 
 
 def make_docx(path: Path) -> Path:
@@ -226,12 +231,7 @@ def make_mixed_pdf(path: Path, text_lines: list[str], image) -> Path:
 
     pdfmetrics.registerFont(UnicodeCIDFont("HYSMyeongJo-Medium"))
     c = canvas.Canvas(str(path), pagesize=A4)
-    c.setFont("HYSMyeongJo-Medium", 11)
-    y = 780
-    for line in text_lines:
-        c.drawString(50, y, line)
-        y -= 18
-    c.showPage()
+    _text_page(c, text_lines)
     c.drawImage(ImageReader(image), 0, 0, width=A4[0], height=A4[1])
     c.showPage()
     c.save()
