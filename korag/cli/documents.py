@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import sys
-from collections import Counter
 from contextlib import ExitStack
 
 from ingest.parsing.ocr import availability as ocr_availability
@@ -17,7 +16,6 @@ from korag.services.lifecycle import delete_document, stalled
 from korag.services.liveness import Liveness, owner_alive
 from korag.services.schemas import Deleted, Document, StatusSummary
 from korag.settings import Settings
-from korag.storage.registry import STATES
 
 
 def _when(ts: float | None) -> str:
@@ -70,23 +68,18 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
                       + (f"\n  error: {printable(record.error)}" if record.error else "")
                       + (f"\n  {STALLED}" if stuck else ""))
             return 0
-        records = list(registry.all())
-        counts = Counter(r.status for r in records)
-        stuck = sum(is_stalled(r) for r in records)
-    total = sum(counts.values())
-    done = counts["indexed"] + counts["failed"]
-    summary = StatusSummary(total=total, done=done, by_status={s: counts.get(s, 0) for s in STATES},
-                            backend=backend, stalled=stuck,
-                            ocr=ocr_availability(ParseLimits.from_settings(settings).ocr)).model_dump()
+        summary = StatusSummary.of(registry.all(), is_stalled, backend,
+                                   ocr_availability(ParseLimits.from_settings(settings).ocr))
     if args.json:
-        print_json(summary)
+        print_json(summary.model_dump())
     else:
-        print(f"{done} of {total} documents finished: " + ", ".join(f"{s} {n}" for s, n in summary["by_status"].items()))
-        if stuck:
-            print(f"stalled: {stuck} (parsing or embedding under a worker process that is gone; a worker's sweep "
-                  "sends them again)")
+        print(f"{summary.done} of {summary.total} documents finished: "
+              + ", ".join(f"{s} {n}" for s, n in summary.by_status.items()))
+        if summary.stalled:
+            print(f"stalled: {summary.stalled} (parsing or embedding under a worker process that is gone; a worker's "
+                  "sweep sends them again)")
         print(f"store: {backend}")
-        print(f"OCR: {summary['ocr']}")
+        print(f"OCR: {summary.ocr}")
     return 0
 
 

@@ -7,11 +7,13 @@ OpenAPI schema is generated from them). Field names are a contract: extend, neve
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
 from korag.storage.registry import STATES, DocumentRecord
+from korag.types import DocumentState as State
 from korag.types import IngestResult, SearchResult, StoredChunk
 
 MAX_QUERY_CHARS = 2000
@@ -118,6 +120,18 @@ class StatusSummary(BaseModel):
                                         "(counted in by_status too)")
     ocr: str | None = Field(None, description="whether scanned pages and images can be read here: off, ready "
                                               "(mode, languages, dpi) or unavailable with what to install")
+
+    @classmethod
+    def of(cls, records: Iterable[DocumentRecord], stalled: Callable[[DocumentRecord], bool], backend: str,
+           ocr: str) -> "StatusSummary":
+        """The summary of ``records``: counts per state, how many are done and how many stalled."""
+        counts = {s: 0 for s in STATES}
+        stuck = 0
+        for record in records:
+            counts[record.status] = counts.get(record.status, 0) + 1
+            stuck += stalled(record)
+        done = counts[State.INDEXED] + counts[State.FAILED]
+        return cls(total=sum(counts.values()), done=done, by_status=counts, backend=backend, stalled=stuck, ocr=ocr)
 
 
 # -- chunks and search --------------------------------------------------------------------------

@@ -43,7 +43,6 @@ from korag.services.schemas import (
     SearchHit,
     SearchRequest,
     SearchResponse,
-    StatusSummary,
 )
 from korag.settings import Settings
 from korag.storage.blobs import BlobStore
@@ -282,17 +281,6 @@ class Service:
         more = len(records) > limit
         next_cursor = _encode_cursor([page[-1].created_at, page[-1].doc_id]) if more and page else None
         return DocumentList(documents=[DocumentStatus.of(r, self.stalled(r)) for r in page], next_cursor=next_cursor)
-
-    def summary(self, tenant: str | None) -> StatusSummary:
-        counts = {s: 0 for s in STATES}
-        stuck = 0
-        for record in self.registry.all():
-            if tenant is None or record.tenant == tenant:
-                counts[record.status] = counts.get(record.status, 0) + 1
-                stuck += self.stalled(record)
-        total = sum(counts.values())
-        return StatusSummary(total=total, done=counts[DocumentState.INDEXED] + counts[DocumentState.FAILED], by_status=counts,
-                             backend=self.store.backend, stalled=stuck, ocr=self.ocr())
 
     def ocr(self) -> str:
         """:func:`ingest.parsing.ocr.availability` for this service's settings. In distributed mode
