@@ -13,6 +13,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL = "nlpai-lab/KoE5"
+OCR_LANGUAGES = r"[A-Za-z_]+(\+[A-Za-z_]+)*"  # Tesseract model names joined by + (also checked by ingest.parsing.ocr)
 
 
 class Settings(BaseSettings):
@@ -94,7 +95,7 @@ class Settings(BaseSettings):
         "auto", description="Tesseract OCR of scanned PDF pages and images; auto: only PDF pages without usable text "
         "(a mixed PDF keeps its text layer), force: every PDF page, off: none (images are refused)")
     ocr_languages: str = Field(
-        "kor+eng", pattern=r"^[A-Za-z_]+(\+[A-Za-z_]+)*$", description="Tesseract models, joined by +")
+        "kor+eng", pattern=f"^{OCR_LANGUAGES}$", description="Tesseract models, joined by +")
     ocr_dpi: int = Field(300, ge=72, le=600, description="resolution scanned PDF pages are rendered at for OCR")
     ocr_max_pages: int = Field(
         100, ge=1, description="pages OCR'd per document; later pages are not read and a warning says so")

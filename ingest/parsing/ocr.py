@@ -34,6 +34,7 @@ from ingest.parsing.blocks import Block, Refusal
 from ingest.parsing.from_unstructured import blocks_from_elements
 from ingest.parsing.korean_headings import heading_depth
 from ingest.parsing.plain_text import partition_plain_text
+from korag.settings import OCR_LANGUAGES
 
 log = logging.getLogger("korag.parsing")
 
@@ -46,7 +47,7 @@ USABLE_TEXT_CHARS = 10  # a PDF page whose text layer has fewer letters and digi
 DOUBTFUL_CONFIDENCE = 60.0  # below this mean word confidence, the page's orientation is checked
 PAGE_TIMEOUT_S = 600  # a backstop per Tesseract call; the parser's own time limit comes first
 _HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
-_LANGUAGES = re.compile(r"[A-Za-z_]+(\+[A-Za-z_]+)*")
+_LANGUAGES = re.compile(OCR_LANGUAGES)
 
 
 @dataclass(frozen=True)
