@@ -28,6 +28,8 @@ from retrieval.rerank import Reranker  # noqa: E402
 
 
 def tiny_cross_encoder(folder: Path, tokenizer_from: str) -> Path:
+    """A one-label cross-encoder small enough to build anywhere (2 layers, 32 wide, random
+    weights seeded 7) on ``tokenizer_from``'s tokenizer, saved to ``folder`` (tests/test_rerank.py too)."""
     import torch
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 

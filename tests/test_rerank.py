@@ -10,6 +10,7 @@ import json
 
 import pytest
 
+from bench.rerank_bench import tiny_cross_encoder
 from ingest.pipeline import Pipeline
 from korag.services.schemas import SearchRequest
 from korag.services.service import Service
@@ -28,17 +29,7 @@ QUERY = "연차 휴가 신청"
 @pytest.fixture(scope="module")
 def cross_encoder_dir(tmp_path_factory):
     """A one-label cross-encoder small enough to build here (2 layers, 32 wide), seeded."""
-    import torch
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    torch.manual_seed(7)
-    tokenizer = AutoTokenizer.from_pretrained(offline_model_path())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=512, num_labels=1)
-    folder = tmp_path_factory.mktemp("reranker")
-    BertForSequenceClassification(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return tiny_cross_encoder(tmp_path_factory.mktemp("reranker"), offline_model_path())
 
 
 @pytest.fixture
