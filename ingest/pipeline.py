@@ -115,7 +115,8 @@ class ParseLimits:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "ParseLimits":
-        ocr = OcrOptions(settings.ocr, settings.ocr_languages, settings.ocr_dpi, settings.ocr_max_pages)
+        ocr = OcrOptions(settings.ocr, settings.ocr_languages, settings.ocr_dpi, settings.ocr_max_pages,
+                         settings.parse_memory_mb)
         return cls(settings.max_file_bytes, settings.parse_timeout_s, settings.parse_memory_mb * 1024 * 1024,
                    settings.parse_isolated, ocr)
 

@@ -15,7 +15,7 @@ import pytest
 
 from bench import documents as docs
 from ingest.parsing import OcrOptions, parse_document
-from ingest.parsing.ocr import image_frames, unavailable
+from ingest.parsing.ocr import image_frames, read_image, unavailable
 from korag.errors import DocumentError
 from tests.test_cli_hardening import json_lines, local_env, run
 
@@ -95,6 +95,16 @@ def test_png_and_a_turned_phone_like_jpeg_are_read(pages):
     docs.phone_like(pages[0]).rotate(90, expand=True).save(photo, "JPEG", quality=70)  # page lying on its side
     blocks = parse_document(photo.getvalue(), "사진.jpg")
     assert accuracy(docs.SCANNED_PAGES[0], " ".join(b.text for b in blocks)) >= 0.90
+
+
+def test_tesseract_runs_under_the_parsers_memory_allowance(pages):
+    """Tesseract gets KORAG_PARSE_MEMORY_MB as its own address-space cap (``prlimit --as``) instead
+    of the parser worker's, which counts all the worker maps: a page read within 2 GiB is not read
+    within 16 MiB, where Tesseract cannot even load its Korean model."""
+    page = pages[1].convert("L")
+    assert accuracy(docs.SCANNED_PAGES[1], " ".join(read_image(page, OcrOptions(), 300).paragraphs)) >= 0.95
+    with pytest.raises(OSError, match="tesseract failed"):
+        read_image(page, OcrOptions(memory_mb=16), 300)
 
 
 def test_exif_orientation_is_applied():

@@ -58,6 +58,7 @@ class OcrOptions:
     languages: str = "kor+eng"
     dpi: int = 300  # PDF pages are rendered at this resolution
     max_pages: int = 100  # pages OCR'd per document; the rest are not read (a note says so)
+    memory_mb: int = 2048  # KORAG_PARSE_MEMORY_MB: Tesseract's address space, as a parser's allowance
 
     def __post_init__(self) -> None:
         if not _LANGUAGES.fullmatch(self.languages):
@@ -128,26 +129,36 @@ def _setpriv() -> list[str]:
     return [binary, "--pdeathsig", "KILL"] if binary is not None else []
 
 
-def _run(image, *args: str) -> str:
+def _prlimit(memory_bytes: int) -> list[str]:
+    """``prlimit --as``: Tesseract's own address-space cap, the parser's allowance. Without it, it
+    would inherit the parser worker's cap, which counts everything the worker already maps (the
+    parent's model and Kiwi: gigabytes), not what one page may cost (a 300-dpi A4 page maps
+    ~150 MB). Empty where util-linux lacks it."""
+    binary = shutil.which("prlimit")
+    return [binary, f"--as={memory_bytes}"] if binary is not None else []
+
+
+def _run(image, *args: str, memory_bytes: int = OcrOptions.memory_mb << 20) -> str:
     """Tesseract's stdout for ``image`` (8-bit greyscale, handed over as PGM on stdin)."""
     buffer = io.BytesIO()
     image.save(buffer, "PPM")
     # one thread per page: pages and documents run in parallel in the parser pool instead
     env = {**os.environ, "OMP_THREAD_LIMIT": "1"}
-    done = subprocess.run([*_setpriv(), _tesseract(), "stdin", "stdout", *args], input=buffer.getvalue(),
-                          capture_output=True, timeout=PAGE_TIMEOUT_S, env=env)
+    done = subprocess.run([*_setpriv(), *_prlimit(memory_bytes), _tesseract(), "stdin", "stdout", *args],
+                          input=buffer.getvalue(), capture_output=True, timeout=PAGE_TIMEOUT_S, env=env)
     if done.returncode != 0:
         detail = done.stderr.decode(errors="replace").strip().splitlines()
         raise OSError(f"tesseract failed: {detail[-1] if detail else f'exit status {done.returncode}'}")
     return done.stdout.decode("utf-8", errors="replace")
 
 
-def read_once(image, languages: str, dpi: int | None, psm: int = PSM) -> OcrPage:
+def read_once(image, languages: str, dpi: int | None, psm: int = PSM,
+              memory_bytes: int = OcrOptions.memory_mb << 20) -> OcrPage:
     """One Tesseract reading of a greyscale page, as it lies (``bench/ocr_bench.py`` compares ``psm``)."""
     args = ["-l", languages, "--psm", str(psm)]
     if dpi is not None:
         args += ["--dpi", str(dpi)]
-    return page_from_tsv(_run(image, *args, "tsv"))
+    return page_from_tsv(_run(image, *args, "tsv", memory_bytes=memory_bytes))
 
 
 def page_from_tsv(tsv: str) -> OcrPage:
@@ -201,10 +212,10 @@ def _paragraphs(lines: list[_Line]) -> list[str]:
     return [" ".join(p) for p in paragraphs]
 
 
-def _rotation(image) -> int:
+def _rotation(image, memory_bytes: int) -> int:
     """Degrees to turn the page clockwise, by Tesseract's orientation detector; 0 when it cannot tell."""
     try:
-        found = re.search(r"Rotate:\s*(\d+)", _run(image, "--psm", "0"))
+        found = re.search(r"Rotate:\s*(\d+)", _run(image, "--psm", "0", memory_bytes=memory_bytes))
     except OSError:  # too few characters to tell
         return 0
     return int(found.group(1)) % 360 if found else 0
@@ -214,15 +225,16 @@ def _better(first: OcrPage, second: OcrPage) -> OcrPage:
     return second if (second.confidence or 0.0) > (first.confidence or 0.0) else first
 
 
-def read_image(image, languages: str, dpi: int | None) -> OcrPage:
+def read_image(image, options: OcrOptions, dpi: int | None) -> OcrPage:
     """OCR one page; a doubtful reading is checked for a turned page (90/180/270) and read again."""
-    page = read_once(image, languages, dpi)
+    memory = options.memory_mb << 20
+    page = read_once(image, options.languages, dpi, memory_bytes=memory)
     if page.confidence is not None and page.confidence >= DOUBTFUL_CONFIDENCE:
         return page
-    degrees = _rotation(image)
+    degrees = _rotation(image, memory)
     if degrees == 0:
         return page
-    return _better(page, read_once(image.rotate(-degrees, expand=True), languages, dpi))
+    return _better(page, read_once(image.rotate(-degrees, expand=True), options.languages, dpi, memory_bytes=memory))
 
 
 def greyscale(image):
@@ -282,7 +294,7 @@ class OcrReader:
             return []
         self.pages += 1
         try:
-            page = read_image(greyscale(image), self.options.languages, dpi)
+            page = read_image(greyscale(image), self.options, dpi)
         except OSError as exc:  # a page Tesseract cannot read (too small, say) has no text
             log.info("%s: page %d: %s", self.source, page_number, exc)
             return []
