@@ -31,6 +31,7 @@ def test_bench_ingest_prints_the_contract(tmp_path):
         assert report[part]["seconds"] > 0
     assert report["ratio_to_model_only"] > 0 and report["speedup_vs_naive"] > 0
     assert report["cosine_vs_fp32_min"] > 0.99
+    assert report["ocr"] is None  # text documents: no page read by OCR
 
 
 def test_the_benchmarks_default_corpus_is_the_shared_one_beside_the_checkout():

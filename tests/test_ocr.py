@@ -107,6 +107,24 @@ def test_tesseract_runs_under_the_parsers_memory_allowance(pages):
         read_image(page, OcrOptions(memory_mb=16), 300)
 
 
+def test_bench_ingest_reports_the_ocr_time_of_added_scans(tmp_path, monkeypatch, capsys, pages):
+    """`korag bench ingest --add` takes scanned files beside the corpus and reports their OCR
+    pages and seconds per page (issue 21: "korag bench ingest reports OCR time")."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "corpus.jsonl").write_text(json.dumps({"_id": "p0", "title": "안내", "text": "숙박비는 실비로 정산한다."},
+                                                    ensure_ascii=False) + "\n", encoding="utf-8")
+    scan = tmp_path / "scan.png"
+    scan.write_bytes(_png(pages[1]))
+    code, out, err = run(monkeypatch, capsys, ["bench", "ingest", str(corpus), "--add", str(scan), "--json"],
+                         **local_env(tmp_path))
+    assert code == 0, err[-2000:]
+    report = json.loads(out)
+    assert report["documents"] == 2 and report["failed"] == 0
+    assert report["ocr"]["documents"] == 1 and report["ocr"]["pages"] == 1
+    assert report["ocr"]["s_per_page"] > 0 and report["ocr"]["tesseract_cpu_s_per_page"] > 0
+
+
 def test_exif_orientation_is_applied():
     from PIL import Image
 

@@ -10,7 +10,10 @@ same documents and chunks, in one run.
 - ``cosine_vs_fp32_min``: the embedder's vectors against sentence-transformers fp32 on those chunks;
 - ``cpu_stages``: parse + chunk + keyword terms alone, in this process, on the same documents: CPU
   milliseconds per document and model tokens per CPU-second (per core), the figure that says how
-  many cores feed a given model speed.
+  many cores feed a given model speed;
+- ``ocr``: for documents added with ``--add`` (scanned PDFs, images) whose pages were read by OCR,
+  in the same in-process pass: pages, seconds per page (wall, one page at a time) and Tesseract's
+  CPU seconds per page; None when no page was OCR'd (a text corpus).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +52,8 @@ def _rates(seconds: float, documents: int, chunks: int, tokens: int) -> dict[str
 
 
 def run(corpus: Path, limit: int | None = None, model: str | None = None, show_progress: bool = False,
-        settings_overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        settings_overrides: dict[str, Any] | None = None, extra: Sequence[Path] = ()) -> dict[str, Any]:
+    """The report of one run over the corpus's first ``limit`` passages and the ``extra`` files."""
     corpus_file = corpus / "corpus.jsonl"
     if not corpus_file.is_file():
         raise FileNotFoundError(f"no corpus at {corpus_file} (a BEIR-layout folder with corpus.jsonl)")
@@ -60,6 +66,7 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
             path = folder / f"{i:06d}.txt"
             path.write_text(f"{passage.get('title', '')}\n\n{passage['text']}".strip(), encoding="utf-8")
             documents.append((path, str(passage["_id"])))
+        documents += [(Path(path), Path(path).name) for path in extra]
         settings = Settings(embedding_model=model if model is not None else _offline_model(), qdrant_url=None,
                             data_dir=Path(tmp) / "data", **(settings_overrides or {}))  # the embedded default
         embedder = Embedder.load(settings)
@@ -91,7 +98,7 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
 
         texts = [compose_input(settings.passage_prefix, c.header, c.text) for c in embedded]
         tokens = sum(embedder.passage_budget.input_counts(texts))
-        cpu_s = _cpu_stages(pipeline, documents)
+        stages = _cpu_stages(pipeline, documents)
         t0 = time.perf_counter()
         vectors, _ = embedder.embed_passages(embedded)
         model_s = time.perf_counter() - t0
@@ -141,8 +148,9 @@ def run(corpus: Path, limit: int | None = None, model: str | None = None, show_p
         "fixed_ms_per_document": round(max(0.0, pipeline_s - model_s) * 1000 / n_docs, 2),
         "cpu_ms_per_doc": {"main_process": round(main_cpu * 1000 / n_docs, 2),
                            "parser_processes": round(parsers_cpu * 1000 / n_docs, 2)},
-        "cpu_stages": {"cpu_ms_per_doc": round(cpu_s * 1000 / n_docs, 2),
-                       "tokens_per_cpu_s": round(tokens / cpu_s, 1) if cpu_s else None},
+        "cpu_stages": {"cpu_ms_per_doc": round(stages.cpu_s * 1000 / n_docs, 2),
+                       "tokens_per_cpu_s": round(tokens / stages.cpu_s, 1) if stages.cpu_s else None},
+        "ocr": stages.ocr_report(),
         "parse_workers": batch.workers,
         "overlap": batch.overlap,  # parsing beside the model (True) or taking turns with it
     }
@@ -152,17 +160,44 @@ def _cpu(usage) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _cpu_stages(pipeline, documents: list[tuple[Path, str]]) -> float:
-    """CPU seconds of parse + chunk + keyword terms over ``documents``, in this process (no
-    pool, no model, no store): what one core spends to feed the model."""
-    inputs = [(path.read_bytes(), path.name, source) for path, source in documents]
-    start = time.process_time()
-    for data, name, source in inputs:
+@dataclass
+class Stages:
+    """What :func:`_cpu_stages` measured."""
+
+    cpu_s: float = 0.0  # this process's CPU over every document
+    ocr_documents: int = 0
+    ocr_pages: int = 0
+    ocr_wall_s: float = 0.0  # those documents' wall time, page after page
+    tesseract_cpu_s: float = 0.0  # the Tesseract processes those documents ran
+
+    def ocr_report(self) -> dict[str, Any] | None:
+        if not self.ocr_pages:
+            return None
+        return {"documents": self.ocr_documents, "pages": self.ocr_pages,
+                "s_per_page": round(self.ocr_wall_s / self.ocr_pages, 3),
+                "tesseract_cpu_s_per_page": round(self.tesseract_cpu_s / self.ocr_pages, 3)}
+
+
+def _cpu_stages(pipeline, documents: list[tuple[Path, str]]) -> Stages:
+    """Parse + chunk + keyword terms over ``documents``, in this process (no pool, no model, no
+    store): the CPU seconds one core spends to feed the model; and, for the documents with pages
+    read by OCR, their wall time and their Tesseract processes' CPU per page."""
+    stages = Stages()
+    for path, source in documents:
+        data = path.read_bytes()
+        wall, cpu, children = time.perf_counter(), time.process_time(), _cpu(resource.getrusage(resource.RUSAGE_CHILDREN))
         try:
-            pipeline.prepare(data, name, source)
+            chunks, _ = pipeline.prepare(data, path.name, source)
         except Exception:  # noqa: BLE001 - a document that fails to parse costs what it cost
-            pass
-    return time.process_time() - start
+            chunks = []
+        stages.cpu_s += time.process_time() - cpu
+        pages = {c.page_number for c in chunks if c.ocr_confidence is not None}
+        if pages:
+            stages.ocr_documents += 1
+            stages.ocr_pages += len(pages)
+            stages.ocr_wall_s += time.perf_counter() - wall
+            stages.tesseract_cpu_s += _cpu(resource.getrusage(resource.RUSAGE_CHILDREN)) - children
+    return stages
 
 
 def _warm_up_file(folder: Path) -> Path:
@@ -190,3 +225,9 @@ def print_human(report: dict[str, Any]) -> None:
     cpu = report["cpu_stages"]
     print(f"cpu stages    parse + chunk + keyword terms: {cpu['cpu_ms_per_doc']:.1f} ms CPU per document, "
           f"{cpu['tokens_per_cpu_s'] or 0:,.0f} model tokens per CPU-second (one core)")
+    ocr = report["ocr"]
+    if ocr is None:
+        print("ocr           no page read by OCR (add scanned PDFs or images with --add)")
+    else:
+        print(f"ocr           {ocr['pages']} pages of {ocr['documents']} documents: {ocr['s_per_page']:.2f} s per page "
+              f"(one page at a time), {ocr['tesseract_cpu_s_per_page']:.2f} s of Tesseract CPU per page")

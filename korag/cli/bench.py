@@ -12,7 +12,8 @@ from korag.settings import Settings
 
 def cmd_bench_ingest(args: argparse.Namespace, settings: Settings) -> int:
     overrides = {} if args.workers is None else {"parse_workers": args.workers}
-    report = run(Path(args.dataset), args.limit, args.model, show_progress=not args.json, settings_overrides=overrides)
+    report = run(Path(args.dataset), args.limit, args.model, show_progress=not args.json, settings_overrides=overrides,
+                 extra=args.add)
     if args.json:
         print_json(report)
     else:
@@ -29,6 +30,8 @@ def add_bench_commands(sub) -> argparse._SubParsersAction:
     b.add_argument("--limit", type=int, help="first N passages only")
     b.add_argument("--model", help="default: the offline all-MiniLM-L6-v2 package")
     b.add_argument("--workers", type=int, help="parser processes (default KORAG_PARSE_WORKERS: one per core)")
+    b.add_argument("--add", nargs="+", type=Path, default=[], metavar="FILE",
+                   help="also ingest these files (scanned PDFs, images: the report gives their OCR time)")
     b.add_argument("--json", action="store_true")
     b.set_defaults(func=cmd_bench_ingest)
     return bench
