@@ -204,6 +204,62 @@ def render_page(lines: list[str], font_path: str, dpi: int = 300, size_pt: float
     return page
 
 
+TWO_COLUMN_PAGE = {
+    "title": "출장 여비 규정 (2026년 개정판, 인사팀 제정 및 시행 안내)",
+    "left": ["제1조(목적) 이 규정은 직원의", "출장 여비 지급 기준을 정한다.", "숙박비는 1박당 7만원 한도에서",
+             "실비로 정산한다.", "식비는 하루 2만5천원을 정액으로", "지급한다.", "제2조(신청) 출장자는 출발",
+             "3일 전까지 신청서를 낸다."],
+    "right": ["제3조(정산) 출장자는 복귀 후", "14일 이내에 영수증을 첨부해", "정산서를 제출한다.",
+              "교통비는 실제 운임을 지급하되", "항공기는 일반석으로 한다.", "제4조(예외) 부득이한 사유가",
+              "있으면 대표이사의 승인으로", "한도를 넘을 수 있다."],
+}
+
+
+def render_two_columns(font_path: str, dpi: int = 300, size_pt: float = 11.0):
+    """A white A4 page (greyscale) with :data:`TWO_COLUMN_PAGE`: a title across the page, then two
+    columns of text whose lines sit at the same heights (read across, they interleave)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width, height = round(8.27 * dpi), round(11.69 * dpi)
+    page = Image.new("L", (width, height), 255)
+    draw = ImageDraw.Draw(page)
+    draw.text((round(dpi * 0.8), round(dpi * 0.6)), TWO_COLUMN_PAGE["title"], fill=0,
+              font=ImageFont.truetype(font_path, round(14 * dpi / 72)))
+    font = ImageFont.truetype(font_path, round(size_pt * dpi / 72))
+    step, top = round(size_pt * dpi / 72 * 1.8), round(dpi * 1.8)
+    for index, (left, right) in enumerate(zip(TWO_COLUMN_PAGE["left"], TWO_COLUMN_PAGE["right"])):
+        draw.text((round(dpi * 0.8), top + index * step), left, font=font, fill=0)
+        draw.text((round(width / 2 + dpi * 0.2), top + index * step), right, font=font, fill=0)
+    page.info["dpi"] = (dpi, dpi)
+    return page
+
+
+RULED_TABLE = [("항목", "금액", "비고"), ("숙박비", "70,000원", "1박 기준"), ("식비", "25,000원", "정액"),
+               ("교통비", "실비", "영수증 첨부"), ("기타", "없음", "-")]
+
+
+def render_ruled_table(font_path: str, dpi: int = 300, size_pt: float = 11.0):
+    """A white A4 page (greyscale) with :data:`RULED_TABLE` drawn as a table ruled on every side
+    of every cell, as Korean forms and public notices print them."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    page = Image.new("L", (round(8.27 * dpi), round(11.69 * dpi)), 255)
+    draw = ImageDraw.Draw(page)
+    font = ImageFont.truetype(font_path, round(size_pt * dpi / 72))
+    edges = [round(dpi * x) for x in (0.8, 3.0, 5.0, 7.47)]
+    top, row = dpi, round(dpi * 0.37)
+    for index, cells in enumerate(RULED_TABLE):
+        for left, cell in zip(edges, cells):
+            draw.text((left + dpi // 10, top + index * row + dpi // 12), cell, font=font, fill=0)
+    bottom = top + len(RULED_TABLE) * row
+    for y in range(top, bottom + 1, row):
+        draw.line((edges[0], y, edges[-1], y), fill=0, width=max(1, dpi // 75))
+    for x in edges:
+        draw.line((x, top, x, bottom), fill=0, width=max(1, dpi // 75))
+    page.info["dpi"] = (dpi, dpi)
+    return page
+
+
 def phone_like(page, angle: float = 1.5, seed: int = 7):
     """A page as a phone photo of it: turned slightly, grey noise, lower contrast (save as JPEG 70)."""
     import numpy as np

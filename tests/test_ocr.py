@@ -15,7 +15,7 @@ import pytest
 
 from bench import documents as docs
 from ingest.parsing import OcrOptions, parse_document
-from ingest.parsing.ocr import image_frames, read_image, unavailable
+from ingest.parsing.ocr import image_frames, layout, read_image, unavailable
 from korag.errors import DocumentError
 from tests.test_cli_hardening import json_lines, local_env, run
 
@@ -95,6 +95,36 @@ def test_png_and_a_turned_phone_like_jpeg_are_read(pages):
     docs.phone_like(pages[0]).rotate(90, expand=True).save(photo, "JPEG", quality=70)  # page lying on its side
     blocks = parse_document(photo.getvalue(), "사진.jpg")
     assert accuracy(docs.SCANNED_PAGES[0], " ".join(b.text for b in blocks)) >= 0.90
+
+
+def test_two_columns_are_read_one_after_the_other_under_their_title(font):
+    """A title across the page over two columns whose lines sit at the same heights: read as one
+    block (``--psm 6``), the columns interleave line by line (accuracy 0.58 measured); read by
+    :func:`layout`'s parts, the title comes first, then the whole left column, then the right
+    one, on a clean scan and on a phone photo of it."""
+    page = docs.render_two_columns(font)
+    expected = [docs.TWO_COLUMN_PAGE["title"], *docs.TWO_COLUMN_PAGE["left"], *docs.TWO_COLUMN_PAGE["right"]]
+    for image, least in ((page, 0.95), (docs.phone_like(page).convert("L"), 0.90)):
+        text = " ".join(b.text for b in parse_document(_png(image), "두단.png"))
+        assert accuracy(expected, text) >= least, text
+        squeezed = re.sub(r"\s", "", text)
+        assert squeezed.index("여비규정") < squeezed.index("제1조") < squeezed.index("3일전까지") < squeezed.index("제3조")
+    single = docs.render_page(docs.SCANNED_PAGES[0], font)
+    assert layout(single) == [(0, 0, single.width, single.height)]  # one column: the page read whole, as before
+
+
+def test_a_ruled_table_is_read_row_by_row(font):
+    """A table ruled around every cell: Tesseract read it as "Ea" with its lines; without them
+    (:func:`without_rules`) every row comes out in order, cells left to right, and the page is not
+    cut into columns (its vertical lines cross the gaps between cells)."""
+    table = docs.render_ruled_table(font)
+    assert layout(table) == [(0, 0, table.width, table.height)]
+    text = " ".join(b.text for b in parse_document(_png(table), "표.png"))
+    rows = [" ".join(cells) for cells in docs.RULED_TABLE]
+    assert accuracy(rows, text) >= 0.95, text
+    squeezed = re.sub(r"\s", "", text)
+    assert [squeezed.index(re.sub(r"\s", "", row)[:4]) for row in rows] == sorted(
+        squeezed.index(re.sub(r"\s", "", row)[:4]) for row in rows)
 
 
 def test_tesseract_runs_under_the_parsers_memory_allowance(pages):
