@@ -32,7 +32,9 @@ import re
 import shutil
 import subprocess
 import warnings
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cache
 from typing import Literal, NamedTuple
@@ -57,6 +59,7 @@ COLUMN_SHARE = 0.2  # each side of a gutter is at least this share of the text's
 COLUMN_LINES = 0.3  # and carries ink in at least this share of the lines that do not cross it
 PAD_SHARE = 0.005  # white kept above and below a part's text, as a share of the page height
 DOUBTFUL_CONFIDENCE = 60.0  # below this mean word confidence, the page's orientation is checked
+OCR_THREADS = min(4, os.cpu_count() or 1)  # a document's pages read at once (one Tesseract process each)
 PAGE_TIMEOUT_S = 600  # a backstop per Tesseract call; the parser's own time limit comes first
 _HANGUL = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")
 _LANGUAGES = re.compile(OCR_LANGUAGES)
@@ -428,7 +431,8 @@ def greyscale(image):
 
 
 class OcrReader:
-    """One document's OCR: what to read (:meth:`wants`), the page cap, and the blocks of a page."""
+    """One document's OCR: what to read (:meth:`wants`), the page cap, and the blocks of its pages
+    (:meth:`page`). Use as a context manager: its threads end with it."""
 
     def __init__(self, options: OcrOptions, source: str) -> None:
         self.options, self.source = options, source
@@ -436,6 +440,8 @@ class OcrReader:
         self.capped_at: int | None = None  # the first page left unread by the cap
         self.missing: str | None = None  # why OCR could not run, once a page needed it
         self.wanted = False  # a page needed OCR
+        self._executor: ThreadPoolExecutor | None = None
+        self._running: deque[Future] = deque()  # pages being read, oldest first
 
     def wants(self, paragraphs: list[str]) -> bool:
         """Does a PDF page with this text layer get OCR? force: every page; auto: a page without usable text."""
@@ -461,13 +467,36 @@ class OcrReader:
                         "document is not indexed", self.source, page_number, self.options.max_pages)
         return False
 
-    def blocks(self, image, page_number: int, dpi: int | None) -> list[Block]:
-        """The page's blocks (OCR'd, with its mean word confidence), or none past the page cap."""
+    def page(self, image, page_number: int, dpi: int | None) -> Callable[[], list[Block]]:
+        """Start reading a page; call the result for its blocks (OCR'd, with its mean word
+        confidence; none past the page cap). Tesseract runs as a process of its own, so a
+        document's pages are read in parallel, :data:`OCR_THREADS` at a time (a scan uploaded
+        alone no longer leaves all cores but one idle); no more pages than that wait in memory."""
         if not self.room(page_number):
-            return []
+            return list
         self.pages += 1
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(OCR_THREADS, thread_name_prefix="ocr")
+        while len(self._running) >= OCR_THREADS:
+            self._running.popleft().result()
+        future = self._executor.submit(self._read, greyscale(image), page_number, dpi)
+        self._running.append(future)
+        return future.result
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+            self._executor = None
+
+    def __enter__(self) -> "OcrReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _read(self, image, page_number: int, dpi: int | None) -> list[Block]:
         try:
-            page = read_page(greyscale(image), self.options, dpi)
+            page = read_page(image, self.options, dpi)
         except OSError as exc:  # a page Tesseract cannot read (too small, say) has no text
             log.info("%s: page %d: %s", self.source, page_number, exc)
             return []
@@ -537,9 +566,10 @@ def image_blocks(data: bytes, reader: OcrReader) -> list[Block]:
         raise Refusal("an image's text is read only by OCR, and KORAG_OCR=off")
     if not reader.available():
         raise Refusal(reader.missing)
-    blocks: list[Block] = []
-    for number, frame in enumerate(image_frames(data, reader.room), start=1):
-        blocks += reader.blocks(frame, number, image_dpi(frame))
+    with reader:
+        pages = [reader.page(frame, number, image_dpi(frame))
+                 for number, frame in enumerate(image_frames(data, reader.room), start=1)]
+        blocks = [block for page in pages for block in page()]
     if not blocks:
         raise Refusal(reader.nothing_read())
     return blocks

@@ -140,15 +140,18 @@ def render(page, dpi: int):
 def pdf_blocks(data: bytes, reader: OcrReader) -> list[Block]:
     """Blocks of a PDF: each page's text layer, or its OCR where ``reader`` wants it (a page
     without usable text under KORAG_OCR=auto, every page under force)."""
-    blocks: list[Block] = []
-    for page_number, (paragraphs, page) in enumerate(pdfium_page_views(data), start=1):
-        if reader.wants(paragraphs) and reader.available():
-            if reader.room(page_number):  # a page past the OCR page cap is not rendered
-                image, dpi = render(page, reader.options.dpi)
-                blocks += reader.blocks(image, page_number, dpi)
-        elif paragraphs:
-            elements = partition_plain_text("\n\n".join(paragraphs), group_paragraphs=False, page_number=page_number)
-            blocks += blocks_from_elements(elements)
+    pages: list[Callable[[], list[Block]]] = []  # each page's blocks, in order, once read
+    with reader:
+        for page_number, (paragraphs, page) in enumerate(pdfium_page_views(data), start=1):
+            if reader.wants(paragraphs) and reader.available():
+                if reader.room(page_number):  # a page past the OCR page cap is not rendered
+                    image, dpi = render(page, reader.options.dpi)
+                    pages.append(reader.page(image, page_number, dpi))
+            elif paragraphs:
+                elements = partition_plain_text("\n\n".join(paragraphs), group_paragraphs=False,
+                                                page_number=page_number)
+                pages.append(lambda read=blocks_from_elements(elements): read)
+        blocks = [block for page in pages for block in page()]
     if not blocks and reader.wanted:
         raise Refusal(f"no text layer, and {reader.nothing_read()}")
     if blocks and reader.missing is not None:
