@@ -106,9 +106,10 @@ class SparseEncoder:
         :meth:`ingest.chunking.Chunker.chunk_with_terms`): no second Kiwi pass."""
         return _vector(self.bm25_weights(terms))
 
-    def query_terms(self, text: str) -> set[str]:
-        """The terms a query searches with: its keyword terms less :attr:`query_stop`."""
-        return set(self.terms(text)) - self.query_stop
+    def query_terms(self, text: str) -> list[str]:
+        """The terms a query searches with, each once, in order: its keyword terms less
+        :attr:`query_stop`."""
+        return list(dict.fromkeys(t for t in self.terms(text) if t not in self.query_stop))
 
     def encode_query(self, text: str) -> SparseVector:
         return _vector({t: 1.0 for t in self.query_terms(text)})

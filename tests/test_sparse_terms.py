@@ -36,8 +36,8 @@ def test_a_number_and_its_unit_give_the_same_terms_spaced_or_not():
 
 def test_question_words_and_task_words_are_not_query_terms():
     encoder = SparseEncoder()
-    assert encoder.query_terms("한도는 얼마인가요? 설명하시오") == {"한도"}
-    assert encoder.query_terms("어떠한 조건에 대해 설명해 주세요") == {"조건"}
+    assert encoder.query_terms("한도는 얼마인가요? 설명하시오") == ["한도"]
+    assert encoder.query_terms("어떠한 조건에 대해 설명해 주세요") == ["조건"]
     # documents keep them: only a query's question words carry no content
     assert "얼마" in encoder.terms("한도는 얼마인가")
-    assert SparseEncoder(query_stop=frozenset()).query_terms("한도는 얼마인가") == {"한도", "얼마"}
+    assert SparseEncoder(query_stop=frozenset()).query_terms("한도는 얼마인가") == ["한도", "얼마"]
