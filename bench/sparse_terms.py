@@ -32,7 +32,7 @@ from retrieval.metrics import evaluate  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DEFAULT = SHARED / "data" / "autorag-ko"
-E5_SMALL = Path(__file__).resolve().parents[3] / "main" / ".korag" / "models" / "e5-small"
+E5_SMALL = Path(__file__).resolve().parents[1] / ".korag" / "models" / "e5-small"  # bench/e5small.py builds it
 K = 10
 
 
