@@ -70,15 +70,20 @@ class Chunker:
         self._embedded_header = lru_cache(maxsize=1024)(self._header_of)
         self._body_budget = lru_cache(maxsize=1024)(budget.body_budget)
         self._terms: Terms | None = None
+        self._header_repeat = 1
 
     # -- public -----------------------------------------------------------------------------
     def chunk(self, blocks: Sequence[Block]) -> list[Chunk]:
         return [chunk for chunk, _ in self._chunk(blocks, None)]
 
-    def chunk_with_terms(self, blocks: Sequence[Block], terms: Terms) -> list[tuple[Chunk, list[str]]]:
+    def chunk_with_terms(self, blocks: Sequence[Block], terms: Terms,
+                         header_repeat: int = 1) -> list[tuple[Chunk, list[str]]]:
         """The chunks, each with the keyword terms of what is embedded for it (header and text),
         taken by ``terms`` from the same Kiwi analysis that found the sentence boundaries: no
-        second pass over the text for the keyword channel."""
+        second pass over the text for the keyword channel. The header's terms come
+        ``header_repeat`` times (a section title weighs more than a word of body text:
+        :attr:`ingest.sparse.SparseEncoder.header_repeat`)."""
+        self._header_repeat = header_repeat
         return self._chunk(blocks, terms)
 
     def _chunk(self, blocks: Sequence[Block], terms: Terms | None) -> list[tuple[Chunk, list[str]]]:
@@ -259,7 +264,7 @@ class Chunker:
             element_types=tuple(dict.fromkeys(u.kind for u in units)),
             ocr_confidence=min(confidences) if confidences else None,
         )
-        terms = [*(header_terms if header else ()), *(t for u in units for t in u.terms)]
+        terms = [*(header_terms * self._header_repeat if header else ()), *(t for u in units for t in u.terms)]
         return chunk, terms
 
     def _check(self, chunks: list[Chunk]) -> list[list[int]]:

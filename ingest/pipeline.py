@@ -123,13 +123,15 @@ class ParseLimits:
 
 def settings_key(embedder: Embedder, chunker: Chunker, sparse: SparseEncoder) -> str:
     """A digest of everything that shapes the stored chunks and vectors: model, token limit and
-    prefix, chunking options, keyword tags and BM25 parameters. Same bytes + same key = same chunks."""
+    prefix, chunking options, keyword tags, compound terms, header weight and BM25
+    parameters. Same bytes + same key = same chunks."""
     shape = {
         "model": embedder.info.name,
         "max_input_tokens": embedder.info.max_input_tokens,
         "prefix": embedder.passage_budget.prefix,
         "chunking": [chunker.options.overlap_tokens, chunker.options.embed_header, chunker.options.min_section_tokens],
-        "sparse": [sorted(sparse.tags), sparse.k1, sparse.b, sparse.avg_terms],
+        "sparse": [sorted(sparse.tags), sparse.k1, sparse.b, sparse.avg_terms, sparse.compounds,
+                   sparse.header_repeat],
     }
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -483,7 +485,7 @@ class Pipeline:
 
     def prepare(self, data: bytes, filename: str, source: str) -> tuple[list[Chunk], list[SparseVector]]:
         analysed = self.chunker.chunk_with_terms(parse_document(data, filename, source, self.limits.ocr),
-                                                 self.sparse.terms_of)
+                                                 self.sparse.terms_of, self.sparse.header_repeat)
         chunks = [chunk for chunk, _ in analysed]
         sparse = [self.sparse.encode_terms(terms) for _, terms in analysed]  # from the chunker's Kiwi pass
         return chunks, sparse

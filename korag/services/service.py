@@ -330,7 +330,7 @@ class Service:
         if request.explain:
             depth = max(self.retriever.fusion.prefetch, request.k)
             ranks = self._ranks(request.query, depth, tenant, where, [r.id for r in response.results])
-            explain = Explain(terms=self.retriever.sparse.terms(request.query), mode=mode, candidates=depth)
+            explain = Explain(terms=self.retriever.sparse.query_terms(request.query), mode=mode, candidates=depth)
         hits = [SearchHit.of(r, ranks.get(r.id) if ranks is not None else None) for r in response.results]
         took_ms = round((time.perf_counter() - started) * 1000, 2)
         return SearchResponse(query=request.query, results=hits, notice=response.notice, took_ms=took_ms,
