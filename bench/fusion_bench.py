@@ -6,7 +6,8 @@ Defaults: ../shared/data/autorag-ko and the multilingual-e5-small stand-in (benc
 it once). The corpus goes through `korag eval`'s ingest once; each query is asked once per channel
 (top ``prefetch`` chunks with their scores), and every fusion is computed from those two lists:
 
-- weighted RRF (korag's hybrid today, Qdrant's formula) over a small grid of dense weight and k;
+- weighted RRF (korag's hybrid until convex became the default; Qdrant's formula) over a small
+  grid of dense weight and k;
 - the convex combination w * dense + 1 * sparse of min-max-normalised scores (a chunk one channel
   did not return scores 0 there; korag's ``KORAG_FUSION_METHOD=convex``, the same function
   ``korag.storage.store.convex_scores``) over a grid of dense weights w;
