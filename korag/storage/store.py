@@ -56,7 +56,7 @@ class Fusion:
     """
 
     dense_weight: float = 0.3
-    sparse_weight: float = 0.7
+    sparse_weight: float = 1.0
     k: int = 2
     prefetch: int = 50
     method: str = "convex"
