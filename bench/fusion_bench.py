@@ -1,19 +1,23 @@
 """Hybrid fusion methods compared on one labelled Korean set with a dense channel that works (issue 20 item 2).
 
-    python bench/fusion_bench.py [DATASET_DIR] [--model DIR] [--json]
+    python bench/fusion_bench.py [DATASET_DIR ...] [--model DIR] [--json]
 
 Defaults: ../shared/data/autorag-ko and the multilingual-e5-small stand-in (bench/e5small.py builds
 it once). The corpus goes through `korag eval`'s ingest once; each query is asked once per channel
 (top ``prefetch`` chunks with their scores), and every fusion is computed from those two lists:
 
-- weighted RRF (korag's hybrid today, Qdrant's formula) over a small grid of dense weight and k;
-- a convex combination a * dense + (1 - a) * sparse of min-max-normalised scores (a chunk one
-  channel did not return scores 0 there);
-- DBSF, Qdrant's distribution-based score fusion, run as a real Query API call (prefetch both
-  channels, ``FusionQuery(fusion=Fusion.DBSF)``) on the store `korag eval` uses; whether the
-  embedded Qdrant Edge accepts the same query is checked separately on a small collection.
+- weighted RRF (korag's hybrid until convex became the default; Qdrant's formula) over a small
+  grid of dense weight and k;
+- the convex combination w * dense + 1 * sparse of min-max-normalised scores (a chunk one channel
+  did not return scores 0 there; korag's ``KORAG_FUSION_METHOD=convex``, the same function
+  ``korag.storage.store.convex_scores``) over a grid of dense weights w;
+- DBSF, Qdrant's distribution-based score fusion, and the convex combination at the settings'
+  weights, each run through korag's own hybrid search (``Fusion(method=...)``) on the store
+  `korag eval` uses; whether the embedded Qdrant Edge accepts the DBSF query is checked
+  separately on a small collection.
 
 Prints nDCG@10 per method. Measures only: korag's defaults are not changed here.
+Datasets: AutoRAG, and the sets bench/korean_sets.py builds (.korag/data/ko-ict, ko-headings).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import itertools
 import json
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -34,19 +39,16 @@ from ingest.embedder import Embedder  # noqa: E402
 from korag.settings import Settings  # noqa: E402
 from korag.storage.edge_client import EdgeClient  # noqa: E402
 from korag.storage.store import DENSE, SPARSE, Fusion  # noqa: E402
-from retrieval.evaluation import CHUNKS_PER_PASSAGE, Dataset, Evaluation, _passage_ranking, rrf_score  # noqa: E402
+from retrieval.evaluation import CHUNKS_PER_PASSAGE, Dataset, Evaluation, _passage_ranking, fused_scores  # noqa: E402
 from retrieval.metrics import evaluate  # noqa: E402
+from retrieval.search import Retriever  # noqa: E402
 
 DEFAULT_DATASET = e5small.DEFAULT_SHARED / "data" / "autorag-ko"
 RRF_DENSE_WEIGHTS = (0.3, 0.5, 0.7, 1.0, 1.5)
 RRF_KS = (2, 10, 60)
-CONVEX_ALPHAS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+CONVEX_DENSE_WEIGHTS = (0.1, 0.2, 0.3, 0.43, 0.7, 1.0)  # sparse weight 1; 0.43 is a = 0.3 of a·dense + (1 − a)·sparse
 K = 10
 
-
-def _minmax(scores: dict[str, float]) -> dict[str, float]:
-    low, high = min(scores.values(), default=0.0), max(scores.values(), default=0.0)
-    return {pid: (s - low) / (high - low) if high > low else 1.0 for pid, s in scores.items()}
 
 
 class Channels:
@@ -73,42 +75,25 @@ class Channels:
         return evaluate(run, self.evaluation.dataset.qrels, K)[f"ndcg@{K}"]
 
     def rrf(self, dense_weight: float, k: int) -> float:
-        fused = {}
-        for qid, (dense, sparse) in self.hits.items():
-            scores: dict[str, float] = {}
-            for ranked, weight in ((sorted(dense, key=lambda c: -dense[c]), dense_weight),
-                                   (sorted(sparse, key=lambda c: -sparse[c]), 1.0)):
-                for pos, cid in enumerate(ranked):
-                    scores[cid] = scores.get(cid, 0.0) + rrf_score(pos, weight, k)
-            fused[qid] = scores
-        return self.ndcg(fused)
+        return self.fused(Fusion(dense_weight, 1.0, k, self.prefetch, "rrf"))
 
-    def convex(self, alpha: float) -> float:
-        fused = {}
-        for qid, (dense, sparse) in self.hits.items():
-            d, s = _minmax(dense), _minmax(sparse)
-            fused[qid] = {c: alpha * d.get(c, 0.0) + (1 - alpha) * s.get(c, 0.0) for c in {*d, *s}}
-        return self.ndcg(fused)
+    def convex(self, dense_weight: float) -> float:
+        return self.fused(Fusion(dense_weight, 1.0, method="convex", prefetch=self.prefetch))
 
-    def dbsf(self) -> float:
-        """Qdrant's own DBSF through the Query API, on the store the evaluation ingested into."""
-        retriever, store = self.evaluation.retriever, self.evaluation.store
+    def fused(self, fusion: Fusion) -> float:
+        """nDCG@K of ``fusion`` recomputed from each query's two channel lists (as `korag eval --tune`)."""
+        return self.ndcg({qid: fused_scores(fusion, dense, sparse) for qid, (dense, sparse) in self.hits.items()})
+
+    def searched(self, fusion: Fusion) -> float:
+        """nDCG@K of korag's own hybrid search with ``fusion`` (top ``prefetch`` chunks per query)."""
+        base = self.evaluation.retriever
+        retriever = Retriever(base.embedder, self.evaluation.store, base.sparse, "hybrid", fusion, base.reranker)
         fused = {}
         for qid in self.evaluation.dataset.qrels:
-            query = self.evaluation.dataset.queries[qid]
-            vector = retriever.embedder.embed_queries([retriever.embedder.fit_query(query).text])[0]
-            sparse = retriever.sparse.encode_query(query)
-            prefetch = [models.Prefetch(query=vector.tolist(), using=DENSE, limit=self.prefetch)]
-            if sparse.indices:
-                prefetch.append(models.Prefetch(
-                    query=models.SparseVector(indices=list(sparse.indices), values=list(sparse.values)),
-                    using=SPARSE, limit=self.prefetch))
-            points = store.client.query_points(store.collection, prefetch=prefetch,
-                                               query=models.FusionQuery(fusion=models.Fusion.DBSF),
-                                               limit=self.prefetch, with_payload=True).points
-            for p in points:
-                self.sources.setdefault(str(p.id), p.payload["metadata"]["source"])
-            fused[qid] = {str(p.id): p.score for p in points}
+            hits = retriever.search(self.evaluation.dataset.queries[qid], k=self.prefetch, mode="hybrid")
+            for hit in hits:
+                self.sources.setdefault(hit.id, hit.metadata["source"])
+            fused[qid] = {h.id: h.score for h in hits}
         return self.ndcg(fused)
 
 
@@ -132,36 +117,61 @@ def edge_supports_dbsf() -> str:
             client.close()
 
 
-def run(dataset_dir: Path, model: Path) -> dict:
-    settings = Settings(embedding_model=str(model), embedding_device="cpu")
-    evaluation = Evaluation(Dataset.load(dataset_dir), Embedder.load(settings), settings)
-    print(f"ingesting {len(evaluation.dataset.corpus)} passages ...", file=sys.stderr)
-    evaluation.ingest()
-    default = Fusion.from_settings(settings)
+def measure(evaluation: Evaluation, default: Fusion) -> dict:
     channels = Channels(evaluation, max(default.prefetch, K * CHUNKS_PER_PASSAGE))
     rrf = {f"rrf dense {w} k {k}": channels.rrf(w, k) for w, k in itertools.product(RRF_DENSE_WEIGHTS, RRF_KS)}
-    convex = {f"convex a {a}": channels.convex(a) for a in CONVEX_ALPHAS}
+    convex = {f"convex dense {w}": channels.convex(w) for w in CONVEX_DENSE_WEIGHTS}
     return {
-        "dataset": dataset_dir.name, "model": str(model), "queries": len(evaluation.dataset.qrels),
-        "prefetch": channels.prefetch,
+        "dataset": evaluation.dataset.name, "model": evaluation.settings.embedding_model,
+        "queries": len(evaluation.dataset.qrels), "prefetch": channels.prefetch,
         "dense": evaluation.run_mode("dense", K).metrics[f"ndcg@{K}"],
         "sparse": evaluation.run_mode("sparse", K).metrics[f"ndcg@{K}"],
         "default": {"dense_weight": default.dense_weight, "k": default.k,
                     "ndcg": channels.rrf(default.dense_weight, default.k)},
-        "rrf": rrf, "convex": convex, "dbsf": channels.dbsf(), "edge_dbsf": edge_supports_dbsf(),
+        "rrf": rrf, "convex": convex,
+        "dbsf": channels.searched(replace(default, method="dbsf")),
+        "convex_searched": {"dense_weight": default.dense_weight, "sparse_weight": default.sparse_weight,
+                            "ndcg": channels.searched(replace(default, method="convex"))},
     }
+
+
+def run(dataset_dirs: list[Path], model: Path) -> list[dict]:
+    """One report per dataset; the model loads once, and a dataset with the same corpus as the one
+    before it (ko-ict and ko-headings) reuses that ingest."""
+    settings = Settings(embedding_model=str(model), embedding_device="cpu")
+    embedder = Embedder.load(settings)
+    default = Fusion.from_settings(settings)
+    reports, evaluation = [], None
+    for folder in dataset_dirs:
+        dataset = Dataset.load(folder)
+        if evaluation is not None and evaluation.dataset.corpus == dataset.corpus:
+            evaluation.dataset = dataset
+        else:
+            evaluation = Evaluation(dataset, embedder, settings)
+            print(f"ingesting {len(dataset.corpus)} passages ...", file=sys.stderr)
+            evaluation.ingest()
+        reports.append(measure(evaluation, default))
+    return reports
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("dataset", nargs="?", type=Path, default=DEFAULT_DATASET)
+    parser.add_argument("datasets", nargs="*", type=Path, default=[DEFAULT_DATASET])
     parser.add_argument("--model", type=Path, default=e5small.DEFAULT_DIR)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    report = run(args.dataset, args.model)
+    reports = run(args.datasets, args.model)
+    edge = edge_supports_dbsf()
     if args.json:
-        print(json.dumps(report, ensure_ascii=False, indent=2))
+        print(json.dumps({"edge_dbsf": edge, "reports": reports}, ensure_ascii=False, indent=2))
         return 0
+    for report in reports:
+        print_report(report)
+    print(f"Qdrant Edge runs DBSF: {edge}")
+    return 0
+
+
+def print_report(report: dict) -> None:
     print(f"{report['dataset']}: {report['queries']} queries, model {report['model']}, nDCG@{K}, "
           f"prefetch {report['prefetch']} per channel")
     print(f"  dense alone                   {report['dense']:.4f}")
@@ -171,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, value in sorted({**report["rrf"], **report["convex"]}.items(), key=lambda kv: -kv[1]):
         print(f"  {name:<30}{value:.4f}")
     print(f"  dbsf (Qdrant Query API)       {report['dbsf']:.4f}")
-    print(f"  Qdrant Edge runs DBSF: {report['edge_dbsf']}")
-    return 0
+    c = report["convex_searched"]
+    print(f"  convex (dense {c['dense_weight']}, sparse {c['sparse_weight']}) through korag's search  {c['ndcg']:.4f}")
 
 
 if __name__ == "__main__":

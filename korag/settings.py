@@ -46,8 +46,11 @@ class Settings(BaseSettings):
 
     # -- retrieval --
     search_mode: Literal["dense", "sparse", "hybrid"] = Field("hybrid", description="default channel(s) for search")
-    fusion_dense_weight: float = Field(0.3, ge=0, description="hybrid: weight of the dense channel in weighted RRF")
-    fusion_sparse_weight: float = Field(1.0, ge=0, description="hybrid: weight of the Kiwi BM25 channel")
+    fusion_method: Literal["rrf", "dbsf", "convex"] = Field(
+        "convex", description="hybrid: how the channels merge; rrf: weighted reciprocal-rank fusion, convex: weighted "
+        "sum of min-max-normalised scores, dbsf: Qdrant's distribution-based score fusion (no weights)")
+    fusion_dense_weight: float = Field(0.3, ge=0, description="hybrid: weight of the dense channel (rrf, convex)")
+    fusion_sparse_weight: float = Field(1.0, ge=0, description="hybrid: weight of the Kiwi BM25 channel (rrf, convex)")
     fusion_k: int = Field(2, ge=1, description="hybrid: RRF rank constant")
     fusion_prefetch: int = Field(50, ge=1, description="hybrid: candidates taken from each channel")
     rerank_model: str | None = Field(

@@ -20,7 +20,7 @@ from ingest.batch import BatchIngest
 from ingest.embedder import Embedder
 from ingest.pipeline import Pipeline
 from korag.settings import Settings
-from korag.storage.store import Fusion, QdrantStore, open_client
+from korag.storage.store import Fusion, QdrantStore, convex_scores, open_client
 from korag.types import SearchResult
 from retrieval.metrics import evaluate
 from retrieval.search import Retriever
@@ -162,13 +162,14 @@ class Evaluation:
         return ModeReport(evaluate(run, self.dataset.qrels, k), latencies, misses)
 
     def tune(self, k: int, dense_weights: Sequence[float], rrf_ks: Sequence[int]) -> list[tuple[Fusion, float]]:
-        """nDCG@k of hybrid for each (dense weight, RRF k), sparse weight fixed at 1; best first.
+        """nDCG@k of hybrid for each fusion method and setting, sparse weight fixed at 1; best first:
+        rrf for each (dense weight, RRF k), convex for each dense weight.
 
         Each channel is queried once per query; the fusion is then recomputed here for every
-        setting with Qdrant's own weighted-RRF formula (``rrf_score``), so a grid costs two
-        searches per query, not two per query and setting."""
+        setting with the formulas the store uses (Qdrant's weighted RRF, ``rrf_score``; korag's
+        ``convex_scores``), so a grid costs two searches per query, not two per query and setting."""
         base = Fusion.from_settings(self.settings)
-        channels: dict[str, tuple[list, list]] = {}
+        channels: dict[str, tuple[dict[str, float], dict[str, float]]] = {}
         sources: dict[str, str] = {}
         for qid in self.dataset.qrels:
             query = self.dataset.queries[qid]
@@ -176,20 +177,28 @@ class Evaluation:
             sparse = self.retriever.search(query, k=base.prefetch, mode="sparse")
             for hit in (*dense, *sparse):
                 sources[hit.id] = hit.metadata["source"]
-            channels[qid] = ([h.id for h in dense], [h.id for h in sparse])
+            channels[qid] = ({h.id: h.score for h in dense}, {h.id: h.score for h in sparse})
+        settings = [Fusion(weight, 1.0, rrf_k, base.prefetch, "rrf") for weight, rrf_k in itertools.product(dense_weights, rrf_ks)]
+        settings += [Fusion(weight, 1.0, base.k, base.prefetch, "convex") for weight in dense_weights]
         scores = []
-        for weight, rrf_k in itertools.product(dense_weights, rrf_ks):
+        for fusion in settings:
             run = {}
-            for qid, (dense_ids, sparse_ids) in channels.items():
-                fused: dict[str, float] = {}
-                for ids, w in ((dense_ids, weight), (sparse_ids, 1.0)):
-                    for pos, pid in enumerate(ids):
-                        fused[pid] = fused.get(pid, 0.0) + rrf_score(pos, w, rrf_k)
-                ranked = sorted(fused, key=lambda pid: -fused[pid])
-                run[qid] = _passage_ranking((sources[pid] for pid in ranked), k)
-            fusion = Fusion(weight, 1.0, rrf_k, base.prefetch)
+            for qid, (dense, sparse) in channels.items():
+                fused = fused_scores(fusion, dense, sparse)
+                run[qid] = _passage_ranking((sources[pid] for pid in sorted(fused, key=lambda pid: -fused[pid])), k)
             scores.append((fusion, evaluate(run, self.dataset.qrels, k)[f"ndcg@{k}"]))
         return sorted(scores, key=lambda item: -item[1])
+
+
+def fused_scores(fusion: Fusion, dense: dict[str, float], sparse: dict[str, float]) -> dict[str, float]:
+    """Chunk id → hybrid score of two channels' hits (id → score, best first) under ``fusion``."""
+    if fusion.method == "convex":
+        return convex_scores([(dense, fusion.dense_weight), (sparse, fusion.sparse_weight)])
+    fused: dict[str, float] = {}
+    for ids, weight in ((dense, fusion.dense_weight), (sparse, fusion.sparse_weight)):
+        for pos, pid in enumerate(ids):
+            fused[pid] = fused.get(pid, 0.0) + rrf_score(pos, weight, fusion.k)
+    return fused
 
 
 def rrf_score(pos: int, weight: float, k: int) -> float:

@@ -45,8 +45,14 @@ class KoragSparseEmbeddings(SparseEmbeddings):
         return await asyncio.to_thread(self.embed_query, text)
 
 
-def korag_fusion(fusion: Fusion) -> models.RrfQuery:
-    """korag's weighted reciprocal-rank fusion for langchain-qdrant's ``hybrid_fusion`` argument
-    (its prefetches are dense first, sparse second). langchain-qdrant prefetches ``k`` candidates
-    per channel where korag prefetches ``fusion.prefetch``, so ranks below the top can differ."""
+def korag_fusion(fusion: Fusion) -> models.RrfQuery | models.FusionQuery:
+    """korag's fusion as langchain-qdrant's ``hybrid_fusion`` argument (its prefetches are dense
+    first, sparse second): weighted RRF at ``fusion``'s weights and k, or DBSF. Qdrant fuses
+    langchain-qdrant's query itself and cannot normalise scores by min and max, so a ``convex``
+    fusion (korag's default) is given as weighted RRF at the same weights: korag search matches it
+    exactly with KORAG_FUSION_METHOD=rrf. langchain-qdrant prefetches ``k`` candidates per channel
+    where korag prefetches ``fusion.prefetch``, so RRF's ranks below the top can differ, and DBSF,
+    which normalises over the candidates, can differ at the top too."""
+    if fusion.method == "dbsf":
+        return models.FusionQuery(fusion=models.Fusion.DBSF)
     return models.RrfQuery(rrf=models.Rrf(k=fusion.k, weights=[fusion.dense_weight, fusion.sparse_weight]))

@@ -20,6 +20,7 @@ from qdrant_client import QdrantClient, models
 from korag.errors import ModelMismatchError, StoreBusyError
 from korag.storage.edge import EdgeUnsupportedError, LocalModeDataError
 from korag.storage.edge_client import EdgeClient
+from korag.storage.store import FUSION_METHODS, Fusion, QdrantStore, convex_scores
 
 CHUNKS = "korag"
 REGISTRY = "korag-documents"
@@ -272,6 +273,37 @@ def test_dense_sparse_and_hybrid_rank_the_same_on_both_engines(tmp_path, tenant)
             expected = _weighted_rrf(b["channels"], [0.3, 1.0], 2)
             for p in b["hybrid"]:
                 assert p.score == pytest.approx(expected[p.id], rel=1e-5)
+    finally:
+        local.close()
+        edge.close()
+
+
+@pytest.mark.parametrize("method", FUSION_METHODS)
+def test_every_fusion_method_ranks_the_same_through_korag_store_on_both_engines(tmp_path, method):
+    """korag's hybrid search (QdrantStore.search, KORAG_FUSION_METHOD) on qdrant-client's engine
+    (a Qdrant server's code path) and on Qdrant Edge: same chunks, same scores, the tenant filter
+    kept; convex scores are the weighted min-max sums of the two channels' own results."""
+    local, edge = QdrantClient(location=":memory:"), EdgeClient(tmp_path / "edge")
+    try:
+        stores = []
+        for c in (local, edge):
+            _create(c)
+            c.upsert(CHUNKS, points=POINTS, wait=True)
+            stores.append(QdrantStore(c, CHUNKS))
+        fusion = Fusion(0.3, 1.0, 2, 20, method)
+        for tenant in (None, "acme"):
+            for dense, sparse in _queries():
+                a, b = (s.search(np.array(dense), 10, {"tenant": tenant} if tenant else None, sparse=sparse,
+                                 mode="hybrid", fusion=fusion) for s in stores)
+                assert b and [h.id for h in b] == [h.id for h in a], (method, tenant)
+                assert [h.score for h in b] == pytest.approx([h.score for h in a], rel=1e-4), (method, tenant)
+                if tenant is not None:
+                    assert all(h.metadata["tenant"] == tenant for h in b)
+                if method == "convex" and tenant is None:
+                    channels = _search(edge, dense, sparse)["channels"]
+                    expected = convex_scores([({str(p.id): p.score for p in points}, w)
+                                              for points, w in zip(channels, (0.3, 1.0))])
+                    assert [h.score for h in b] == pytest.approx(sorted(expected.values(), reverse=True)[:10], rel=1e-5)
     finally:
         local.close()
         edge.close()

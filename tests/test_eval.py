@@ -42,6 +42,8 @@ def test_eval_reports_every_mode_and_tunes(tmp_path):
     assert report["modes"]["hybrid"]["ndcg@3"] >= report["modes"]["sparse"]["ndcg@3"] - 0.02
     assert report["ingest"]["documents"] == 4 and report["ingest"]["chunks"] == 4
     assert report["tune"] and report["tune"][0]["ndcg@3"] >= report["tune"][-1]["ndcg@3"]
+    assert {row["method"] for row in report["tune"]} == {"rrf", "convex"}
+    assert report["fusion"]["method"] == "convex"
 
     missing = korag_cli(["eval", str(tmp_path / "nope")], env, tmp_path)
     assert missing.returncode == 2 and "not a BEIR-layout dataset" in missing.stderr

@@ -69,3 +69,15 @@ def test_client_side_fusion_matches_qdrant():
         a_rank, b_rank = list(range(9, -1, -1)), list(range(10))
         ours = {pid: rrf_score(a_rank.index(pid), weight, k) + rrf_score(b_rank.index(pid), 1.0, k) for pid in range(10)}
         assert [p.score for p in fused] == pytest.approx(sorted(ours.values(), reverse=True))
+
+
+def test_convex_fusion_adds_min_max_normalised_scores():
+    """korag's default hybrid: each channel's scores rescaled to 0..1 over its own candidates, then
+    weighted and added; a chunk one channel did not return gets 0 there."""
+    from korag.storage.store import convex_scores
+
+    dense = {"a": 0.9, "b": 0.5, "c": 0.1}  # cosine
+    sparse = {"b": 12.0, "d": 2.0}  # BM25, another scale
+    fused = convex_scores([(dense, 0.3), (sparse, 0.7)])
+    assert fused == pytest.approx({"a": 0.3, "b": 0.3 * 0.5 + 0.7, "c": 0.0, "d": 0.0})
+    assert convex_scores([({"x": 5.0}, 0.7)]) == {"x": 0.7}  # one candidate: the top of its channel

@@ -34,7 +34,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         "k": args.k,
         "queries": len(dataset.qrels),
         "model": settings.embedding_model,
-        "fusion": {"dense_weight": fusion.dense_weight, "sparse_weight": fusion.sparse_weight, "k": fusion.k},
+        "fusion": {"method": fusion.method, "dense_weight": fusion.dense_weight, "sparse_weight": fusion.sparse_weight,
+                   "k": fusion.k},
         "ingest": {
             "documents": len(dataset.corpus),
             "chunks": evaluation.chunks,
@@ -46,7 +47,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     if args.tune:
         ranked = evaluation.tune(args.k, TUNE_DENSE_WEIGHTS, TUNE_RRF_KS)
         out["tune"] = [
-            {"dense_weight": f.dense_weight, "sparse_weight": f.sparse_weight, "k": f.k, f"ndcg@{args.k}": round(v, 4)}
+            {"method": f.method, "dense_weight": f.dense_weight, "sparse_weight": f.sparse_weight, "k": f.k,
+             f"ndcg@{args.k}": round(v, 4)}
             for f, v in ranked
         ]
     if args.json:
@@ -63,10 +65,12 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         _print_misses(out["misses"], args.failures, args.k)
     if args.tune:
         best = out["tune"][0]
-        print(f"best fusion: KORAG_FUSION_DENSE_WEIGHT={best['dense_weight']} KORAG_FUSION_SPARSE_WEIGHT=1.0 "
-              f"KORAG_FUSION_K={best['k']}  (nDCG@{args.k} {best[f'ndcg@{args.k}']})")
+        rrf_k = f" KORAG_FUSION_K={best['k']}" if best["method"] == "rrf" else ""
+        print(f"best fusion: KORAG_FUSION_METHOD={best['method']} KORAG_FUSION_DENSE_WEIGHT={best['dense_weight']} "
+              f"KORAG_FUSION_SPARSE_WEIGHT=1.0{rrf_k}  (nDCG@{args.k} {best[f'ndcg@{args.k}']})")
         for row in out["tune"][:10]:
-            print(f"  dense {row['dense_weight']:<5} k {row['k']:<3} nDCG@{args.k} {row[f'ndcg@{args.k}']}")
+            rrf_k = f"k {row['k']}" if row["method"] == "rrf" else ""
+            print(f"  {row['method']:<6} dense {row['dense_weight']:<5} {rrf_k:<5} nDCG@{args.k} {row[f'ndcg@{args.k}']}")
     return 0
 
 

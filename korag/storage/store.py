@@ -40,20 +40,50 @@ TENANT_FIELD = "tenant"
 SEQ_FIELD = "ingest_seq"  # the sequence number of the request that wrote a chunk
 
 
+FUSION_METHODS = ("rrf", "dbsf", "convex")
+
+
 @dataclass(frozen=True)
 class Fusion:
-    """Weighted reciprocal-rank fusion of the dense and sparse channels, done by Qdrant:
-    score = Σ_c 1 / (rank_c / weight_c + k − 1), rank from 1 (a weight scales a channel's ranks;
-    weight 0 drops the channel). ``prefetch`` candidates come from each channel."""
+    """How hybrid search merges the dense and sparse channels; ``prefetch`` candidates come from each.
+
+    - ``rrf``: weighted reciprocal-rank fusion, done by Qdrant: score = Σ_c 1 / (rank_c / weight_c
+      + k − 1), rank from 1 (a weight scales a channel's ranks; weight 0 drops the channel).
+    - ``convex``: Σ_c weight_c · min-max-normalised score_c (see :func:`convex_scores`), done here
+      from the two channels' own queries, so it runs the same on every Qdrant engine.
+    - ``dbsf``: Qdrant's distribution-based score fusion (each channel's scores normalised by
+      mean ± 3 standard deviations, then summed); takes no weights and no k.
+    """
 
     dense_weight: float = 0.3
     sparse_weight: float = 1.0
     k: int = 2
     prefetch: int = 50
+    method: str = "convex"
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Fusion":
-        return cls(settings.fusion_dense_weight, settings.fusion_sparse_weight, settings.fusion_k, settings.fusion_prefetch)
+        return cls(settings.fusion_dense_weight, settings.fusion_sparse_weight, settings.fusion_k, settings.fusion_prefetch,
+                   settings.fusion_method)
+
+
+def convex_scores(channels: Sequence[tuple[dict[str, float], float]]) -> dict[str, float]:
+    """Per point, Σ weight · (score − min) / (max − min) over the (scores, weight) channels that
+    returned it: each channel's candidates span 0..1 whatever its score scale (cosine, BM25), and a
+    point one channel did not return gets 0 there. A channel whose candidates all score the same
+    gives each of them 1."""
+    fused: dict[str, float] = {}
+    for scores, weight in channels:
+        low, high = min(scores.values(), default=0.0), max(scores.values(), default=0.0)
+        for pid, score in scores.items():
+            fused[pid] = fused.get(pid, 0.0) + weight * ((score - low) / (high - low) if high > low else 1.0)
+    return fused
+
+
+def _result(point: Any, score: float) -> SearchResult:
+    payload = point.payload or {}
+    return SearchResult(id=str(point.id), score=float(score), text=payload.get("page_content", ""),
+                        metadata=payload.get("metadata", {}))
 
 
 def point_id(doc_id: str, chunk_index: int, request: str | None = None) -> str:
@@ -340,8 +370,8 @@ class QdrantStore:
         fusion: Fusion | None = None,
         where: models.Filter | None = None,
     ) -> list[SearchResult]:
-        """One Qdrant query per call. ``hybrid`` prefetches both channels and fuses them
-        server-side with weighted RRF. ``where`` (a Qdrant filter, e.g. from
+        """One Qdrant query per call, two for ``convex`` hybrid. ``hybrid`` merges both channels as
+        ``fusion.method`` says: rrf and dbsf server-side (prefetch), convex here. ``where`` (a Qdrant filter, e.g. from
         korag.storage.query_filter.parse_filter) must match too, besides ``filters``."""
         query_filter = _and(_filter(filters), where)
         if mode == "dense":
@@ -356,30 +386,36 @@ class QdrantStore:
             )
         elif mode == "hybrid":
             fusion = fusion if fusion is not None else Fusion()
+            if fusion.method == "convex":
+                return self._convex(vector, k, sparse, fusion, query_filter)
             depth = max(fusion.prefetch, k)
             prefetch = [models.Prefetch(query=vector.tolist(), using=DENSE, limit=depth, filter=query_filter)]
             weights = [fusion.dense_weight]
             if sparse.indices:
                 prefetch.append(models.Prefetch(query=_sparse(sparse), using=SPARSE, limit=depth, filter=query_filter))
                 weights.append(fusion.sparse_weight)
-            response = self.client.query_points(
-                self.collection,
-                prefetch=prefetch,
-                query=models.RrfQuery(rrf=models.Rrf(k=fusion.k, weights=weights)),
-                limit=k,
-                with_payload=True,
-            )
+            fused = (models.FusionQuery(fusion=models.Fusion.DBSF) if fusion.method == "dbsf"
+                     else models.RrfQuery(rrf=models.Rrf(k=fusion.k, weights=weights)))
+            response = self.client.query_points(self.collection, prefetch=prefetch, query=fused, limit=k, with_payload=True)
         else:
             raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
-        return [
-            SearchResult(
-                id=str(p.id),
-                score=float(p.score),
-                text=(p.payload or {}).get("page_content", ""),
-                metadata=(p.payload or {}).get("metadata", {}),
-            )
-            for p in response.points
-        ]
+        return [_result(p, p.score) for p in response.points]
+
+    def _convex(self, vector: np.ndarray, k: int, sparse: Any, fusion: Fusion, query_filter: models.Filter | None) -> list[SearchResult]:
+        """Hybrid by :func:`convex_scores` of the dense and sparse channels' top ``prefetch``."""
+        depth = max(fusion.prefetch, k)
+        queries = [(vector.tolist(), DENSE, fusion.dense_weight)]
+        if sparse.indices:
+            queries.append((_sparse(sparse), SPARSE, fusion.sparse_weight))
+        points: dict[str, Any] = {}
+        channels = []
+        for query, using, weight in queries:
+            found = self.client.query_points(self.collection, query=query, using=using, limit=depth,
+                                             query_filter=query_filter, with_payload=True).points
+            points.update((str(p.id), p) for p in found)
+            channels.append(({str(p.id): p.score for p in found}, weight))
+        fused = convex_scores(channels)
+        return [_result(points[pid], fused[pid]) for pid in sorted(fused, key=lambda pid: -fused[pid])[:k]]
 
     def iter_chunks(self, filters: dict[str, Any] | None = None, batch: int = 256) -> Iterator[StoredChunk]:
         offset = None
