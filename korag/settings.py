@@ -46,6 +46,9 @@ class Settings(BaseSettings):
 
     # -- retrieval --
     search_mode: Literal["dense", "sparse", "hybrid"] = Field("hybrid", description="default channel(s) for search")
+    search_context: Literal["chunk", "section"] = Field(
+        "chunk", description="what a search returns by default: chunk (the matching chunks) or section (each "
+        "matching chunk's run of its section, up to the model's limit, once; useful with KORAG_CHUNK_MAX_TOKENS)")
     fusion_dense_weight: float = Field(0.3, ge=0, description="hybrid: weight of the dense channel in weighted RRF")
     fusion_sparse_weight: float = Field(1.0, ge=0, description="hybrid: weight of the Kiwi BM25 channel")
     fusion_k: int = Field(2, ge=1, description="hybrid: RRF rank constant")
