@@ -121,7 +121,7 @@ def create_app(settings: Settings, service: Service | None = None, *, keys: KeyR
         return Info(
             version=_version(), mode=service.mode, model=embedder.name, dimension=embedder.dimension,
             max_input_tokens=embedder.max_input_tokens, search_modes=["dense", "sparse", "hybrid"],
-            default_search_mode=s.search_mode, file_types=sorted(SUPPORTED_SUFFIXES),
+            default_search_mode=s.search_mode, default_search_context=s.search_context, file_types=sorted(SUPPORTED_SUFFIXES),
             limits=Limits(max_file_bytes=s.max_file_bytes,
                           max_upload_bytes=s.max_upload_bytes if s.max_upload_bytes is not None
                           else s.max_file_bytes + 2**20,

@@ -14,6 +14,10 @@ Rules, in order of precedence:
    parts it reads, with a space at each cut (:meth:`TokenBudget.pieces`).
 5. The trailing sentences of a chunk, up to ``overlap_tokens``, open the next chunk of the
    same section.
+6. Consecutive chunks of one section are grouped into runs that together fit ``section_budget``
+   (the model's own limit, when the chunks are cut smaller by ``KORAG_CHUNK_MAX_TOKENS``): each
+   chunk records the first chunk of its run (``Chunk.parent``), the unit a section-context search
+   returns (:mod:`retrieval.sections`).
 
 The work is linear in the text: Kiwi and the tokenizer only ever see bounded windows of it
 (:data:`ingest.sentences.KIWI_WINDOW`, :meth:`TokenBudget.window_chars`), cut at whitespace
@@ -59,9 +63,12 @@ class ChunkingOptions:
 
 
 class Chunker:
-    def __init__(self, budget: TokenBudget, options: ChunkingOptions | None = None) -> None:
+    def __init__(self, budget: TokenBudget, options: ChunkingOptions | None = None,
+                 section_budget: TokenBudget | None = None) -> None:
         self.budget = budget
         self.options = options if options is not None else ChunkingOptions()
+        # the budget of a section run (rule 6); None or the chunks' own: every chunk is its own run
+        self.section_budget = section_budget if section_budget is not None else budget
         bare = budget.body_budget(None)
         # The smallest body budget any header can leave: every unit must fit under every header.
         self._max_unit = bare - bare // _MAX_HEADER_SHARE - 2
@@ -214,12 +221,13 @@ class Chunker:
               out: list[tuple[Chunk, list[str]]]) -> None:
         header = self._embedded_header(section)
         limit = self._body_budget(header)
+        runs: list[tuple[list[_Unit], int]] = []  # per chunk: its units, how many open it as overlap
         current: list[_Unit] = []
         fresh = 0  # units in `current` not carried over as overlap
         for unit in units:
             if current and not self._room_for(header, limit, current, unit):
                 if fresh:
-                    out.append(self._make(section, header, header_terms, current, len(out)))
+                    runs.append((current, len(current) - fresh))
                 current = self._overlap(current) if fresh else []
                 fresh = 0
                 while current and not self._fits(header, current + [unit]):
@@ -227,7 +235,32 @@ class Chunker:
             current.append(unit)
             fresh += 1
         if fresh:
-            out.append(self._make(section, header, header_terms, current, len(out)))
+            runs.append((current, len(current) - fresh))
+        first = len(out)
+        for (chunk_units, carried), parent in zip(runs, self._parents(header, runs)):
+            out.append(self._make(section, header, header_terms, chunk_units, len(out), carried, first + parent))
+
+    def _parents(self, header: str | None, runs: list[tuple[list[_Unit], int]]) -> list[int]:
+        """Rule 6: per chunk of one section, the position of the first chunk of its run. A run
+        grows by whole chunks while its text (the chunks' units, overlaps once) fits the section
+        budget with the section's header; by the token estimate when that is clear, else counted."""
+        if self.section_budget.max_input_tokens <= self.budget.max_input_tokens:
+            return list(range(len(runs)))
+        limit = self.section_budget.body_budget(header)
+        parents: list[int] = []
+        joined: list[_Unit] = []
+        for i, (chunk_units, carried) in enumerate(runs):
+            grown = joined + chunk_units[carried:]
+            estimate = sum(u.tokens for u in grown) + len(grown)
+            fits = bool(joined) and _chars(grown) <= self.section_budget.max_chars and estimate <= limit and (
+                estimate <= limit - 8 or self.section_budget.fits(header, _join(grown)))
+            if fits:
+                joined = grown
+                parents.append(parents[-1])
+            else:
+                joined = list(chunk_units)
+                parents.append(i)
+        return parents
 
     def _room_for(self, header: str | None, limit: int, current: list[_Unit], unit: _Unit) -> bool:
         # Token counts of joined pieces are nearly additive: tokenize the joined text only
@@ -251,7 +284,7 @@ class Chunker:
         return kept
 
     def _make(self, section: str | None, header: str | None, header_terms: tuple[str, ...], units: list[_Unit],
-              index: int) -> tuple[Chunk, list[str]]:
+              index: int, carried: int, parent: int) -> tuple[Chunk, list[str]]:
         pages = [u.page for u in units if u.page is not None]
         # a chunk across OCR'd pages carries the lowest of their confidences: the weakest text in it
         confidences = [u.ocr_confidence for u in units if u.ocr_confidence is not None]
@@ -263,6 +296,8 @@ class Chunker:
             page_number=pages[0] if pages else None,
             element_types=tuple(dict.fromkeys(u.kind for u in units)),
             ocr_confidence=min(confidences) if confidences else None,
+            parent=parent,
+            overlap_chars=_chars(units[:carried]),
         )
         terms = [*(header_terms * self._header_repeat if header else ()), *(t for u in units for t in u.terms)]
         return chunk, terms

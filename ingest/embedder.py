@@ -121,6 +121,8 @@ class Embedder:
         self.info = ModelInfo(name=name, dimension=int(dimension()), max_input_tokens=limit)
         self.passage_budget = TokenBudget(model.tokenizer, limit, settings.passage_prefix)
         self.query_budget = TokenBudget(model.tokenizer, limit, settings.query_prefix)
+        # a section run (what a context="section" search returns) fills the model's own limit
+        self.section_budget = TokenBudget(model.tokenizer, int(model.max_seq_length), settings.passage_prefix)
         self.batch_size = settings.embedding_batch_size
         self.engine = EmbeddingEngine.build(model, settings)
         # One call at a time: a fast tokenizer changes its truncation state per call and fails

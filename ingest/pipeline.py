@@ -78,7 +78,7 @@ def unreadable(exc: OSError | ValueError) -> str:
 
 def chunker_for(embedder: Embedder, settings: Settings) -> Chunker:
     options = ChunkingOptions(overlap_tokens=settings.chunk_overlap_tokens, embed_header=settings.embed_section_header)
-    return Chunker(embedder.passage_budget, options)
+    return Chunker(embedder.passage_budget, options, embedder.section_budget)
 
 
 @dataclass
@@ -133,6 +133,10 @@ def settings_key(embedder: Embedder, chunker: Chunker, sparse: SparseEncoder) ->
         "sparse": [sorted(sparse.tags), sparse.k1, sparse.b, sparse.avg_terms, sparse.compounds,
                    sparse.header_repeat],
     }
+    if chunker.section_budget.max_input_tokens != embedder.info.max_input_tokens:
+        # chunks cut below the model's limit record their section runs (Chunk.parent); chunks at the
+        # limit are each their own run, so a store from before runs were recorded is still current
+        shape["section_tokens"] = chunker.section_budget.max_input_tokens
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -527,6 +531,8 @@ class Pipeline:
             "source": source,
             "filename": filename,
             "chunk_index": chunk.index,
+            "parent_index": chunk.parent if chunk.parent is not None else chunk.index,
+            "overlap_chars": chunk.overlap_chars,
             "chunk_count": total,
             "token_count": tokens,
             "content_hash": content_hash,

@@ -134,7 +134,7 @@ class PreparedStore:
             # (the same model on both sides: settings_key)
             "chunks": [{"text": c.text, "index": c.index, "section": c.section, "header": c.header,
                         "page_number": c.page_number, "element_types": list(c.element_types),
-                        "ocr_confidence": c.ocr_confidence,
+                        "ocr_confidence": c.ocr_confidence, "parent": c.parent, "overlap_chars": c.overlap_chars,
                         "input_ids": list(c.input_ids) if c.input_ids is not None else None} for c in ready.chunks],
             "sparse": [[list(s.indices), list(s.values)] for s in ready.sparse],
         }
@@ -373,7 +373,8 @@ def take_prepared(pipeline: Pipeline, data: dict[str, Any] | None, message: Embe
                                         "worker's: give every worker the same KORAG_* settings; ingest it again")
     chunks = [Chunk(text=c["text"], index=c["index"], section=c["section"], header=c["header"],
                     page_number=c["page_number"], element_types=tuple(c["element_types"]),
-                    ocr_confidence=c.get("ocr_confidence"),
+                    ocr_confidence=c.get("ocr_confidence"), parent=c.get("parent"),
+                    overlap_chars=c.get("overlap_chars", 0),
                     input_ids=tuple(c["input_ids"]) if c.get("input_ids") is not None else None) for c in data["chunks"]]
     sparse = [SparseVector(indices=list(ix), values=list(vs)) for ix, vs in data["sparse"]]
     return Ready(pending, chunks, sparse, data.get("blob"))

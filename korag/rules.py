@@ -18,8 +18,8 @@ from typing import Any
 
 # Every field korag writes into a chunk's metadata (or reads back for its own bookkeeping).
 RESERVED_FIELDS = frozenset({
-    "doc_id", "source", "filename", "chunk_index", "chunk_count", "token_count", "page_number", "section",
-    "content_hash", "embedding_model", "element_types", "tenant", "ingest_seq", "request", "ocr", "ocr_confidence",
+    "doc_id", "source", "filename", "chunk_index", "parent_index", "overlap_chars", "chunk_count", "token_count",
+    "page_number", "section", "content_hash", "embedding_model", "element_types", "tenant", "ingest_seq", "request", "ocr", "ocr_confidence",
 })
 # The rules on names as regular-expression classes, written once for the checks below and for
 # the JSON Schemas of the HTTP API (ECMA-262 and Python's re read them alike: classes spelled out,

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
 
     # -- retrieval --
     search_mode: Literal["dense", "sparse", "hybrid"] = Field("hybrid", description="default channel(s) for search")
+    search_context: Literal["chunk", "section"] = Field(
+        "chunk", description="what a search returns by default: chunk (the matching chunks) or section (each "
+        "matching chunk's run of its section, up to the model's limit, once; useful with KORAG_CHUNK_MAX_TOKENS)")
     fusion_method: Literal["rrf", "dbsf", "convex"] = Field(
         "convex", description="hybrid: how the channels merge; rrf: weighted reciprocal-rank fusion, convex: weighted "
         "sum of min-max-normalised scores, dbsf: Qdrant's distribution-based score fusion (no weights)")

@@ -57,6 +57,13 @@ class Chunk:
     # read by OCR (scanned page or image): Tesseract's mean word confidence (0-100) of its page, the
     # lowest where it spans OCR'd pages; None: its text came from the document itself
     ocr_confidence: float | None = None
+    # Section context (parent-child retrieval): the index of the first chunk of the run of
+    # consecutive chunks of this section that together fit the model's limit, the unit a
+    # ``context="section"`` search returns; None: the chunk is its own. ``overlap_chars``: how many
+    # leading characters of ``text`` repeat the end of the previous chunk (the overlap), so the
+    # run's text is stitched from the stored chunks without repeating them.
+    parent: int | None = None
+    overlap_chars: int = 0
     # The model's token ids of the embedded input (prefix + header + text, special tokens), when
     # the chunker has them: it tokenized that exact string to check the limit, and the embedder
     # takes them instead of tokenizing again. Not part of the chunk's identity.

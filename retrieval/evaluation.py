@@ -1,7 +1,10 @@
 """`korag eval`: ingest a BEIR-layout dataset through the real pipeline into a scratch collection,
 ask every query in each mode, report quality and latency; optionally tune the fusion weights.
 
-A passage may become several chunks; a passage's rank is that of its best chunk.
+A passage may become several chunks; a passage's rank is that of its best chunk. Under
+``KORAG_SEARCH_CONTEXT=section`` the results are section runs (:mod:`retrieval.sections`), each
+within one passage, so a passage still ranks by its best chunk; what changes is the text a result
+carries (``context_chars``).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ class Miss:
     query_id: str
     question: str
     gold_id: str
-    rank: int | None  # 1-based rank among the passages fetched (k x CHUNKS_PER_PASSAGE chunks); None: not fetched
+    rank: int | None  # 1-based rank among the passages fetched (k x CHUNKS_PER_PASSAGE results); None: not fetched
     top_id: str | None
     top_text: str | None
 
@@ -79,11 +82,16 @@ class ModeReport:
     latencies_ms: list[float] = field(default_factory=list)
     misses: list[Miss] = field(default_factory=list)
 
+    context_chars: list[int] = field(default_factory=list)  # per passage in a top k: its best result's text
+    short: int = 0  # queries whose results held fewer than k passages (small chunks: passages fetched too few)
+
     def to_json(self) -> dict[str, float]:
         ordered = sorted(self.latencies_ms)
         p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+        chars = round(statistics.mean(self.context_chars), 1) if self.context_chars else 0.0
         return {**{k: round(v, 4) for k, v in self.metrics.items()},
-                "p50_ms": round(statistics.median(ordered), 2), "p95_ms": round(p95, 2)}
+                "p50_ms": round(statistics.median(ordered), 2), "p95_ms": round(p95, 2), "context_chars": chars,
+                "short": self.short}
 
 
 def _passage_ranking(sources: Iterable[str], k: int | None = None) -> list[str]:
@@ -145,21 +153,29 @@ class Evaluation:
                 self.chunks += result.chunks
         self.ingest_seconds = time.perf_counter() - start
 
-    def run_mode(self, mode: str, k: int, fusion: Fusion | None = None) -> ModeReport:
+    def run_mode(self, mode: str, k: int, fusion: Fusion | None = None, context: str | None = None) -> ModeReport:
+        """Every query in ``mode`` (and ``context``, default: the settings'), its passages ranked."""
         run: dict[str, list[str]] = {}
         latencies = []
         misses: list[Miss] = []
+        chars: list[int] = []
         retriever = self.retriever
         if fusion is not None:
-            retriever = Retriever(retriever.embedder, self.store, retriever.sparse, mode, fusion, retriever.reranker)
+            retriever = Retriever(retriever.embedder, self.store, retriever.sparse, mode, fusion, retriever.reranker,
+                                  retriever.context)
         for qid, relevant in self.dataset.qrels.items():
             question = self.dataset.queries[qid]
             start = time.perf_counter()
-            results = retriever.search(question, k=k * CHUNKS_PER_PASSAGE, mode=mode)
+            results = retriever.search(question, k=k * CHUNKS_PER_PASSAGE, mode=mode, context=context)
             latencies.append((time.perf_counter() - start) * 1000)
             run[qid] = _passage_ranking((r.metadata["source"] for r in results), k)
             misses.extend(find_misses(qid, question, results, relevant, k))
-        return ModeReport(evaluate(run, self.dataset.qrels, k), latencies, misses)
+            best = {}
+            for result in results:
+                best.setdefault(result.metadata["source"], result)
+            chars.extend(len(best[source].text) for source in run[qid])
+        short = sum(len(ranking) < k for ranking in run.values())
+        return ModeReport(evaluate(run, self.dataset.qrels, k), latencies, misses, chars, short)
 
     def tune(self, k: int, dense_weights: Sequence[float], rrf_ks: Sequence[int]) -> list[tuple[Fusion, float]]:
         """nDCG@k of hybrid for each fusion method and setting, sparse weight fixed at 1; best first:
@@ -173,8 +189,8 @@ class Evaluation:
         sources: dict[str, str] = {}
         for qid in self.dataset.qrels:
             query = self.dataset.queries[qid]
-            dense = self.retriever.search(query, k=base.prefetch, mode="dense")
-            sparse = self.retriever.search(query, k=base.prefetch, mode="sparse")
+            dense = self.retriever.search(query, k=base.prefetch, mode="dense", context="chunk")
+            sparse = self.retriever.search(query, k=base.prefetch, mode="sparse", context="chunk")
             for hit in (*dense, *sparse):
                 sources[hit.id] = hit.metadata["source"]
             channels[qid] = ({h.id: h.score for h in dense}, {h.id: h.score for h in sparse})

@@ -23,7 +23,7 @@ from korag.errors import KoragError
 from korag.types import SearchResult
 from retrieval.langchain_retriever import to_document
 
-SEARCH_KWARGS = ("k", "filter", "mode")
+SEARCH_KWARGS = ("k", "filter", "mode", "context")
 _LANGCHAIN_KWARGS = ("verbose",)
 
 
@@ -38,7 +38,8 @@ class KoragHttpError(KoragError):
 
 class KoragHttpRetriever(BaseRetriever):
     """The fields are defaults; ``invoke``/``ainvoke`` take ``k``, ``filter`` (the service's filter
-    language: ``{"key": value}`` or ``{"and"|"or"|"not": [...]}``) and ``mode`` per call.
+    language: ``{"key": value}`` or ``{"and"|"or"|"not": [...]}``), ``mode`` and ``context`` (chunk or
+    section: the service's ``context``) per call.
     ``tenant``: for an admin key, the tenant to search (``X-Korag-Tenant``)."""
 
     url: str = Field(description="the service's base URL, e.g. http://localhost:8000")
@@ -46,6 +47,7 @@ class KoragHttpRetriever(BaseRetriever):
     k: int = 5
     filter: dict[str, Any] | None = None
     mode: str | None = Field(default=None, description="dense, sparse or hybrid; default: the service's")
+    context: str | None = Field(default=None, description="chunk or section; default: the service's")
     tenant: str | None = None
     timeout: float = 30.0
 
@@ -56,11 +58,12 @@ class KoragHttpRetriever(BaseRetriever):
                             f"search parameters are {', '.join(SEARCH_KWARGS)}")
         body: dict[str, Any] = {"query": query, "k": kwargs.get("k") if kwargs.get("k") is not None else self.k}
         where = kwargs.get("filter") if kwargs.get("filter") is not None else self.filter
-        mode = kwargs.get("mode") if kwargs.get("mode") is not None else self.mode
         if where is not None:
             body["filter"] = where
-        if mode is not None:
-            body["mode"] = mode
+        for name in ("mode", "context"):
+            value = kwargs.get(name) if kwargs.get(name) is not None else getattr(self, name)
+            if value is not None:
+                body[name] = value
         headers = {}
         if self.api_key is not None:
             headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"

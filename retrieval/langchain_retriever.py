@@ -1,5 +1,6 @@
 """``KoragRetriever``: korag's search as a LangChain retriever, with search parameters at invoke
-time as LangChain's convention has it: ``retriever.invoke("질문", k=3, filter={...}, mode="dense")``."""
+time as LangChain's convention has it: ``retriever.invoke("질문", k=3, filter={...}, mode="dense")``;
+``context="section"`` returns the section runs the matching chunks belong to (:mod:`retrieval.sections`)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from korag.types import SearchResult
 from retrieval.context import format_context
 from retrieval.search import Retriever
 
-SEARCH_KWARGS = ("k", "filter", "filters", "mode", "tenant")
+SEARCH_KWARGS = ("k", "filter", "filters", "mode", "tenant", "context")
 _LANGCHAIN_KWARGS = ("verbose",)  # BaseRetriever.invoke reads it and passes it on; not a search parameter
 
 
@@ -38,7 +39,7 @@ class KoragRetriever(BaseRetriever):
     """``retriever.invoke("질문")`` → top-k ``Document``s with korag metadata plus ``score`` and ``id``.
 
     The fields are the defaults; ``invoke``/``ainvoke`` take ``k``, ``filter`` (or ``filters``),
-    ``mode`` and ``tenant`` per call. A tenant set here is a boundary: a call may repeat it but
+    ``mode``, ``tenant`` and ``context`` (chunk or section) per call. A tenant set here is a boundary: a call may repeat it but
     never name another one. ``ainvoke`` runs the search (model and store) in a worker thread.
     """
 
@@ -49,6 +50,7 @@ class KoragRetriever(BaseRetriever):
     filters: dict[str, Any] | None = Field(default=None)
     mode: str | None = Field(default=None, description="dense, sparse or hybrid; default: the retriever's")
     tenant: str | None = None
+    context: str | None = Field(default=None, description="chunk or section; default: the retriever's")
 
     def search_params(self, **kwargs: Any) -> dict[str, Any]:
         """The arguments of ``Retriever.search`` for one call: invoke-time values over the fields."""
@@ -65,11 +67,13 @@ class KoragRetriever(BaseRetriever):
         k = kwargs.get("k")
         filters = kwargs.get("filter") if kwargs.get("filter") is not None else kwargs.get("filters")
         mode = kwargs.get("mode")
+        context = kwargs.get("context")
         return {
             "k": k if k is not None else self.k,
             "filters": filters if filters is not None else self.filters,
             "mode": mode if mode is not None else self.mode,
             "tenant": tenant if tenant is not None else self.tenant,
+            "context": context if context is not None else self.context,
         }
 
     def _get_relevant_documents(

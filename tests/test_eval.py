@@ -36,7 +36,7 @@ def test_eval_reports_every_mode_and_tunes(tmp_path):
     report = json.loads(done.stdout)
     assert report["dataset"] == "mini" and set(report["modes"]) == {"dense", "sparse", "hybrid"}
     for mode in report["modes"].values():
-        assert set(mode) == {"ndcg@1", "ndcg@3", "ndcg@3", "recall@3", "mrr@3", "p50_ms", "p95_ms"}
+        assert set(mode) == {"ndcg@1", "ndcg@3", "ndcg@3", "recall@3", "mrr@3", "p50_ms", "p95_ms", "context_chars", "short"}
         assert 0 < mode["p50_ms"] <= mode["p95_ms"]
     assert report["modes"]["sparse"]["ndcg@3"] == 1.0
     assert report["modes"]["hybrid"]["ndcg@3"] >= report["modes"]["sparse"]["ndcg@3"] - 0.02

@@ -11,6 +11,7 @@ from korag.cli.root import load_model
 from korag.settings import Settings
 from korag.storage.store import Fusion
 from retrieval.evaluation import Dataset, Evaluation
+from retrieval.sections import check_context
 
 TUNE_DENSE_WEIGHTS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1.0)
 TUNE_RRF_KS = (2, 5, 10, 30, 60)
@@ -21,11 +22,16 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
     unknown = set(modes) - {"dense", "sparse", "hybrid"}
     if unknown:
         raise ValueError(f"unknown mode(s) {', '.join(sorted(unknown))}; use dense, sparse, hybrid")
+    contexts = [c.strip() for c in (args.contexts or settings.search_context).split(",") if c.strip()]
+    for context in contexts:
+        check_context(context)
     dataset = Dataset.load(Path(args.dataset))
     evaluation = Evaluation(dataset, load_model(settings), settings)
     print(f"ingesting {len(dataset.corpus)} passages of {dataset.name} ...", file=sys.stderr)
     evaluation.ingest()
-    runs = {mode: evaluation.run_mode(mode, args.k) for mode in modes}
+    by_context = {context: {mode: evaluation.run_mode(mode, args.k, context=context) for mode in modes}
+                  for context in contexts}
+    runs = by_context[contexts[0]]
     reports = {mode: run.to_json() for mode, run in runs.items()}
     fusion = Fusion.from_settings(settings)
     out: dict = {
@@ -34,6 +40,8 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         "k": args.k,
         "queries": len(dataset.qrels),
         "model": settings.embedding_model,
+        "max_input_tokens": evaluation.retriever.embedder.info.max_input_tokens,
+        "context": contexts[0],
         "fusion": {"method": fusion.method, "dense_weight": fusion.dense_weight, "sparse_weight": fusion.sparse_weight,
                    "k": fusion.k},
         "ingest": {
@@ -44,6 +52,9 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
         },
         "misses": {mode: [miss.to_json() for miss in run.misses] for mode, run in runs.items()},
     }
+    if len(contexts) > 1:
+        out["by_context"] = {context: {mode: run.to_json() for mode, run in context_runs.items()}
+                             for context, context_runs in by_context.items()}
     if args.tune:
         ranked = evaluation.tune(args.k, TUNE_DENSE_WEIGHTS, TUNE_RRF_KS)
         out["tune"] = [
@@ -59,8 +70,11 @@ def cmd_eval(args: argparse.Namespace, settings: Settings) -> int:
           f"{out['ingest']['seconds']} s ({out['ingest']['docs_per_s']} docs/s)")
     names = list(next(iter(reports.values())).keys()) if reports else []
     print("mode    " + "".join(f"{n:>11}" for n in names))
-    for mode, report in reports.items():
-        print(f"{mode:<8}" + "".join(f"{report[n]:>11}" for n in names))
+    for context, context_reports in out.get("by_context", {contexts[0]: reports}).items():
+        if len(contexts) > 1:
+            print(f"context {context}:")
+        for mode, report in context_reports.items():
+            print(f"{mode:<8}" + "".join(f"{report[n]:>11}" for n in names))
     if args.failures > 0:
         _print_misses(out["misses"], args.failures, args.k)
     if args.tune:

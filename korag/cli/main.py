@@ -131,7 +131,7 @@ def cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     with ExitStack() as stack:
         retriever = root.open_retriever(settings, stack)
         response = retriever.search_with_notes(args.query, k=args.k, filters=filters, mode=args.mode,
-                                               tenant=args.tenant)
+                                               tenant=args.tenant, context=args.context)
         results = response.results
         empty = not results and (not retriever.store.exists() or retriever.store.count() == 0)
     if args.json:
@@ -213,6 +213,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", type=int, default=5)
     p.add_argument("--json", action="store_true")
     p.add_argument("--mode", choices=["dense", "sparse", "hybrid"], help="default: KORAG_SEARCH_MODE (hybrid)")
+    p.add_argument("--context", choices=["chunk", "section"],
+                   help="chunk: the top k chunks; section: the top k runs of a section (up to the model's limit) "
+                        "that matching chunks belong to, each once. Default: KORAG_SEARCH_CONTEXT (chunk)")
     p.add_argument("--tenant", help="search only this tenant's documents")
     p.add_argument("--filter", action="append", metavar="KEY=VALUE",
                    help="metadata must match (repeatable); 3 also matches the number 3, true the boolean")
@@ -244,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="retrieval quality on a BEIR-layout dataset")
     p.add_argument("dataset", metavar="DATASET_DIR")
     p.add_argument("--modes", default="dense,sparse,hybrid")
+    p.add_argument("--contexts", metavar="LIST",
+                   help="chunk, section or chunk,section: what each search returns (korag search --context); "
+                        "the first is reported under modes, every one under by_context. Default: KORAG_SEARCH_CONTEXT")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--json", action="store_true")
     p.add_argument("--tune", action="store_true", help="search hybrid fusion weights and print the best")

@@ -23,6 +23,7 @@ MAX_K = 100
 FILTER_SCHEMA = {"anyOf": [{"$ref": "#/components/schemas/KoragFilter"}, {"type": "null"}]}
 
 Mode = Literal["dense", "sparse", "hybrid"]
+Context = Literal["chunk", "section"]  # retrieval.sections.CONTEXTS
 IngestStatus = Literal["indexed", "unchanged", "failed", "queued", "superseded"]
 DocumentState = Literal["queued", "parsing", "embedding", "indexed", "failed"]
 
@@ -207,6 +208,10 @@ class SearchRequest(BaseModel):
     query: str = Field(min_length=1, max_length=MAX_QUERY_CHARS, description="up to 2,000 characters")
     k: int = Field(5, ge=1, le=MAX_K)
     mode: Mode | None = Field(None, description="default: KORAG_SEARCH_MODE (hybrid)")
+    context: Context | None = Field(
+        None, description="chunk: the top k chunks; section: the top k runs of consecutive chunks of one section "
+                          "(up to the model's limit) that matching chunks belong to, each once, with the score and "
+                          "metadata of its best chunk and matched_chunks. Default: KORAG_SEARCH_CONTEXT (chunk)")
     filter: Annotated[dict[str, Any] | None, WithJsonSchema(FILTER_SCHEMA)] = Field(
         None, description='exact matches {"key": value}, or {"and"|"or"|"not": [...]} over {"key", "op", "value"} '
                           "with op eq ne in nin gt gte lt lte exists")
@@ -252,6 +257,8 @@ class Info(BaseModel):
     max_input_tokens: int
     search_modes: list[Mode]
     default_search_mode: Mode
+    search_contexts: list[Context] = Field(["chunk", "section"], description="what a search can return")
+    default_search_context: Context = "chunk"
     file_types: list[str]
     limits: Limits
     backend: str

@@ -321,7 +321,7 @@ class Service:
         mode = request.mode if request.mode is not None else self.retriever.mode
         started = time.perf_counter()
         response = self.retriever.search_with_notes(request.query, k=request.k, mode=mode, tenant=tenant,
-                                                    where=where)
+                                                    where=where, context=request.context)
         took = time.perf_counter() - started
         if self.metrics is not None:
             self.metrics.observe_search(mode, took)
@@ -337,11 +337,13 @@ class Service:
                               explain=explain)
 
     def _ranks(self, query: str, depth: int, tenant: str | None, where, ids: list[str]) -> dict[str, Ranks]:
-        """Each result's rank in the dense and the keyword channel alone, over ``depth`` candidates."""
+        """Each result's rank in the dense and the keyword channel alone, over ``depth`` candidates (chunks:
+        a section result's id is that of its best chunk)."""
         out = {i: Ranks() for i in ids}
         for channel in ("dense", "sparse"):
             try:
-                found = self.retriever.search(query, k=depth, mode=channel, tenant=tenant, where=where)
+                found = self.retriever.search(query, k=depth, mode=channel, tenant=tenant, where=where,
+                                              context="chunk")
             except (KoragError, ValueError):  # e.g. no keyword vectors in an old collection
                 continue
             for rank, result in enumerate(found, start=1):

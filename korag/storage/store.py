@@ -417,11 +417,14 @@ class QdrantStore:
         fused = convex_scores(channels)
         return [_result(points[pid], fused[pid]) for pid in sorted(fused, key=lambda pid: -fused[pid])[:k]]
 
-    def iter_chunks(self, filters: dict[str, Any] | None = None, batch: int = 256) -> Iterator[StoredChunk]:
+    def iter_chunks(self, filters: dict[str, Any] | None = None, batch: int = 256,
+                    where: models.Filter | None = None) -> Iterator[StoredChunk]:
+        """Every chunk matching ``filters`` (exact metadata matches) and ``where`` (a Qdrant filter)."""
         offset = None
         while True:
             points, offset = self.client.scroll(
-                self.collection, scroll_filter=_filter(filters), limit=batch, offset=offset, with_payload=True
+                self.collection, scroll_filter=_and(_filter(filters), where), limit=batch, offset=offset,
+                with_payload=True,
             )
             for p in points:
                 payload = p.payload or {}
