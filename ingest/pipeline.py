@@ -93,6 +93,7 @@ class Pending:
     in_process: bool
     data: bytes = b""  # until it is parsed
     stored: int = 0  # chunks of this version written so far, window by window (Pipeline.store_part)
+    ocr: bool = False  # some chunk written so far was read by OCR (its version's key then holds the OCR options)
 
     @contextmanager
     def failing_on_error(self, pipeline: "Pipeline") -> Iterator[None]:
@@ -121,10 +122,11 @@ class ParseLimits:
                    settings.parse_isolated, ocr)
 
 
-def settings_key(embedder: Embedder, chunker: Chunker, sparse: SparseEncoder) -> str:
+def settings_key(embedder: Embedder, chunker: Chunker, sparse: SparseEncoder, ocr: OcrOptions | None = None) -> str:
     """A digest of everything that shapes the stored chunks and vectors: model, token limit and
     prefix, chunking options, keyword tags, compound terms, header weight and BM25
-    parameters. Same bytes + same key = same chunks."""
+    parameters, and for a document read by OCR (``ocr`` given) the OCR mode, languages, DPI and
+    page cap. Same bytes + same key = same chunks."""
     shape = {
         "model": embedder.info.name,
         "max_input_tokens": embedder.info.max_input_tokens,
@@ -137,6 +139,8 @@ def settings_key(embedder: Embedder, chunker: Chunker, sparse: SparseEncoder) ->
         # chunks cut below the model's limit record their section runs (Chunk.parent); chunks at the
         # limit are each their own run, so a store from before runs were recorded is still current
         shape["section_tokens"] = chunker.section_budget.max_input_tokens
+    if ocr is not None:
+        shape["ocr"] = [ocr.mode, ocr.languages, ocr.dpi, ocr.max_pages]
     return hashlib.sha256(json.dumps(shape, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -161,6 +165,9 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         self.settings_key = settings_key(self.embedder, self.chunker, self.sparse)
+        # a version with OCR'd text is current only while the OCR options are the same too; a text
+        # document's key leaves them out, so changing them re-reads scanned documents and no others
+        self.ocr_settings_key = settings_key(self.embedder, self.chunker, self.sparse, self.limits.ocr)
 
     @classmethod
     def build(cls, embedder: Embedder, store: QdrantStore, settings: Settings) -> "Pipeline":
@@ -277,7 +284,7 @@ class Pipeline:
         self.on_step("upserted")
         recorded = self._state(record, "indexed", version=record.version + 1, content_hash=pending.content_hash,
                                chunks=total, error=None, crashes=0, indexed_at=time.time(), indexed_seq=own.seq,
-                               settings_key=self.settings_key)
+                               settings_key=self._key(pending))
         if not recorded:  # a newer request took over: what this one wrote is nobody's version
             self.store.delete_version(doc_id, own.seq)
             return self._superseded(source, doc_id)
@@ -322,9 +329,14 @@ class Pipeline:
                 total: int) -> tuple[list[str], list[dict[str, Any]]]:
         """Point ids and payloads of some of a version's ``total`` chunks."""
         record, own = pending.record, pending.own
+        pending.ocr = pending.ocr or any(c.ocr_confidence is not None for c in chunks)
         payloads = [self._payload(chunk, tokens, record.doc_id, record.source, pending.filename, pending.content_hash,
                                   total, pending.info, own.seq) for chunk, tokens in zip(chunks, token_counts)]
         return [point_id(record.doc_id, c.index, own.id) for c in chunks], payloads
+
+    def _key(self, pending: Pending) -> str:
+        """The settings key of the version ``pending`` wrote (see :func:`settings_key`)."""
+        return self.ocr_settings_key if pending.ocr else self.settings_key
 
     def finish_many(self, batch: list[tuple[Pending, list[Chunk], list[SparseVector], Any, list[int]]]) -> list[IngestResult]:
         """:meth:`finish` for many documents, ``(pending, chunks, sparse, vectors, token_counts)``
@@ -350,7 +362,7 @@ class Pipeline:
             log.info("%s: %s", pending.record.source, "indexed")
             indexed.append(replace(pending.record, status="indexed", version=pending.record.version + 1,
                                    content_hash=pending.content_hash, chunks=pending.stored + len(chunks), error=None,
-                                   crashes=0, indexed_at=now, indexed_seq=pending.own.seq, settings_key=self.settings_key))
+                                   crashes=0, indexed_at=now, indexed_seq=pending.own.seq, settings_key=self._key(pending)))
         recorded = self.registry.write_many(indexed)
         results = []
         for (pending, chunks, *_), record, owned in zip(batch, indexed, recorded):
@@ -434,7 +446,7 @@ class Pipeline:
         None otherwise."""
         if record is None or record.status == DELETED or record.content_hash != content_hash:
             return None
-        if record.settings_key != self.settings_key or not record.chunks:
+        if record.settings_key not in (self.settings_key, self.ocr_settings_key) or not record.chunks:
             return None
         if self.store.count_version(record.doc_id, content_hash, record.indexed_seq) != record.chunks:
             return None  # chunks lost (collection deleted or damaged): ingest again

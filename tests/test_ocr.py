@@ -167,6 +167,26 @@ def test_exif_orientation_is_applied():
     assert frame.size == (100, 200)
 
 
+def test_changed_ocr_settings_read_scanned_documents_again_and_leave_text_documents(tmp_path, monkeypatch, capsys,
+                                                                                    pages):
+    """The OCR options are part of a scanned document's settings key: ingesting the same scan
+    again is `unchanged`, but after KORAG_OCR_LANGUAGES changes it is read again; a text document is
+    `unchanged` either way (its key leaves the OCR options out)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "scan.png").write_bytes(_png(pages[0]))
+    (tmp_path / "note.md").write_text("# 안내\n\n숙박비는 영수증을 첨부하여 청구한다.\n", encoding="utf-8")
+    env = local_env(tmp_path)
+
+    def statuses(**extra: str) -> dict[str, str]:
+        code, out, err = run(monkeypatch, capsys, ["ingest", "scan.png", "note.md", "--json"], **env, **extra)
+        assert code == 0, err
+        return {line["source"]: line["status"] for line in json_lines(out)}
+
+    assert statuses() == {"scan.png": "indexed", "note.md": "indexed"}
+    assert statuses() == {"scan.png": "unchanged", "note.md": "unchanged"}
+    assert statuses(KORAG_OCR_LANGUAGES="kor") == {"scan.png": "indexed", "note.md": "unchanged"}
+
+
 def test_ocr_off_keeps_the_no_text_failure_and_refuses_images(tmp_path, monkeypatch, capsys, pages):
     monkeypatch.chdir(tmp_path)
     docs.make_scanned_pdf(tmp_path / "scan.pdf", pages[:1])
