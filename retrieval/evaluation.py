@@ -127,9 +127,12 @@ def find_misses(qid: str, question: str, results: Sequence[SearchResult], releva
 class Evaluation:
     """Holds the scratch collection so several modes and fusion settings reuse one ingest."""
 
-    def __init__(self, dataset: Dataset, embedder: Embedder, settings: Settings) -> None:
+    def __init__(self, dataset: Dataset, embedder: Embedder, settings: Settings, scratch: bool = True) -> None:
+        """``scratch``: a throwaway in-memory qdrant-client collection; False: the store the
+        settings name (e.g. the embedded Qdrant Edge under a scratch KORAG_DATA_DIR)."""
         self.dataset = dataset
-        self.settings = settings.model_copy(update={"qdrant_url": ":memory:", "collection": "korag-eval"})
+        self.settings = (settings.model_copy(update={"qdrant_url": ":memory:", "collection": "korag-eval"})
+                         if scratch else settings)
         self.store = QdrantStore(open_client(self.settings), self.settings.collection, self.settings.upsert_batch_size)
         self.pipeline = Pipeline.build(embedder, self.store, self.settings)
         self.retriever = Retriever.from_settings(embedder, self.store, self.settings)
