@@ -2,6 +2,12 @@
 segmentation modes and render resolutions, on pages this script renders itself.
 
     python bench/ocr_bench.py [--psm 3 4 6] [--dpi 200 300] [--languages kor+eng kor]
+    python bench/ocr_bench.py --threads 1 2 [--repeats 3]
+
+``--threads``: instead, seconds to read one scanned PDF of every clean page through the parser
+(``parse_document``, KORAG_OCR=auto) with ``ocr.OCR_THREADS`` pages at a time, the settings taking
+turns ``--repeats`` times in one run, with the load average before and after: the speed-up of
+reading a document's pages in parallel. It needs idle cores to show one.
 
 Pages: bench/documents.py's SCANNED_PAGES printed at 11 pt with a Korean font found by
 ``fc-list :lang=ko`` (Debian: fonts-nanum), clean and phone-like (turned 1.5 degrees, grey noise,
@@ -60,8 +66,32 @@ def pages(font: str, dpi: int) -> dict[str, list]:
     return {"clean": clean, "phone": phone}
 
 
+def parallel(font: str, threads: list[int], repeats: int) -> None:
+    """Whole-document OCR time per ``OCR_THREADS`` setting, the settings interleaved."""
+    import tempfile
+
+    from ingest.parsing import OcrOptions, parse_document
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = docs.make_scanned_pdf(Path(tmp) / "scan.pdf", pages(font, 300)["clean"]).read_bytes()
+    seconds: dict[int, list[float]] = {n: [] for n in threads}
+    load = [os.getloadavg()[0]]
+    for _ in range(repeats):
+        for n in threads:
+            ocr.OCR_THREADS = n
+            started = time.perf_counter()
+            parse_document(data, "scan.pdf", "scan.pdf", OcrOptions())
+            seconds[n].append(time.perf_counter() - started)
+    load.append(os.getloadavg()[0])
+    for n, values in seconds.items():
+        print(json.dumps({"ocr_threads": n, "pages": len(docs.SCANNED_PAGES), "seconds": [round(v, 1) for v in values],
+                          "best_s": round(min(values), 1), "load_1min": load}), flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, nargs="+", help="time one document's pages read this many at a time")
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--psm", type=int, nargs="+", default=[3, 4, 6])
     parser.add_argument("--dpi", type=int, nargs="+", default=[200, 300])
     parser.add_argument("--languages", nargs="+", default=["kor+eng"])
@@ -71,6 +101,9 @@ def main() -> None:
     if missing is not None or font is None:
         sys.exit(missing if missing is not None else "no Korean font: apt-get install fonts-nanum")
     print(json.dumps({"cpu": cpu_flags(), "font": Path(font).name}, ensure_ascii=False))
+    if args.threads:
+        parallel(font, args.threads, args.repeats)
+        return
     expected = ["".join(lines) for lines in docs.SCANNED_PAGES]
     for dpi in args.dpi:
         for kind, images in pages(font, dpi).items():
