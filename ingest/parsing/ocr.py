@@ -39,6 +39,8 @@ from dataclasses import dataclass, replace
 from functools import cache
 from typing import Literal, NamedTuple
 
+import numpy as np
+
 from ingest.parsing.blocks import Block, Refusal
 from ingest.parsing.from_unstructured import blocks_from_elements
 from ingest.parsing.korean_headings import heading_depth
@@ -78,6 +80,9 @@ class OcrOptions:
     def __post_init__(self) -> None:
         if not _LANGUAGES.fullmatch(self.languages):
             raise ValueError(f"OCR languages {self.languages!r}: write Tesseract model names joined by +, e.g. kor+eng")
+
+
+DEFAULT_MEMORY_BYTES = OcrOptions.memory_mb << 20  # Tesseract's address space when no options say
 
 
 class OcrPage(NamedTuple):
@@ -153,7 +158,7 @@ def _prlimit(memory_bytes: int) -> list[str]:
     return [binary, f"--as={memory_bytes}"] if binary is not None else []
 
 
-def _run(image, *args: str, memory_bytes: int = OcrOptions.memory_mb << 20) -> str:
+def _run(image, *args: str, memory_bytes: int = DEFAULT_MEMORY_BYTES) -> str:
     """Tesseract's stdout for ``image`` (8-bit greyscale, handed over as PGM on stdin)."""
     buffer = io.BytesIO()
     image.save(buffer, "PPM")
@@ -168,7 +173,7 @@ def _run(image, *args: str, memory_bytes: int = OcrOptions.memory_mb << 20) -> s
 
 
 def read_once(image, languages: str, dpi: int | None, psm: int = PSM,
-              memory_bytes: int = OcrOptions.memory_mb << 20) -> OcrPage:
+              memory_bytes: int = DEFAULT_MEMORY_BYTES) -> OcrPage:
     """One Tesseract reading of a greyscale page, as it lies (``bench/ocr_bench.py`` compares ``psm``)."""
     args = ["-l", languages, "--psm", str(psm)]
     if dpi is not None:
@@ -252,7 +257,6 @@ def layout(image) -> list[Box]:
     gutter divides the text into columns, full-width bands (a title, a line across the gutter)
     and, between them, the left column's part before the right one's. Each part keeps a margin
     of white around its text (Tesseract misreads text cut tight)."""
-    import numpy as np  # lazy: only scanned pages need it
     from PIL import ImageFilter  # lazy: only scanned pages need Pillow
 
     whole = Box(0, 0, image.width, image.height)
@@ -279,8 +283,6 @@ def layout(image) -> list[Box]:
 def _gutter(ink, lines: list[tuple[int, int]]) -> tuple[int, int] | None:
     """The widest band of columns between two sides of text that no text line inks, apart from
     lines that run across the whole band (a title); None for a single column."""
-    import numpy as np  # lazy: only scanned pages need it
-
     if len(lines) < 2:
         return None
     touched = np.zeros(ink.shape[1], dtype=np.int32)  # per column: the lines with ink there
@@ -313,8 +315,6 @@ def _gutter(ink, lines: list[tuple[int, int]]) -> tuple[int, int] | None:
 
 def _across(band) -> bool:
     """Does a line's ink in a band of columns run across it (a title), not only into it from one side?"""
-    import numpy as np  # lazy: only scanned pages need it
-
     columns = np.flatnonzero(band.any(axis=0))
     return columns.size > 0 and columns[0] <= 0.25 * band.shape[1] and columns[-1] >= 0.75 * band.shape[1]
 
@@ -347,8 +347,6 @@ def _in_reading_order(boxes: list[Box], width: int) -> list[Box]:
 
 def _runs(values) -> list[tuple[int, int, bool]]:
     """(start, end, value) of each run of equal values in a 1-D boolean array."""
-    import numpy as np  # lazy: only scanned pages need it
-
     edges = np.flatnonzero(np.diff(values.astype(np.int8))) + 1
     bounds = [0, *edges.tolist(), len(values)]
     return [(a, b, bool(values[a])) for a, b in zip(bounds, bounds[1:])]
@@ -359,7 +357,6 @@ def without_rules(image):
     page's width across, or a thirtieth of its height down (a glyph's longest stroke is a few
     times shorter). Tesseract reads a ruled table's cells as garbage (``Ea`` for a 5-row table),
     and the same table without its lines row by row."""
-    import numpy as np  # lazy: only scanned pages need it
     from PIL import Image  # lazy: only scanned pages need Pillow
 
     pixels = np.asarray(image)
@@ -374,8 +371,6 @@ def without_rules(image):
 
 def _long_runs(ink, length: int):
     """True where a pixel is in a run of ink of at least ``length`` along its row."""
-    import numpy as np  # lazy: only scanned pages need it
-
     padded = np.zeros((ink.shape[0], ink.shape[1] + 2), dtype=np.int8)
     padded[:, 1:-1] = ink
     edges = np.diff(padded, axis=1)
@@ -418,8 +413,6 @@ def greyscale(image):
     from PIL import Image  # lazy: only scanned pages and images need Pillow
 
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        import numpy as np  # lazy: only deep images need it
-
         pixels = np.asarray(image, dtype=np.float64)
         top = pixels.max() if pixels.size and pixels.max() > 0 else 1.0
         return Image.fromarray((pixels * (255.0 / top)).clip(0, 255).astype(np.uint8), "L")
