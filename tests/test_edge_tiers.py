@@ -246,3 +246,21 @@ def test_collections_without_named_dense_vectors_keep_inline_upkeep(tmp_path):
         assert not (tmp_path / "s" / "collections" / "registry" / "sealed").exists()
     finally:
         client.close()
+
+
+def test_korag_edge_upkeep_chooses_where_index_steps_run(tmp_path, monkeypatch):
+    from korag.settings import Settings
+    from korag.storage.store import open_client
+
+    monkeypatch.setenv("KORAG_DATA_DIR", str(tmp_path / "data"))
+    for value, expected in ((None, "inline"), ("process", "process")):
+        if value is not None:
+            monkeypatch.setenv("KORAG_EDGE_UPKEEP", value)
+        client = open_client(Settings())
+        try:
+            assert client.upkeep == expected
+        finally:
+            client.close()
+    monkeypatch.setenv("KORAG_EDGE_UPKEEP", "thread")
+    with pytest.raises(ValueError, match="edge_upkeep"):
+        Settings()
