@@ -46,6 +46,8 @@ from korag.storage.edge import upkeep
 MANIFEST = "sealed.json"
 SCROLL_PAGE = 10_000
 EXPORT_CHUNK = 256
+ID_CHUNK = 1000  # fresh ids per HasIdCondition when the conditions are rebuilt
+MAX_ID_CHUNKS = 64  # more (small) conditions than this: rebuild them
 
 
 def key(point_id: Any) -> Any:
@@ -90,10 +92,18 @@ class Tiers:
             if entry.name != MANIFEST and entry.name not in names:
                 shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
         self.sealed: dict[str, qe.EdgeShard] = {name: qe.EdgeShard.load(str(self.root / name)) for name in names}
-        sealed_ids: set[Any] = set()
+        self.sealed_ids: set[Any] = set()  # ids that may be in a sealed shard (a superset)
         for shard in self.sealed.values():
-            sealed_ids |= _ids(shard)
-        self.fresh: set[Any] = _ids(main) - sealed_ids
+            self.sealed_ids |= _ids(shard)
+        self.fresh: set[Any] = _ids(main) - self.sealed_ids
+        # The fresh ids as Edge conditions, built when ids are written (parsing thousands of ids
+        # per search would cost tens of ms): a superset of the fresh ids that are still live.
+        self._conditions: list[Any] = []
+        self._rebuild_conditions()
+
+    def _rebuild_conditions(self) -> None:
+        ids = sorted(self.fresh, key=str)
+        self._conditions = [qe.HasIdCondition(set(ids[i : i + ID_CHUNK])) for i in range(0, len(ids), ID_CHUNK)]
 
     # -- on disk ----------------------------------------------------------------------------------
     def _manifest(self) -> list[str]:
@@ -118,7 +128,9 @@ class Tiers:
         leave the sealed shards. ``removed``: ids deleted."""
         with self._mutex:
             ops = []
-            leaving = [*(moved or []), *(removed or [])]
+            leaving = [i for i in (*(moved or []), *(removed or [])) if key(i) in self.sealed_ids]
+            if self._journal is not None:  # the shard being built may hold any id handed to it
+                leaving = [*(moved or []), *(removed or [])]
             if leaving:
                 ops.append(qe.UpdateOperation.delete_points(leaving))
             if sealed_op is not None:
@@ -130,9 +142,16 @@ class Tiers:
                     self._journal.append(op)
             self.main.update(main_op)
             if moved:
-                self.fresh.update(key(i) for i in moved)
+                keys = {key(i) for i in moved}
+                self.fresh |= keys
+                self.sealed_ids -= keys
+                self._conditions.append(qe.HasIdCondition(set(moved)))
+                if len(self._conditions) > MAX_ID_CHUNKS:
+                    self._rebuild_conditions()
             if removed:
-                self.fresh.difference_update(key(i) for i in removed)
+                keys = {key(i) for i in removed}
+                self.fresh -= keys
+                self.sealed_ids -= keys
 
     # -- reads ------------------------------------------------------------------------------------
     def is_dense(self, using: str | None) -> bool:
@@ -142,13 +161,14 @@ class Tiers:
         """The top ``keep`` hits of a plain dense ``request`` (its limit already ``keep``, no
         offset, no payload) over the fresh points (exact) and every sealed shard, by score."""
         with self._mutex:
-            fresh = set(self.fresh)
+            conditions = list(self._conditions)
             shards = list(self.sealed.values())
         hits: list[Any] = []
-        if fresh:
-            exact = qe.SearchParams(exact=True)
+        if conditions:
+            fresh = qe.Filter(should=conditions)
+            flt = fresh if request.filter is None else qe.Filter(must=[request.filter, fresh])
             hits += self.main.query(qe.QueryRequest(
-                limit=keep, query=request.query, filter=has_ids(fresh, request.filter), params=exact,
+                limit=keep, query=request.query, filter=flt, params=qe.SearchParams(exact=True),
                 score_threshold=request.score_threshold, with_payload=False, with_vector=False))
         for shard in shards:
             hits += shard.query(request)
@@ -192,6 +212,7 @@ class Tiers:
         if not points:
             with self._mutex:
                 self.fresh.difference_update(key(i) for i in chosen)
+                self._rebuild_conditions()
             return False
         config = {
             "vectors": self.dense,
@@ -228,7 +249,10 @@ class Tiers:
                 shutil.rmtree(target, ignore_errors=True)
                 raise
             self.sealed[target.name] = shard
-            self.fresh -= _ids(shard)
+            adopted = _ids(shard)
+            self.fresh -= adopted
+            self.sealed_ids |= adopted
+            self._rebuild_conditions()
         return True
 
     def close(self) -> None:
