@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path(".korag"), description="embedded Qdrant storage and blob store live here")
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded storage in data_dir")
     qdrant_api_key: SecretStr | None = Field(None, description="Qdrant server API key; never shown in reprs or logs")
+    edge_upkeep: Literal["inline", "process"] = Field(
+        "inline", description="embedded store: where HNSW index steps run; inline: in the process that holds the "
+        "store (its searches wait for each step), process: in child processes, dense searches over sealed shards "
+        "plus an exact scan of fresh points (issue 22)")
     collection: str = "korag"
     upsert_batch_size: int = Field(256, ge=1)
     blob_dir: Path | None = Field(None, description="content-addressed blob store; default: <data_dir>/blobs")

@@ -71,10 +71,12 @@ def _create(client) -> None:
 
 
 def _open(kind: str, tmp_path):
+    if kind == "edge-process":  # index upkeep in child processes: sealed shards of 15 points
+        return EdgeClient(tmp_path / "edge", upkeep="process", seal_points=15)
     return QdrantClient(location=":memory:") if kind == "local" else EdgeClient(tmp_path / "edge")
 
 
-@pytest.fixture(params=["local", "edge"])
+@pytest.fixture(params=["local", "edge", "edge-process"])
 def client(request, tmp_path):
     c = _open(request.param, tmp_path)
     yield c
@@ -85,6 +87,9 @@ def client(request, tmp_path):
 def filled(client):
     _create(client)
     client.upsert(CHUNKS, points=POINTS, wait=True)
+    if getattr(client, "upkeep", None) == "process":
+        client.maintain()  # 40 points: two sealed shards, 10 fresh
+        assert len(list((client.path / "collections" / CHUNKS / "sealed").glob("0*"))) == 2
     return client
 
 

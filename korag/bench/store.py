@@ -6,8 +6,11 @@ vectors of the AutoRAG passages (``ingest.sparse.SparseEncoder``), cycled; each 
 is encoded once. Without the corpus, generated Korean text stands in. Queries: the dataset's
 questions (Kiwi query vectors) with dense vectors near stored ones. Each engine runs in its own
 process, so its memory figures are its own. Edge is written in ingest batches of
-``BATCH_POINTS``, each followed by ``korag.storage.edge.upkeep.after_batch`` (its index upkeep, timed,
-with a search thread measuring what a concurrent query waits meanwhile).
+``BATCH_POINTS``, each followed by ``korag.storage.edge.upkeep.after_batch`` (its index upkeep, timed);
+for the whole ingest a thread sends one hybrid search every ``STEADY_INTERVAL_S`` as a chatbot
+would (``steady_hybrid``: latency from when each search was due, for all of them and for those
+issued while upkeep ran). ``--upkeep both`` measures the default (inline) store and
+``KORAG_EDGE_UPKEEP=process`` (under ``process``) in one run.
 
 The printed object is the embedded default's figures, with the old local mode's under ``local``:
 ``{"backend", "points", "upsert_points_per_s", "reopen_s", "disk_bytes", "rss_bytes",
@@ -43,6 +46,8 @@ MODEL = "bench-synthetic-1024"
 COLLECTION = "korag"
 WRITE_POINTS = 1000  # points per store.upsert call
 BATCH_POINTS = 10_000  # points per ingest batch (then upkeep)
+STEADY_INTERVAL_S = 0.1  # a chatbot's searches during ingest: ten a second
+ENGINES = ("edge", "edge-process", "local")  # edge-process: EdgeClient(upkeep="process")
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -134,37 +139,76 @@ def _recall(client, queries: list[tuple[np.ndarray, Any]]) -> float:
     return round(hits / (10 * len(queries)), 4)
 
 
-class _Upkeep:
-    """Runs ``after_batch`` while a thread keeps searching: what a concurrent query waits."""
+class _Steady:
+    """A chatbot's searches: one hybrid search every ``interval`` seconds from a thread for as long
+    as the ingest runs (writes and index upkeep). A search's latency counts from when it was due,
+    so a search that could not even start (the GIL held by an index step) counts its wait."""
 
-    def __init__(self, store, queries) -> None:
+    def __init__(self, store, queries, interval: float = STEADY_INTERVAL_S) -> None:
         self.search = _hybrid(store, Fusion())
         self.queries = queries
-        self.calls: list[float] = []
-        self.during: list[float] = []
+        self.interval = interval
+        self.upkeep = threading.Event()  # set while after_batch runs
+        self.during_ingest: list[float] = []
+        self.during_upkeep: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __call__(self, client) -> None:
-        done = threading.Event()
+    def _run(self) -> None:
+        i, due = 0, time.perf_counter()
+        while not self._stop.is_set():
+            now = time.perf_counter()
+            if now < due:
+                time.sleep(due - now)
+            in_upkeep = self.upkeep.is_set()
+            self.search(self.queries[i % len(self.queries)])
+            waited = (time.perf_counter() - due) * 1000
+            self.during_ingest.append(waited)
+            if in_upkeep or self.upkeep.is_set():
+                self.during_upkeep.append(waited)
+            i += 1
+            due += self.interval
+            due = max(due, time.perf_counter() - 1.0)  # a long stall is one late search, not a burst after it
 
-        def searcher() -> None:
-            i = 0
-            while not done.is_set():
-                t0 = time.perf_counter()
-                self.search(self.queries[i % len(self.queries)])
-                self.during.append((time.perf_counter() - t0) * 1000)
-                i += 1
+    def start(self) -> None:
+        self._thread.start()
 
-        thread = threading.Thread(target=searcher)
-        thread.start()
-        t0 = time.perf_counter()
-        after_batch(client)
-        self.calls.append(time.perf_counter() - t0)
-        done.set()
-        thread.join()
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @staticmethod
+    def _figures(times: list[float]) -> dict[str, Any]:
+        if not times:
+            return {"searches": 0}
+        return {"searches": len(times), **_percentiles(times), "p99_ms": round(float(np.percentile(times, 99)), 2),
+                "max_ms": round(max(times), 1)}
 
     def figures(self) -> dict[str, Any]:
+        return {"interval_ms": round(self.interval * 1000), "during_ingest": self._figures(self.during_ingest),
+                "during_upkeep": self._figures(self.during_upkeep)}
+
+
+class _Upkeep:
+    """Runs ``after_batch``, timed, flagging the steady searches issued meanwhile."""
+
+    def __init__(self, steady: _Steady) -> None:
+        self.steady = steady
+        self.calls: list[float] = []
+
+    def __call__(self, client) -> None:
+        self.steady.upkeep.set()
+        t0 = time.perf_counter()
+        try:
+            after_batch(client)
+        finally:
+            self.calls.append(time.perf_counter() - t0)
+            self.steady.upkeep.clear()
+
+    def figures(self) -> dict[str, Any]:
+        during = self.steady.during_upkeep
         return {"calls": len(self.calls), "total_s": round(sum(self.calls), 1), "max_s": round(max(self.calls), 1),
-                "hybrid_during": {**_percentiles(self.during), "max_ms": round(max(self.during), 1)}}
+                "hybrid_during": {**_percentiles(during), "max_ms": round(max(during), 1)} if during else None}
 
 
 def _write(store, ids, vectors, payloads, sparse) -> None:
@@ -181,13 +225,14 @@ def _write(store, ids, vectors, payloads, sparse) -> None:
 
 
 def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir: Path) -> dict[str, Any]:
-    """One engine in this process: write, search, reopen. ``backend``: ``edge`` or ``local``."""
+    """One engine in this process: write, search, reopen. ``backend``: one of :data:`ENGINES`."""
+    edge = backend.startswith("edge")
 
     def open_client():
         if backend == "edge":
-
             return EdgeClient(workdir)
-
+        if backend == "edge-process":
+            return EdgeClient(workdir, upkeep="process")
         return QdrantClient(path=str(workdir))
 
     passages, asked, source = _texts(corpus, n_queries)
@@ -206,7 +251,10 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
     client = open_client()
     store = QdrantStore(client, COLLECTION, upsert_batch_size=256)
     store.ensure_collection(MODEL, DIM)
-    upkeep = _Upkeep(store, queries)
+    steady = _Steady(store, queries)
+    upkeep = _Upkeep(steady)
+    if edge:
+        steady.start()
     upsert_s = 0.0
     for start in range(0, points, WRITE_POINTS):
         n = min(WRITE_POINTS, points - start)
@@ -217,12 +265,15 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
         t0 = time.perf_counter()
         _write(store, ids, vectors, payloads, sparse_rows)
         upsert_s += time.perf_counter() - t0
-        if backend == "edge" and ((start + n) % BATCH_POINTS == 0 or start + n == points):
+        if edge and ((start + n) % BATCH_POINTS == 0 or start + n == points):
             upkeep(client)
+    if edge:
+        steady.stop()
     result["upsert_points_per_s"] = round(points / upsert_s, 1)
     assert store.count() == points, "points went missing"
-    if backend == "edge":
+    if edge:
         result["upkeep"] = upkeep.figures()
+        result["steady_hybrid"] = steady.figures()
         result["dense_recall_at_10"] = _recall(client, queries[:20])
     result.update(_searches(store, queries))
     client.close()
@@ -232,7 +283,9 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
     reopened = client.count(COLLECTION, exact=True).count
     result["reopen_s"] = round(time.perf_counter() - t0, 2)
     assert reopened == points
+    t0 = time.perf_counter()
     QdrantStore(client, COLLECTION).search(queries[0][0], 10, sparse=queries[0][1], mode="hybrid")
+    result["reopen_first_hybrid_s"] = round(time.perf_counter() - t0, 2)
     result["disk_bytes"] = _disk(workdir)
     result["rss_bytes"], result["peak_rss_bytes"] = _rss()
     client.close()
@@ -254,10 +307,14 @@ def _child(engine: str, points: int, queries: int, corpus: Path) -> dict[str, An
 
 
 def run(points: int = 100_000, local_points: int = 5_000, queries: int = 50, local_queries: int = 20,
-        corpus: Path = DEFAULT_CORPUS) -> dict[str, Any]:
+        corpus: Path = DEFAULT_CORPUS, upkeep: str = "inline") -> dict[str, Any]:
     """The embedded default at ``points``, the old local mode at ``local_points`` (0: skip; it
-    scores sparse vectors in Python, so it gets fewer queries)."""
-    result = _child("edge", points, queries, corpus)
+    scores sparse vectors in Python, so it gets fewer queries). ``upkeep``: ``inline`` (the
+    default store), ``process`` (``KORAG_EDGE_UPKEEP=process``: its figures in place of the
+    default's) or ``both`` (the default's, and the process mode's under ``process``)."""
+    result = _child("edge-process" if upkeep == "process" else "edge", points, queries, corpus)
+    if upkeep == "both":
+        result["process"] = _child("edge-process", points, queries, corpus)
     result["local"] = _child("local", local_points, local_queries, corpus) if local_points > 0 else None
     load = os.getloadavg()
     result["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(load[0], 2), "python": platform.python_version(),

@@ -40,7 +40,7 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench_store(args: argparse.Namespace, settings: Settings) -> int:
-    result = run(points=args.points, local_points=args.local_points)
+    result = run(points=args.points, local_points=args.local_points, upkeep=args.upkeep)
     if args.json:
         print_json(result)
     else:
@@ -61,6 +61,9 @@ def add_commands(sub: argparse._SubParsersAction, bench: argparse._SubParsersAct
     p.add_argument("--points", type=_positive, default=100_000, help="points for the embedded store (default 100000)")
     p.add_argument("--local-points", type=_count, default=5_000,
                    help="points for the old local mode (default 5000: it writes ~50-100 points/s; 0: skip it)")
+    p.add_argument("--upkeep", choices=("inline", "process", "both"), default="inline",
+                   help="the embedded store's index upkeep (KORAG_EDGE_UPKEEP): inline (default), process, or both "
+                   "in one run (process under 'process')")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_store)
 

@@ -10,6 +10,8 @@ that each optimize indexes only what is new (``korag.storage.edge.upkeep``: when
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,12 +21,15 @@ import qdrant_edge as qe
 from qdrant_client import models
 from qdrant_client.http.models import QueryResponse  # models.QueryResponse is fastembed's, not this
 
+from korag.errors import StoreError
 from korag.storage.edge import EdgeUnsupportedError
+from korag.storage.edge import upkeep as upkeep_module
 from korag.storage.edge.catalog import Catalog, CollectionSpec, edge_call
 from korag.storage.edge.filters import edge_id, to_edge_filter
 from korag.storage.edge.indexes import client_schema, edge_schema
 from korag.storage.edge.points import (
     client_id,
+    client_vector,
     edge_update_mode,
     edge_with_payload,
     selector,
@@ -33,6 +38,10 @@ from korag.storage.edge.points import (
     to_scored,
 )
 from korag.storage.edge.queries import query_request
+from korag.storage.edge.tiers import Tiers, has_ids
+
+log = logging.getLogger(__name__)
+UPKEEP_MODES = ("inline", "process")
 
 
 def _done() -> models.UpdateResult:
@@ -50,12 +59,30 @@ def _refuse(method: str, **options: Any) -> None:
         raise EdgeUnsupportedError(f"EdgeClient.{method} does not support {', '.join(given)}")
 
 
-class EdgeClient:
-    """``EdgeClient(path)``: the embedded store in ``path``, created on first use."""
+def _dense_nearest(query: Any) -> bool:
+    if isinstance(query, models.NearestQuery) and query.mmr is None:
+        query = query.nearest
+    return isinstance(query, (list, np.ndarray))
 
-    def __init__(self, path: str | Path) -> None:
+
+class EdgeClient:
+    """``EdgeClient(path)``: the embedded store in ``path``, created on first use.
+
+    ``upkeep="inline"`` (default): :meth:`optimize` indexes in this process, holding its GIL.
+    ``upkeep="process"``: collections with named dense vectors are indexed by child processes
+    and searched over sealed shards plus the fresh points (``korag.storage.edge.tiers``); no
+    index step runs in this process. ``seal_points``: fresh points per sealed shard (default:
+    about ``upkeep.SEGMENT_KB`` of dense vectors)."""
+
+    def __init__(self, path: str | Path, upkeep: str = "inline", seal_points: int | None = None) -> None:
+        if upkeep not in UPKEEP_MODES:
+            raise ValueError(f"upkeep must be one of {UPKEEP_MODES}, not {upkeep!r}")
         self.path = Path(path)
+        self.upkeep = upkeep
+        self.seal_points = seal_points
         self._catalog = Catalog(self.path)
+        self._tiers: dict[str, Tiers | None] = {}
+        self._tiers_lock = threading.Lock()
 
     # -- collections ------------------------------------------------------------------------------
     def collection_exists(self, collection_name: str, **kwargs: Any) -> bool:
@@ -83,6 +110,9 @@ class EdgeClient:
         return True
 
     def delete_collection(self, collection_name: str, **kwargs: Any) -> bool:
+        tiers = self._tiers.pop(collection_name, None)
+        if tiers is not None:
+            tiers.close()
         return self._catalog.drop(collection_name)
 
     def get_collection(self, collection_name: str, **kwargs: Any) -> models.CollectionInfo:
@@ -117,19 +147,49 @@ class EdgeClient:
         schema = field_schema if field_schema is not None else field_type
         if schema is None:
             raise ValueError(f"create_payload_index({field_name!r}) needs a field_schema")
-        self._update(collection_name, qe.UpdateOperation.create_field_index(field_name, edge_schema(schema)))
+        op = qe.UpdateOperation.create_field_index(field_name, edge_schema(schema))
+        self._write(collection_name, op, sealed_op=op)
         return _done()
 
     def optimize(self, collection_name: str) -> bool:
         """Not in qdrant-client: index the segments that reached ``korag.storage.edge.upkeep.SEGMENT_KB``
         and vacuum deleted points now. Blocks the process (holds the GIL) while it runs: seconds
         to tens of seconds per full segment. Returns whether anything was optimized."""
+        tiers = self._tier(collection_name)
+        if tiers is not None:
+            return self.seal(collection_name)
         return self._call(collection_name, "optimize")
+
+    def seal(self, collection_name: str, force: bool = False) -> bool:
+        """Not in qdrant-client; ``upkeep="process"`` only: index up to ``seal_points`` fresh
+        points in a child process (when that many are waiting, or any with ``force``) and swap
+        the result in. Blocks the calling thread, not the process. Returns whether it sealed."""
+        tiers = self._tier(collection_name)
+        if tiers is None:
+            raise ValueError(f"collection {collection_name!r} is not kept in tiers (upkeep={self.upkeep!r})")
+        schema = self._call(collection_name, "info").payload_schema
+        indexes = {field: str(info.data_type).rpartition(".")[2] for field, info in schema.items()}
+        return tiers.seal(indexes, force=force)
 
     def maintain(self) -> dict[str, bool]:
         """Not in qdrant-client: :meth:`optimize` every collection this client has opened
-        (``korag.storage.edge.upkeep.after_batch`` calls it after an ingest batch)."""
-        return {name: self.optimize(name) for name in self._catalog.loaded()}
+        (``korag.storage.edge.upkeep.after_batch`` calls it after an ingest batch). With
+        ``upkeep="process"`` it seals while enough fresh points wait; a failed build is logged
+        and leaves its points fresh (searched exactly)."""
+        out = {}
+        for name in self._catalog.loaded():
+            tiers = self._tier(name)
+            if tiers is None:
+                out[name] = self.optimize(name)
+                continue
+            sealed = False
+            try:
+                while tiers.due() and self.seal(name):
+                    sealed = True
+            except StoreError as exc:
+                log.warning("index upkeep of %s: %s", name, exc)
+            out[name] = sealed
+        return out
 
     # -- points: writes ---------------------------------------------------------------------------
     def upsert(
@@ -146,7 +206,7 @@ class EdgeClient:
         operation = qe.UpdateOperation.upsert_points(
             to_edge_points(points), condition=to_edge_filter(update_filter), update_mode=edge_update_mode(update_mode)
         )
-        self._update(collection_name, operation)
+        self._write(collection_name, operation, moved=[edge_id(p.id) for p in points])
         return _done()
 
     def upsert_plain(
@@ -172,13 +232,16 @@ class EdgeClient:
                 if value is not None and len(value.indices):
                     vector[name] = qe.SparseVector(list(value.indices), list(value.values))
             points.append(qe.Point(edge_id(ids[i]), vector, payloads[i]))
-        self._update(collection_name, qe.UpdateOperation.upsert_points(points))
+        self._write(collection_name, qe.UpdateOperation.upsert_points(points), moved=[edge_id(i) for i in ids])
         return _done()
 
     def delete(self, collection_name: str, points_selector: Any, wait: bool = True, **kwargs: Any) -> models.UpdateResult:
         ids, flt = selector(points_selector)
-        op = qe.UpdateOperation.delete_points(ids) if flt is None else qe.UpdateOperation.delete_points_by_filter(flt)
-        self._update(collection_name, op)
+        if flt is None:
+            self._write(collection_name, qe.UpdateOperation.delete_points(ids), removed=ids)
+        else:
+            op = qe.UpdateOperation.delete_points_by_filter(flt)
+            self._write(collection_name, op, sealed_op=op)
         return _done()
 
     def set_payload(
@@ -189,9 +252,10 @@ class EdgeClient:
         ids, flt = selector(points)
         if flt is None:
             op = qe.UpdateOperation.set_payload(ids, payload, key=key)
+            sealed_op = qe.UpdateOperation.set_payload_by_filter(has_ids(set(ids)), payload, key=key)
         else:
-            op = qe.UpdateOperation.set_payload_by_filter(flt, payload, key=key)
-        self._update(collection_name, op)
+            op = sealed_op = qe.UpdateOperation.set_payload_by_filter(flt, payload, key=key)
+        self._write(collection_name, op, sealed_op=sealed_op)
         return _done()
 
     def overwrite_payload(
@@ -200,9 +264,10 @@ class EdgeClient:
         ids, flt = selector(points)
         if flt is None:
             op = qe.UpdateOperation.overwrite_payload(ids, payload)
+            sealed_op = qe.UpdateOperation.overwrite_payload_by_filter(has_ids(set(ids)), payload)
         else:
-            op = qe.UpdateOperation.overwrite_payload_by_filter(flt, payload)
-        self._update(collection_name, op)
+            op = sealed_op = qe.UpdateOperation.overwrite_payload_by_filter(flt, payload)
+        self._write(collection_name, op, sealed_op=sealed_op)
         return _done()
 
     def delete_payload(
@@ -211,9 +276,10 @@ class EdgeClient:
         ids, flt = selector(points)
         if flt is None:
             op = qe.UpdateOperation.delete_payload(ids, list(keys))
+            sealed_op = qe.UpdateOperation.delete_payload_by_filter(has_ids(set(ids)), list(keys))
         else:
-            op = qe.UpdateOperation.delete_payload_by_filter(flt, list(keys))
-        self._update(collection_name, op)
+            op = sealed_op = qe.UpdateOperation.delete_payload_by_filter(flt, list(keys))
+        self._write(collection_name, op, sealed_op=sealed_op)
         return _done()
 
     # -- points: reads ----------------------------------------------------------------------------
@@ -271,6 +337,10 @@ class EdgeClient:
         **kwargs: Any,
     ) -> QueryResponse:
         _refuse("query_points", lookup_from=lookup_from)
+        tiers = self._tier(collection_name)
+        if tiers is not None and prefetch is None and _dense_nearest(query) and tiers.is_dense(using):
+            return self._query_tiers(tiers, collection_name, query, using, query_filter, search_params, limit,
+                                     offset or 0, with_payload, with_vectors, score_threshold)
         request = query_request(
             query, using, prefetch, query_filter, search_params, limit, offset, with_payload, with_vectors,
             score_threshold,
@@ -280,7 +350,13 @@ class EdgeClient:
     # -- lifecycle --------------------------------------------------------------------------------
     def close(self, **kwargs: Any) -> None:
         """Flush and close every shard and release the directory for other processes."""
-        self._catalog.close()
+        try:
+            for tiers in self._tiers.values():
+                if tiers is not None:
+                    tiers.close()
+        finally:
+            self._tiers.clear()
+            self._catalog.close()
 
     # -- internals --------------------------------------------------------------------------------
     def _call(self, collection_name: str, method: str, *args: Any) -> Any:
@@ -289,3 +365,59 @@ class EdgeClient:
 
     def _update(self, collection_name: str, operation: Any) -> None:
         self._call(collection_name, "update", operation)
+
+    def _tier(self, collection_name: str) -> Tiers | None:
+        """The collection's tiers with ``upkeep="process"`` and named dense vectors, else None."""
+        if self.upkeep != "process":
+            return None
+        with self._tiers_lock:
+            return self._open_tiers(collection_name)
+
+    def _open_tiers(self, collection_name: str) -> Tiers | None:
+        if collection_name not in self._tiers:
+            spec = self._catalog.spec(collection_name)
+            if not isinstance(spec.vectors, dict) or not spec.vectors:
+                self._tiers[collection_name] = None
+            else:
+                dense = {
+                    name: {"size": p.size, "distance": str(p.distance.value).capitalize(), "on_disk": p.on_disk}
+                    for name, p in spec.vectors.items()
+                }
+                seal_points = self.seal_points or max(
+                    1, upkeep_module.SEGMENT_KB * 1024 // (4 * sum(v["size"] for v in dense.values())))
+                shard = self._catalog.shard(collection_name)
+                self._tiers[collection_name] = edge_call(
+                    self._catalog.directory(collection_name), Tiers, self._catalog.directory(collection_name), shard,
+                    dense, seal_points)
+        return self._tiers[collection_name]
+
+    def _write(self, collection_name: str, operation: Any, sealed_op: Any = None, moved: list[Any] | None = None,
+               removed: list[Any] | None = None) -> None:
+        tiers = self._tier(collection_name)
+        if tiers is None:
+            self._update(collection_name, operation)
+        else:
+            edge_call(self._catalog.directory(collection_name), tiers.write, operation, sealed_op, moved, removed)
+
+    def _query_tiers(self, tiers: Tiers, collection_name: str, query: Any, using: str | None,
+                     query_filter: models.Filter | None, search_params: models.SearchParams | None, limit: int,
+                     offset: int, with_payload: Any, with_vectors: Any, score_threshold: float | None) -> QueryResponse:
+        keep = limit + offset
+        request = query_request(query, using, None, query_filter, search_params, keep, None, False, False,
+                                score_threshold)
+        hits = edge_call(self._catalog.directory(collection_name), tiers.query_dense, request, keep)[offset:]
+        # current payloads (and vectors) from the collection's shard, which has every live point
+        found = self._call(collection_name, "retrieve", [p.id for p in hits], edge_with_payload(with_payload),
+                           with_vectors)
+        records = {client_id(r.id): r for r in found}
+        points = []
+        for p in hits:
+            record = records.get(client_id(p.id))
+            if record is None:
+                continue
+            points.append(models.ScoredPoint(
+                id=client_id(p.id), version=p.version, score=p.score,
+                payload=record.payload if with_payload is not False else None,
+                vector=client_vector(record.vector) if with_vectors else None,
+            ))
+        return QueryResponse(points=points)

@@ -131,7 +131,7 @@ def open_client(settings: Settings) -> Any:
     # Qdrant Edge. It names `korag migrate` for a directory of the old local mode, and the way out
     # (one `korag serve`, or a Qdrant server) when another process holds the directory.
     try:
-        return EdgeClient(path)
+        return EdgeClient(path, upkeep=settings.edge_upkeep)
     except StoreBusyError as exc:
         holder = lock_holder(settings)
         if holder is None:

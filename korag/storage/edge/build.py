@@ -1,0 +1,69 @@
+"""The child process that builds one sealed dense shard (``korag.storage.edge.tiers``).
+
+    python -m korag.storage.edge.build POINTS TARGET
+
+``POINTS``: a pickle ``{"config": {...}, "points": [(id, {name: float32 array}, payload), ...]}``
+written by the serving process. The shard is created in ``TARGET.building``, filled, indexed
+(``EdgeShard.optimize``, which holds this process's GIL, not the server's), flushed, closed and
+only then renamed to ``TARGET``: a crash leaves ``*.building`` (removed at the next open) and
+never a half-built ``TARGET``. Imports nothing of korag, so the child starts fast.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import qdrant_edge as qe
+
+_DISTANCES = {"Cosine": qe.Distance.Cosine, "Dot": qe.Distance.Dot, "Euclid": qe.Distance.Euclid,
+              "Manhattan": qe.Distance.Manhattan}
+CHUNK = 500
+
+
+def edge_config(config: dict[str, Any]) -> qe.EdgeConfig:
+    vectors = {name: qe.EdgeVectorParams(size=v["size"], distance=_DISTANCES[v["distance"]], on_disk=v.get("on_disk"))
+               for name, v in config["vectors"].items()}
+    hnsw = config["hnsw"]
+    optimizers = config["optimizers"]
+    return qe.EdgeConfig(
+        vectors=vectors[""] if list(vectors) == [""] else vectors,
+        hnsw_config=qe.HnswIndexConfig(m=hnsw["m"], ef_construct=hnsw["ef_construct"],
+                                       full_scan_threshold=hnsw["full_scan_threshold"]),
+        optimizers=qe.EdgeOptimizersConfig(max_segment_size=optimizers["max_segment_size"],
+                                           indexing_threshold=optimizers["indexing_threshold"],
+                                           default_segment_number=1),
+    )
+
+
+def build(points_file: Path, target: Path) -> int:
+    data = pickle.loads(points_file.read_bytes())
+    config = data["config"]
+    tmp = target.with_name(target.name + ".building")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shard = qe.EdgeShard.create(str(tmp), edge_config(config))
+    for field, kind in config["indexes"].items():
+        shard.update(qe.UpdateOperation.create_field_index(field, getattr(qe.PayloadSchemaType, kind)))
+    points = data["points"]
+    for lo in range(0, len(points), CHUNK):
+        batch = []
+        for point_id, vectors, payload in points[lo : lo + CHUNK]:
+            vector = {name: row.tolist() for name, row in vectors.items()}
+            batch.append(qe.Point(point_id, vector[""] if list(vector) == [""] else vector, payload))
+        shard.update(qe.UpdateOperation.upsert_points(batch))
+    while shard.optimize():
+        pass
+    shard.flush()
+    shard.close()
+    if os.environ.get("KORAG_EDGE_BUILD_FAIL") == "before-rename":  # tests: a build that dies before it completes
+        os._exit(3)
+    os.replace(tmp, target)
+    return len(points)
+
+
+if __name__ == "__main__":
+    build(Path(sys.argv[1]), Path(sys.argv[2]))

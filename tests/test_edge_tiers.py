@@ -1,0 +1,266 @@
+"""The embedded store with index upkeep in child processes (``EdgeClient(upkeep="process")``,
+``korag.storage.edge.tiers``): dense vectors sealed into shards built by another process, fresh
+points searched exactly, every answer the same as the one-shard store's, before and after an
+index step, after writes that reach sealed points, after reopening, and after a build that died.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+from qdrant_client import models
+
+from korag.errors import StoreError
+from korag.storage.edge import tiers as tiers_module
+from korag.storage.edge_client import EdgeClient
+from korag.storage.store import FUSION_METHODS, Fusion, QdrantStore
+
+CHUNKS = "korag"
+DIM = 8
+N = 60
+SEAL = 20
+
+
+def _pid(i: int) -> str:
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"tier-{i}"))
+
+
+def _points(n: int = N, seed: int = 11) -> list[models.PointStruct]:
+    rng = np.random.default_rng(seed)
+    dense = rng.normal(size=(n, DIM))
+    dense /= np.linalg.norm(dense, axis=1, keepdims=True)
+    out = []
+    for i in range(n):
+        terms = sorted({int(t) for t in rng.integers(0, 25, size=int(rng.integers(2, 7)))})
+        vector = {"dense": dense[i].round(6).tolist(),
+                  "sparse": models.SparseVector(indices=terms, values=rng.uniform(0.2, 2.0, len(terms)).round(4).tolist())}
+        metadata = {"doc_id": f"doc-{i % 5}", "tenant": "acme" if i % 3 else "globex", "chunk_index": i}
+        out.append(models.PointStruct(id=_pid(i), vector=vector, payload={"page_content": f"청크 {i}", "metadata": metadata}))
+    return out
+
+
+POINTS = _points()
+
+
+def _open(path, upkeep: str) -> EdgeClient:
+    return EdgeClient(path, upkeep=upkeep, seal_points=SEAL)
+
+
+def _fill(client: EdgeClient) -> None:
+    client.create_collection(
+        CHUNKS,
+        vectors_config={"dense": models.VectorParams(size=DIM, distance=models.Distance.COSINE)},
+        sparse_vectors_config={"sparse": models.SparseVectorParams(modifier=models.Modifier.IDF)},
+    )
+    client.create_payload_index(CHUNKS, "metadata.tenant", models.PayloadSchemaType.KEYWORD)
+    client.upsert(CHUNKS, points=POINTS)
+
+
+def _match(key, value):
+    return models.FieldCondition(key=key, match=models.MatchValue(value=value))
+
+
+def _queries(n: int = 6) -> list[np.ndarray]:
+    rng = np.random.default_rng(5)
+    out = []
+    for i in range(n):
+        q = np.array(POINTS[i * 7].vector["dense"]) + 0.4 * rng.normal(size=DIM)
+        out.append(q / np.linalg.norm(q))
+    return out
+
+
+def _dense(client, q, flt=None, limit=10, offset=None):
+    return client.query_points(CHUNKS, query=q.tolist(), using="dense", query_filter=flt, limit=limit, offset=offset,
+                               with_payload=True).points
+
+
+def _answers(client) -> list:
+    """Every kind of answer korag reads, as (ids, scores, payloads) lists."""
+    out = []
+    tenant = models.Filter(must=[_match("metadata.tenant", "acme")])
+    for q in _queries():
+        for flt in (None, tenant):
+            for limit, offset in ((10, None), (5, 3), (N + 5, None)):
+                hits = _dense(client, q, flt, limit, offset)
+                out.append([(str(p.id), p.score, p.payload) for p in hits])
+    store = QdrantStore(client, CHUNKS)
+    sparse = POINTS[3].vector["sparse"]
+    for method in FUSION_METHODS:
+        for q in _queries(3):
+            hits = store.search(np.array(q), 8, sparse=sparse, mode="hybrid", fusion=Fusion(0.3, 1.0, 2, 20, method))
+            out.append([(h.id, h.score) for h in hits])
+    return out
+
+
+def _same(a: list, b: list) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert [r[0] for r in x] == [r[0] for r in y]
+        assert [r[1] for r in x] == pytest.approx([r[1] for r in y], abs=1e-6)
+        assert [r[2:] for r in x] == [r[2:] for r in y]
+
+
+@pytest.fixture
+def pair(tmp_path):
+    """The same data in a one-shard store (inline upkeep) and in a tiered one."""
+    one, tiered = _open(tmp_path / "one", "inline"), _open(tmp_path / "tiered", "process")
+    for c in (one, tiered):
+        _fill(c)
+    yield one, tiered
+    one.close()
+    tiered.close()
+
+
+def _sealed_dirs(path) -> list[str]:
+    root = path / "collections" / CHUNKS / "sealed"
+    return sorted(p.name for p in root.iterdir() if p.name != tiers_module.MANIFEST)
+
+
+def test_answers_are_the_same_before_and_after_each_index_step(pair, tmp_path):
+    one, tiered = pair
+    expected = _answers(one)
+    _same(_answers(tiered), expected)  # every point fresh
+    assert tiered.maintain() == {CHUNKS: True}  # 60 fresh points, 20 a shard: three shards
+    assert len(_sealed_dirs(tmp_path / "tiered")) == 3
+    _same(_answers(tiered), expected)
+    tiered.upsert(CHUNKS, points=_points(70, seed=12)[N:])  # ids 60..69: fresh again
+    one.upsert(CHUNKS, points=_points(70, seed=12)[N:])
+    _same(_answers(tiered), _answers(one))
+    assert tiered.seal(CHUNKS, force=True)
+    _same(_answers(tiered), _answers(one))
+
+
+def test_deletes_payload_updates_and_reupserts_reach_sealed_points(pair, tmp_path):
+    one, tiered = pair
+    tiered.maintain()
+    assert tiered.count(CHUNKS).count == N
+    doc1 = models.Filter(must=[_match("metadata.doc_id", "doc-1")])
+    for c in (one, tiered):
+        c.delete(CHUNKS, points_selector=models.FilterSelector(filter=doc1))
+        c.delete(CHUNKS, points_selector=[_pid(0), _pid(2)])
+        c.set_payload(CHUNKS, payload={"team": "legal"}, points=models.FilterSelector(
+            filter=models.Filter(must=[_match("metadata.doc_id", "doc-3")])), key="metadata")
+        c.set_payload(CHUNKS, payload={"reviewed": True}, points=[_pid(4), _pid(9)])
+        c.overwrite_payload(CHUNKS, payload={"page_content": "새 내용", "metadata": {"tenant": "acme"}}, points=[_pid(5)])
+        c.delete_payload(CHUNKS, keys=["metadata.tenant"], points=[_pid(7)])
+    _same(_answers(tiered), _answers(one))
+    q = _queries()[0]
+    returned = {str(p.id) for p in _dense(tiered, q, limit=N)}
+    assert _pid(0) not in returned and _pid(1) not in returned  # deleted: by id, and doc-1 by filter
+    legal = _dense(tiered, q, models.Filter(must=[_match("metadata.team", "legal")]), limit=N)
+    assert {str(p.id) for p in legal} == {_pid(i) for i in range(N) if i % 5 == 3}
+    reviewed = _dense(tiered, q, models.Filter(must=[_match("reviewed", True)]), limit=N)
+    assert {str(p.id) for p in reviewed} == {_pid(4), _pid(9)}
+
+    # re-upsert a sealed point with a new vector: found at its new place, not its old one
+    old = np.array(POINTS[8].vector["dense"])
+    new = -old
+    moved = models.PointStruct(id=_pid(8), vector={"dense": new.tolist()}, payload={"page_content": "옮김", "metadata": {}})
+    for c in (one, tiered):
+        c.upsert(CHUNKS, points=[moved])
+    (top,) = _dense(tiered, new, limit=1)
+    assert str(top.id) == _pid(8) and top.score == pytest.approx(1.0, abs=1e-5) and top.payload["page_content"] == "옮김"
+    assert _pid(8) not in {str(p.id) for p in _dense(tiered, old, limit=5)}
+    _same(_answers(tiered), _answers(one))
+
+
+def test_a_reopened_store_finds_its_sealed_shards(pair, tmp_path):
+    one, tiered = pair
+    tiered.maintain()
+    tiered.upsert(CHUNKS, points=_points(65, seed=12)[N:])
+    one.upsert(CHUNKS, points=_points(65, seed=12)[N:])
+    expected = _answers(one)
+    tiered.close()
+    again = _open(tmp_path / "tiered", "process")
+    try:
+        _same(_answers(again), expected)
+        assert len(_sealed_dirs(tmp_path / "tiered")) == 3
+        assert again.maintain() == {CHUNKS: False}  # 5 fresh points: nothing to seal
+    finally:
+        again.close()
+    inline = _open(tmp_path / "tiered", "inline")  # the collection's shard is complete on its own
+    try:
+        _same(_answers(inline), expected)
+    finally:
+        inline.close()
+
+
+def test_an_interrupted_build_leaves_no_partial_shard(pair, tmp_path, monkeypatch):
+    one, tiered = pair
+    expected = _answers(one)
+    monkeypatch.setenv("KORAG_EDGE_BUILD_FAIL", "before-rename")  # the child dies with its shard built, not renamed
+    with pytest.raises(StoreError, match="failed"):
+        tiered.seal(CHUNKS, force=True)
+    assert tiered.maintain() == {CHUNKS: False}  # logged, the points stay fresh
+    assert _sealed_dirs(tmp_path / "tiered") == []
+    _same(_answers(tiered), expected)
+    monkeypatch.delenv("KORAG_EDGE_BUILD_FAIL")
+    assert tiered.seal(CHUNKS, force=True)
+    tiered.close()
+    # a crash of the serving process mid-build, or after the rename but before adoption
+    root = tmp_path / "tiered" / "collections" / CHUNKS / "sealed"
+    (root / "000009.building").mkdir()
+    (root / "000009.building" / "segment").write_text("half")
+    (root / "000010").mkdir()
+    again = _open(tmp_path / "tiered", "process")
+    try:
+        _same(_answers(again), expected)
+        assert _sealed_dirs(tmp_path / "tiered") == ["000001"]
+    finally:
+        again.close()
+
+
+def test_writes_made_while_a_shard_is_built_are_not_lost(pair, tmp_path, monkeypatch):
+    """The child builds from the points handed to it; what is written meanwhile is replayed."""
+    one, tiered = pair
+    real_run = tiers_module.subprocess.run
+    moved = models.PointStruct(id=_pid(1), vector={"dense": (-np.array(POINTS[1].vector["dense"])).tolist()},
+                               payload={"page_content": "중간", "metadata": {"doc_id": "doc-9"}})
+
+    def run_with_writes(*args, **kwargs):
+        done = real_run(*args, **kwargs)  # the child has built its shard from the exported points
+        for c in (one, tiered):
+            c.delete(CHUNKS, points_selector=[_pid(0)])
+            c.upsert(CHUNKS, points=[moved])
+            c.set_payload(CHUNKS, payload={"late": True}, points=[_pid(2)])
+        return done
+
+    monkeypatch.setattr(tiers_module.subprocess, "run", run_with_writes)
+    assert tiered.seal(CHUNKS, force=True)
+    monkeypatch.setattr(tiers_module.subprocess, "run", real_run)
+    _same(_answers(tiered), _answers(one))
+    late = _dense(tiered, _queries()[0], models.Filter(must=[_match("late", True)]), limit=N)
+    assert [str(p.id) for p in late] == [_pid(2)]
+
+
+def test_collections_without_named_dense_vectors_keep_inline_upkeep(tmp_path):
+    client = _open(tmp_path / "s", "process")
+    try:
+        client.create_collection("registry", vectors_config={})
+        client.upsert("registry", points=[models.PointStruct(id=_pid(1), vector={}, payload={"a": 1})])
+        assert client.maintain() == {"registry": False}
+        with pytest.raises(ValueError, match="not kept in tiers"):
+            client.seal("registry")
+        assert not (tmp_path / "s" / "collections" / "registry" / "sealed").exists()
+    finally:
+        client.close()
+
+
+def test_korag_edge_upkeep_chooses_where_index_steps_run(tmp_path, monkeypatch):
+    from korag.settings import Settings
+    from korag.storage.store import open_client
+
+    monkeypatch.setenv("KORAG_DATA_DIR", str(tmp_path / "data"))
+    for value, expected in ((None, "inline"), ("process", "process")):
+        if value is not None:
+            monkeypatch.setenv("KORAG_EDGE_UPKEEP", value)
+        client = open_client(Settings())
+        try:
+            assert client.upkeep == expected
+        finally:
+            client.close()
+    monkeypatch.setenv("KORAG_EDGE_UPKEEP", "thread")
+    with pytest.raises(ValueError, match="edge_upkeep"):
+        Settings()
