@@ -213,7 +213,7 @@ class _Upkeep:
 
 def _write(store, ids, vectors, payloads, sparse) -> None:
     """``QdrantStore.upsert``, through ``EdgeClient.upsert_plain`` when the client has it (the
-    fast path notes/store.md asks QdrantStore.upsert to take; same points either way)."""
+    fast path bench/RESULTS.md ("Embedded store") measures against QdrantStore.upsert; same points either way)."""
 
     if not isinstance(store.client, EdgeClient):
         store.upsert(ids, vectors, payloads, sparse)

@@ -13,7 +13,7 @@ call instead:
 - :func:`after_batch` runs ``optimize()`` at the end of an ingest batch (CLI ingest, a worker
   task); when no segment is full it returns at once.
 
-Figures behind the choice are in notes/store.md.
+Figures behind the choice are in bench/RESULTS.md ("Embedded store").
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any
 import qdrant_edge as qe
 
 # 20 MB of vectors: about 5,000 points of 1024-dim float32 (KoE5), ~13,000 at 384 dimensions.
-# Measured at 100k points on the 2-core test machine (notes/store.md): each optimize() call took
+# Measured at 100k points on the 2-core test machine (bench/RESULTS.md): each optimize() call took
 # at most ~6 s (10,000-point segments: 14-100 s, 20,000: 36-135 s, one unbounded segment: 903 s),
 # with hybrid search p95 ~42 ms over the resulting 20 segments.
 SEGMENT_KB = 20_000
