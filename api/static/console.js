@@ -51,6 +51,49 @@ const STRINGS = {
     "err.401": " — type a valid API key above.", "err.network": "the service did not answer",
     "info.model": "model {model}", "info.dims": "{n} dimensions", "info.tokens": "{n} tokens per chunk",
     "info.mode": "{mode} mode", "info.tenant": "tenant {tenant}", "info.connected": "connected", "info.service": "service: {error}",
+    "lang.label": "Language",
+  },
+  ko: {
+    "key.title": "API 키", "key.key": "키", "key.tenant": "테넌트", "key.tenantHelp": "관리자 키: 비우면 모든 테넌트",
+    "key.use": "키 사용", "key.forget": "키 지우기",
+    "key.kept": "이 탭에 키가 저장되어 있습니다 (…{tail}).", "key.keptTenant": "이 탭에 키가 저장되어 있습니다 (…{tail}), 테넌트 {tenant}.",
+    "key.none": "키 없음: 키 없이 실행되는 서비스(루프백)에서만 동작합니다.",
+    "key.refused": "이 키는 받아들여지지 않았습니다 ({status}). 확인 후 다시 입력하세요.",
+    "key.checking": "키를 확인하는 중…", "key.ok": "키가 확인되었습니다.", "key.okTenant": "키가 확인되었습니다: 테넌트 {tenant}.",
+    "key.okAdmin": "키가 확인되었습니다: 관리자 키 (테넌트를 지정하지 않으면 모든 테넌트).",
+    "key.needed": "키가 필요합니다",
+    "docs.title": "문서", "docs.drop": "파일을 여기에 끌어다 놓거나, Enter 키를 눌러 파일을 고르세요",
+    "docs.dropName": "파일 올리기: 여기에 끌어다 놓거나 Enter 키를 눌러 고르기",
+    "docs.accepted": "받는 형식: {types} · 파일당 최대 {size}",
+    "docs.status": "상태", "docs.any": "전체", "docs.prefix": "출처 시작 문자열", "docs.reload": "목록 새로 고침",
+    "docs.more": "문서 더 보기", "docs.empty": "저장된 문서가 아직 없습니다. 위에 파일을 끌어다 놓아 추가하세요.",
+    "docs.emptyFiltered": "이 조건에 맞는 문서가 없습니다.", "docs.noKey": "문서를 보려면 위에 API 키를 입력하세요.",
+    "docs.listFailed": "목록을 가져오지 못했습니다: {error}", "docs.loading": "문서를 불러오는 중…",
+    "docs.shown": "문서 {n}개를 표시합니다.", "docs.shownMore": "문서 {n}개를 표시합니다. 더 있습니다.",
+    "col.source": "출처", "col.status": "상태", "col.chunks": "청크", "col.docId": "doc_id", "col.error": "오류",
+    "col.actions": "작업",
+    "row.delete": "삭제", "row.deleteName": "{source} 삭제", "row.chunks": "청크", "row.chunksName": "{source}의 청크 읽기",
+    "row.confirm": "{source}을(를) 삭제할까요? 청크 {chunks}개가 색인에서 빠지며 되돌릴 수 없습니다.",
+    "row.deleted": "{source} 삭제됨: 청크 {chunks}개.", "row.deleteFailed": "{source} 삭제 실패: {error}",
+    "row.gone": "이미 삭제되었습니다.",
+    "up.uploading": "올리는 중", "up.refused": "거부됨", "up.progress": "{source} 올리기 진행률",
+    "up.type": "받지 않는 형식입니다. 받는 형식: {types}",
+    "up.size": "{size}로 파일당 한도 {limit}을(를) 넘습니다",
+    "up.failed": "올리기 실패: {error}", "up.network": "연결에 실패했습니다",
+    "up.started": "파일 {n}개를 올리는 중…", "up.done": "{source}: {status}.",
+    "poll.stopped": "상태를 알 수 없음: {error}", "status.queued": "대기", "status.refused": "거부됨",
+    "chunks.title": "{source}의 청크", "chunks.more": "청크 더 보기", "chunks.close": "닫기",
+    "chunks.meta": "청크 {total}개 중 {shown}개, 순서대로.", "chunks.none": "이 문서에는 청크가 없습니다.",
+    "chunks.failed": "청크를 읽지 못했습니다: {error}", "chunks.tokens": "토큰 {n}개", "chunks.page": "{n}쪽",
+    "search.title": "검색", "search.query": "질문 또는 검색어", "search.mode": "방식", "search.explain": "설명",
+    "search.button": "검색", "search.empty": "검색할 질문이나 검색어를 입력하세요.",
+    "search.failed": "검색 실패: {error}", "search.count": "결과 {n}개, {ms} ms",
+    "search.explained": " · {mode}, 채널마다 후보 {candidates}개 중 순위", "search.terms": " · Kiwi 형태소: ",
+    "search.ranks": "dense 순위 {dense} · sparse 순위 {sparse}", "search.score": "점수 {score}",
+    "err.401": " — 위에 올바른 API 키를 입력하세요.", "err.network": "서비스가 응답하지 않았습니다",
+    "info.model": "모델 {model}", "info.dims": "{n}차원", "info.tokens": "청크당 토큰 {n}개",
+    "info.mode": "{mode} 모드", "info.tenant": "테넌트 {tenant}", "info.connected": "연결됨", "info.service": "서비스: {error}",
+    "lang.label": "언어",
   },
 };
 let strings = STRINGS.en;
@@ -60,9 +103,24 @@ function t(name, values = {}) {
   return text.replace(/\{(\w+)\}/g, (_, k) => (values[k] === undefined ? "" : String(values[k])));
 }
 
+const LANG = "korag.lang";
+
+/** The interface language: the one chosen here before, else Korean for a Korean browser, else English. */
+function chosenLanguage() {
+  const kept = localStorage.getItem(LANG);
+  if (kept && STRINGS[kept]) return kept;
+  const wanted = navigator.languages && navigator.languages.length ? navigator.languages : [navigator.language];
+  for (const tag of wanted) {
+    const base = String(tag || "").toLowerCase().split("-")[0];
+    if (STRINGS[base]) return base;
+  }
+  return "en";
+}
+
 function applyLanguage(lang) {
   strings = STRINGS[lang] ?? STRINGS.en;
   document.documentElement.lang = STRINGS[lang] ? lang : "en";
+  $("lang").value = document.documentElement.lang;
   for (const node of document.querySelectorAll("[data-t]")) node.textContent = t(node.dataset.t);
   $("drop").setAttribute("aria-label", t("docs.dropName"));
 }
@@ -656,7 +714,13 @@ async function search(event) {
 
 // -- start ----------------------------------------------------------------------------------------
 document.addEventListener("DOMContentLoaded", () => {
-  applyLanguage("en");
+  applyLanguage(chosenLanguage());
+  $("lang").addEventListener("change", () => {
+    localStorage.setItem(LANG, $("lang").value);
+    applyLanguage($("lang").value);
+    showKeyState();
+    if (info) start(); else if (!sessionStorage.getItem(KEY)) $("info").textContent = t("key.needed");
+  });
   $("key-form").addEventListener("submit", saveKey);
   $("forget-key").addEventListener("click", forgetKey);
   $("search-form").addEventListener("submit", search);
