@@ -21,7 +21,6 @@ const STRINGS = {
     "key.okAdmin": "Key accepted: an admin key (all tenants unless one is named).",
     "key.needed": "key needed",
     "docs.title": "Documents", "docs.drop": "Drop files here, or press Enter to choose files",
-    "docs.dropName": "Upload files: drop them here, or press Enter to choose",
     "docs.accepted": "accepted: {types} · up to {size} a file",
     "docs.status": "Status", "docs.any": "any", "docs.prefix": "Source starts with", "docs.reload": "Reload list",
     "docs.more": "More documents", "docs.empty": "No documents stored yet: drop files above to add some.",
@@ -63,7 +62,6 @@ const STRINGS = {
     "key.okAdmin": "키가 확인되었습니다: 관리자 키 (테넌트를 지정하지 않으면 모든 테넌트).",
     "key.needed": "키가 필요합니다",
     "docs.title": "문서", "docs.drop": "파일을 여기에 끌어다 놓거나, Enter 키를 눌러 파일을 고르세요",
-    "docs.dropName": "파일 올리기: 여기에 끌어다 놓거나 Enter 키를 눌러 고르기",
     "docs.accepted": "받는 형식: {types} · 파일당 최대 {size}",
     "docs.status": "상태", "docs.any": "전체", "docs.prefix": "출처 시작 문자열", "docs.reload": "목록 새로 고침",
     "docs.more": "문서 더 보기", "docs.empty": "저장된 문서가 아직 없습니다. 위에 파일을 끌어다 놓아 추가하세요.",
@@ -122,7 +120,6 @@ function applyLanguage(lang) {
   document.documentElement.lang = STRINGS[lang] ? lang : "en";
   $("lang").value = document.documentElement.lang;
   for (const node of document.querySelectorAll("[data-t]")) node.textContent = t(node.dataset.t);
-  $("drop").setAttribute("aria-label", t("docs.dropName"));
 }
 
 const $ = (id) => document.getElementById(id);
