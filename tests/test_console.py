@@ -554,6 +554,7 @@ def test_axe_finds_no_serious_violation_on_the_main_views(axe, browser, service,
     in Korean at desktop width and in English on a phone: no serious or critical violation."""
     from playwright.sync_api import expect
 
+    _upload(service, SPARE, "접근성.md", "# 접근성\n\n숙박비는 하루 십만 원까지입니다.\n")  # its own, run alone too
     page = _page(browser, service, SPARE, width=width, locale=locale)
     rows = page.locator("#uploads tbody tr")
     expect(rows.first).to_be_visible()
@@ -566,4 +567,45 @@ def test_axe_finds_no_serious_violation_on_the_main_views(axe, browser, service,
     expect(page.locator("#results li.result").first).to_be_visible()
     expect(page.locator("#search-meta .terms code").first).to_be_visible()
     assert _serious_violations(page, axe) == []
+    page.close()
+
+
+def test_search_with_a_metadata_filter_and_the_query_terms_marked(browser, service):
+    """The filter DSL typed as JSON (a broken one stopped in the browser), and the query's Kiwi
+    terms marked in each result's text (as text: <mark> nodes, never HTML)."""
+    import json
+
+    import httpx
+    from playwright.sync_api import expect
+
+    for source, team in (("필터/법무.md", "legal"), ("필터/인사.md", "hr")):
+        response = httpx.post(f"{service.url}/v1/documents", params={"wait": "true"}, headers=service.auth(SPARE),
+                              files={"file": (source.split("/")[1], "# 출장 규정\n\n출장비 정산 기준을 설명합니다.\n".encode())},
+                              data={"source": source, "metadata": json.dumps({"team": team})}, timeout=120)
+        assert response.status_code == 200, response.text
+    page = _page(browser, service, SPARE)
+    expect(page.locator("#info")).to_contain_text("dimensions")
+    page.fill("#query", "출장비 정산")
+    page.select_option("#mode", "sparse")
+    page.fill("#filter", '{"team": "legal"}')
+    page.click("#search-button")
+    results = page.locator("#results li.result")
+    expect(results.first).to_be_visible()
+    assert set(results.locator(".source").all_inner_texts()) == {"필터/법무.md"}
+    marks = results.first.locator(".text mark")
+    expect(marks.first).to_be_visible()
+    terms = set(page.locator("#search-meta .terms code").all_inner_texts())
+    assert set(marks.all_inner_texts()) <= terms, (marks.all_inner_texts(), terms)
+
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" else None)
+    page.fill("#filter", '{"team": ')
+    page.click("#search-button")
+    expect(page.locator("#search-error")).to_contain_text("filter")
+    expect(results).to_have_count(0)
+    assert posts == []
+    page.fill("#filter", '{"key": "team", "op": "like", "value": 1}')
+    page.click("#search-button")
+    expect(page.locator("#search-error")).to_contain_text("422")
+    assert not [e for e in page.errors if "422" not in e], page.errors
     page.close()

@@ -50,6 +50,8 @@ const STRINGS = {
     "err.401": " — type a valid API key above.", "err.network": "the service did not answer",
     "info.model": "model {model}", "info.dims": "{n} dimensions", "info.tokens": "{n} tokens per chunk",
     "info.mode": "{mode} mode", "info.tenant": "tenant {tenant}", "info.connected": "connected", "info.service": "service: {error}",
+    "search.filter": "filter", "search.badFilter": "The filter is not a JSON object: {error}",
+    "search.filterHelp": "filter: JSON, {\"key\": value} or {\"and\": [{\"key\": \"year\", \"op\": \"gte\", \"value\": 2024}]} (op: eq ne in nin gt gte lt lte exists)",
     "lang.label": "Language",
   },
   ko: {
@@ -91,6 +93,8 @@ const STRINGS = {
     "err.401": " — 위에 올바른 API 키를 입력하세요.", "err.network": "서비스가 응답하지 않았습니다",
     "info.model": "모델 {model}", "info.dims": "{n}차원", "info.tokens": "청크당 토큰 {n}개",
     "info.mode": "{mode} 모드", "info.tenant": "테넌트 {tenant}", "info.connected": "연결됨", "info.service": "서비스: {error}",
+    "search.filter": "필터", "search.badFilter": "필터가 JSON 객체가 아닙니다: {error}",
+    "search.filterHelp": "필터: JSON, {\"key\": value} 또는 {\"and\": [{\"key\": \"year\", \"op\": \"gte\", \"value\": 2024}]} (op: eq ne in nin gt gte lt lte exists)",
     "lang.label": "언어",
   },
 };
@@ -646,7 +650,26 @@ function rankOf(result, channel) {
   return value === null || value === undefined ? "–" : String(value);
 }
 
-function renderResult(result, index, explained) {
+/** ``text`` as text nodes, with each of the query's Kiwi ``terms`` marked (<mark>, its text as text). */
+function highlighted(text, terms) {
+  const words = [...new Set((terms || []).filter((w) => typeof w === "string" && w.trim()))]
+    .sort((a, b) => b.length - a.length)
+    .map((w) => w.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"));
+  if (!words.length) return [text];
+  const pattern = new RegExp(words.join("|"), "giu");
+  const parts = [];
+  let last = 0;
+  for (const match of text.matchAll(pattern)) {
+    if (!match[0]) continue;
+    if (match.index > last) parts.push(text.slice(last, match.index));
+    parts.push(el("mark", { textContent: match[0] }));
+    last = match.index + match[0].length;
+  }
+  if (last < text.length) parts.push(text.slice(last));
+  return parts;
+}
+
+function renderResult(result, index, explained, terms) {
   const meta = result.metadata ?? {};
   const where = el("div", { className: "where" },
     el("span", { className: "rank", textContent: `#${index + 1}` }),
@@ -659,7 +682,7 @@ function renderResult(result, index, explained) {
   const ranks = explained
     ? el("div", { className: "ranks", textContent: t("search.ranks", { dense: rankOf(result, "dense"), sparse: rankOf(result, "sparse") }) })
     : null;
-  return el("li", { className: "result" }, where, ranks, el("p", { className: "text", textContent: result.text }));
+  return el("li", { className: "result" }, where, ranks, el("p", { className: "text" }, ...highlighted(result.text ?? "", terms)));
 }
 
 function searchError(text) {
@@ -684,6 +707,19 @@ async function search(event) {
     mode: $("mode").value,
     explain: $("explain").checked,
   };
+  const filter = $("filter").value.trim();
+  if (filter) {
+    try {
+      body.filter = JSON.parse(filter);
+      if (body.filter === null || typeof body.filter !== "object" || Array.isArray(body.filter)) {
+        throw new Error(filter.slice(0, 40));
+      }
+    } catch (err) {
+      searchError(t("search.badFilter", { error: err.message }));
+      $("filter").focus();
+      return;
+    }
+  }
   const mine = session;
   $("search-button").disabled = true;
   $("search-error").hidden = true;
@@ -700,7 +736,7 @@ async function search(event) {
       for (const term of terms) span.append(el("code", { textContent: typeof term === "string" ? term : JSON.stringify(term) }));
       meta.append(span);
     }
-    $("results").replaceChildren(...data.results.map((r, i) => renderResult(r, i, body.explain)));
+    $("results").replaceChildren(...data.results.map((r, i) => renderResult(r, i, body.explain, terms)));
   } catch (err) {
     if (mine !== session) return;
     searchError(t("search.failed", { error: errorText(err) }));
