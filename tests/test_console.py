@@ -609,3 +609,28 @@ def test_search_with_a_metadata_filter_and_the_query_terms_marked(browser, servi
     expect(page.locator("#search-error")).to_contain_text("422")
     assert not [e for e in page.errors if "422" not in e], page.errors
     page.close()
+
+
+def test_upload_with_a_source_folder_and_metadata_rows(browser, service):
+    """Upload options: a source folder before each file's name, metadata rows sent as one JSON
+    object and stored with the document (and usable by the search filter)."""
+    import httpx
+    from playwright.sync_api import expect
+
+    page = _page(browser, service, SPARE)
+    expect(page.locator("#info")).to_contain_text("dimensions")
+    page.get_by_text("Upload options").click()
+    page.fill("#source-prefix", "법무/2024/")
+    page.get_by_role("button", name="Add a metadata row").click()
+    page.get_by_role("textbox", name="key 1").fill("team")
+    page.get_by_role("textbox", name="value 1").fill("legal")
+    page.get_by_role("button", name="Add a metadata row").click()
+    page.get_by_role("textbox", name="key 2").fill("drop me")
+    page.get_by_role("button", name="Remove metadata row 2").click()
+    _drop(page, [("계약.md", "# 계약\n\n계약서 검토 절차를 설명합니다.\n".encode())])
+    row = _row(page, "법무/2024/계약.md")
+    expect(row).to_have_attribute("data-status", "indexed")
+    doc = httpx.get(f"{service.url}/v1/documents/{row.get_attribute('data-doc-id')}", headers=service.auth(SPARE)).json()
+    assert doc["source"] == "법무/2024/계약.md" and doc["meta"] == {"team": "legal"}, doc
+    assert not page.errors, page.errors
+    page.close()

@@ -52,6 +52,10 @@ const STRINGS = {
     "info.mode": "{mode} mode", "info.tenant": "tenant {tenant}", "info.connected": "connected", "info.service": "service: {error}",
     "search.filter": "filter", "search.badFilter": "The filter is not a JSON object: {error}",
     "search.filterHelp": "filter: JSON, {\"key\": value} or {\"and\": [{\"key\": \"year\", \"op\": \"gte\", \"value\": 2024}]} (op: eq ne in nin gt gte lt lte exists)",
+    "opt.title": "Upload options: source folder and metadata", "opt.prefix": "Source folder (put before each file name)",
+    "opt.meta": "Metadata stored with every chunk (text values)", "opt.add": "Add a metadata row",
+    "opt.key": "key", "opt.value": "value", "opt.remove": "Remove this row", "opt.keyN": "key {n}", "opt.valueN": "value {n}",
+    "opt.removeN": "Remove metadata row {n}",
     "lang.label": "Language",
   },
   ko: {
@@ -95,6 +99,10 @@ const STRINGS = {
     "info.mode": "{mode} 모드", "info.tenant": "테넌트 {tenant}", "info.connected": "연결됨", "info.service": "서비스: {error}",
     "search.filter": "필터", "search.badFilter": "필터가 JSON 객체가 아닙니다: {error}",
     "search.filterHelp": "필터: JSON, {\"key\": value} 또는 {\"and\": [{\"key\": \"year\", \"op\": \"gte\", \"value\": 2024}]} (op: eq ne in nin gt gte lt lte exists)",
+    "opt.title": "올리기 설정: 출처 폴더와 메타데이터", "opt.prefix": "출처 폴더 (각 파일 이름 앞에 붙음)",
+    "opt.meta": "모든 청크에 저장할 메타데이터 (텍스트 값)", "opt.add": "메타데이터 행 추가",
+    "opt.key": "키", "opt.value": "값", "opt.remove": "이 행 삭제", "opt.keyN": "키 {n}", "opt.valueN": "값 {n}",
+    "opt.removeN": "메타데이터 행 {n} 삭제",
     "lang.label": "언어",
   },
 };
@@ -482,6 +490,8 @@ async function upload(files) {
   if (!info) await loadInfo();
   const mine = session;
   announce(t("up.started", { n: files.length }));
+  const prefix = $("source-prefix").value.trim();
+  const meta = metadata();
   // one request per file: a refusal (size, type) is that file's alone, and each gets its own row
   const sends = [];
   for (const file of files) {
@@ -498,7 +508,8 @@ async function upload(files) {
     row.querySelector(".status-cell").append(" ", bar);
     const form = new FormData();
     form.append("file", file, file.name);
-    form.append("source", file.name); // the name as typed: a multipart filename turns " into %22
+    form.append("source", prefix + file.name); // the name as typed: a multipart filename turns " into %22
+    if (meta) form.append("metadata", JSON.stringify(meta)); // a field: a Blob would be a file part
     sends.push(send(form, (part) => { bar.value = part; }).then((data) => {
       if (mine !== session) return;
       for (const doc of data.documents) renderRow(doc, { row, atTop: true });
@@ -563,6 +574,30 @@ async function listDocuments(reset = true) {
   } finally {
     more.disabled = false;
   }
+}
+
+/** The metadata rows as one object ({} → null: nothing sent); a row without a key is left out. */
+function metadata() {
+  const meta = {};
+  for (const row of $("meta-rows").children) {
+    const key = row.querySelector(".meta-key").value.trim();
+    if (key) meta[key] = row.querySelector(".meta-value").value;
+  }
+  return Object.keys(meta).length ? meta : null;
+}
+
+function addMetaRow() {
+  const n = $("meta-rows").children.length + 1;
+  const key = el("input", { type: "text", className: "meta-key", spellcheck: false, placeholder: t("opt.key") });
+  const value = el("input", { type: "text", className: "meta-value", placeholder: t("opt.value") });
+  key.setAttribute("aria-label", t("opt.keyN", { n }));
+  value.setAttribute("aria-label", t("opt.valueN", { n }));
+  const remove = el("button", { type: "button", textContent: "×", className: "meta-remove" });
+  remove.setAttribute("aria-label", t("opt.removeN", { n }));
+  const row = el("div", { className: "meta-row" }, key, " ", value, " ", remove);
+  remove.addEventListener("click", () => { row.remove(); $("add-meta").focus(); });
+  $("meta-rows").append(row);
+  key.focus();
 }
 
 function setUpDrop() {
@@ -761,6 +796,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("more").addEventListener("click", () => listDocuments(false));
   $("chunks-more").addEventListener("click", moreChunks);
   $("chunks-close").addEventListener("click", closeChunks);
+  $("add-meta").addEventListener("click", addMetaRow);
   setUpDrop();
   showKeyState();
   start();
