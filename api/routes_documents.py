@@ -6,7 +6,7 @@ import asyncio
 import json
 import re
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -193,9 +193,12 @@ def list_documents(
     limit: int = Query(100, ge=1, le=1000),
     cursor: str | None = Query(None, max_length=200, description="next_cursor of the previous page",
                                json_schema_extra={"pattern": CURSOR_PATTERN}),
+    order: Literal["oldest", "newest"] = Query("oldest", description="oldest first (the default) or newest first; "
+                                               "a cursor continues in the order it was given out for"),
 ) -> DocumentList:
     try:
-        return service_of(request).documents(who.tenant, status, source_prefix, limit, _cursor(cursor))
+        return service_of(request).documents(who.tenant, status, source_prefix, limit, _cursor(cursor),
+                                             newest_first=order == "newest")
     except BadRequest as exc:
         raise ApiError(400, "Bad request", str(exc)) from None
 

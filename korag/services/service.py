@@ -261,8 +261,9 @@ class Service:
         return DocumentStatus.of(record, self.stalled(record)) if record is not None else None
 
     def documents(self, tenant: str | None, status: str | None = None, source_prefix: str | None = None,
-                  limit: int = 100, cursor: str | None = None) -> DocumentList:
-        """Oldest first (created_at, then doc_id); ``next_cursor`` continues after the last one."""
+                  limit: int = 100, cursor: str | None = None, newest_first: bool = False) -> DocumentList:
+        """Oldest first (created_at, then doc_id), or newest first; ``next_cursor`` continues after
+        the last one, in the same order."""
         if status is not None and status not in STATES:
             raise BadRequest(f"unknown status {status!r}; use one of {', '.join(STATES)}")
         after = None
@@ -275,8 +276,9 @@ class Service:
         records = [r for r in self.registry.all(status)
                    if (tenant is None or r.tenant == tenant)
                    and (source_prefix is None or r.source.startswith(source_prefix))
-                   and (after is None or (r.created_at, r.doc_id) > after)]
-        records.sort(key=lambda r: (r.created_at, r.doc_id))
+                   and (after is None or ((r.created_at, r.doc_id) < after if newest_first
+                                          else (r.created_at, r.doc_id) > after))]
+        records.sort(key=lambda r: (r.created_at, r.doc_id), reverse=newest_first)
         page = records[:limit]
         more = len(records) > limit
         next_cursor = _encode_cursor([page[-1].created_at, page[-1].doc_id]) if more and page else None
