@@ -8,7 +8,7 @@ PIP    := $(VENV)/bin/pip
 # CPU build of torch. On a CUDA machine install the matching torch build yourself first.
 TORCH  ?= torch==2.13.0
 
-.PHONY: setup system-deps demo test test-fast lint bench quality compose-check clean
+.PHONY: setup system-deps console-deps demo test test-fast lint bench quality compose-check clean
 
 setup: $(VENV)/.korag-installed
 
@@ -27,10 +27,19 @@ system-deps:
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q \
 	    redis-server tesseract-ocr tesseract-ocr-kor fonts-nanum; }
 
+# axe-core (npm, test-only) for tests/test_console.py's accessibility check, into the git-ignored .axe/
+AXE_JS := .axe/node_modules/axe-core/axe.min.js
+console-deps: $(AXE_JS)
+
+$(AXE_JS):
+	@command -v npm >/dev/null || { SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q npm; }
+	npm install --no-audit --no-fund --prefix .axe axe-core@4.14.1
+
 demo: setup
 	$(PY) demo/run_demo.py
 
-test: setup system-deps lint
+test: setup system-deps console-deps lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -rs
 
 lint: setup
