@@ -194,7 +194,7 @@ def list_documents(
     cursor: str | None = Query(None, max_length=200, description="next_cursor of the previous page",
                                json_schema_extra={"pattern": CURSOR_PATTERN}),
     order: Literal["oldest", "newest"] = Query("oldest", description="oldest first (the default) or newest first; "
-                                               "a cursor continues in the order it was given out for"),
+                                               "send the same order with a next_cursor it gave"),
 ) -> DocumentList:
     try:
         return service_of(request).documents(who.tenant, status, source_prefix, limit, _cursor(cursor),
