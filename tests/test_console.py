@@ -634,3 +634,34 @@ def test_upload_with_a_source_folder_and_metadata_rows(browser, service):
     assert doc["source"] == "법무/2024/계약.md" and doc["meta"] == {"team": "legal"}, doc
     assert not page.errors, page.errors
     page.close()
+
+
+def test_screenshots_of_the_main_views(browser, service, tmp_path):
+    """The README's screenshots, taken here: the documents with one document's chunks open, and a
+    search's results, in Korean at desktop width and at phone width. They go to
+    ``$KORAG_SCREENSHOTS`` when it is set (``KORAG_SCREENSHOTS=docs/console pytest -k screenshots``
+    renews the README's), else to a temporary folder; each is checked to be a PNG of the page."""
+    from playwright.sync_api import expect
+
+    out = Path(os.environ.get("KORAG_SCREENSHOTS") or tmp_path)
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["출장 중 숙박비는 하루 십만 원까지 실비로 정산한다.", "영수증은 출장이 끝난 뒤 7일 안에 제출한다."]
+    taken = []
+    for name, width, height in (("desktop", 1280, 900), ("phone", 375, 812)):
+        pdf = docs.make_pdf(tmp_path / f"출장비 규정 {name}.pdf", [["제1장 총칙", *lines], ["제2장 정산", "정산은 매월 말일에 한다."]])
+        page = _page(browser, service, SPARE, width=width, height=height, locale="ko-KR")
+        page.set_input_files("#files", files=[str(pdf)])
+        row = _row(page, pdf.name)
+        expect(row).to_have_attribute("data-status", "indexed")
+        row.locator("button.open-chunks").click()
+        expect(page.locator("#chunks li.chunk").first).to_be_visible()
+        page.screenshot(path=str(out / f"console-documents-{name}.png"), full_page=True)
+        page.fill("#query", "숙박비 정산")
+        page.click("#search-button")
+        expect(page.locator("#results li.result").first).to_be_visible()
+        page.locator("#results").scroll_into_view_if_needed()
+        page.screenshot(path=str(out / f"console-search-{name}.png"), full_page=name == "desktop")
+        taken += [out / f"console-documents-{name}.png", out / f"console-search-{name}.png"]
+        page.close()
+    for path in taken:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000, path
