@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 import qdrant_edge as qe
 
+from korag.bench.store import Steady
+
 DIM = 1024
 VOCAB = 50_000
 TERMS = 30
@@ -105,36 +107,6 @@ def child(data: str, target: str) -> None:
     print(json.dumps({"upsert_s": round(t1 - t0, 2), "optimize_s": round(t2 - t1, 2)}), flush=True)
 
 
-class Searcher:
-    """Searches ``shard`` every ``interval`` seconds from a thread, recording each latency
-    (measured from when the search was due, so a stalled process counts its wait)."""
-
-    def __init__(self, shard: qe.EdgeShard, queries: np.ndarray, interval: float = 0.05) -> None:
-        self.shard, self.queries, self.interval = shard, queries, interval
-        self.latencies: list[float] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        i, due = 0, time.perf_counter()
-        while not self._stop.is_set():
-            now = time.perf_counter()
-            if now < due:
-                time.sleep(due - now)
-            _dense_query(self.shard, self.queries[i % len(self.queries)])
-            self.latencies.append(time.perf_counter() - due)
-            i += 1
-            due = max(due + self.interval, time.perf_counter() - 1.0)  # catch up, but not forever
-
-    def __enter__(self) -> "Searcher":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-
 def feasibility(build: int, sparse_points: int, work: Path) -> dict:
     result: dict = {"build_points": build, "sparse_points": sparse_points}
     fresh_n = 5000
@@ -145,22 +117,22 @@ def feasibility(build: int, sparse_points: int, work: Path) -> dict:
     queries /= np.linalg.norm(queries, axis=1, keepdims=True)
 
     # (a-i) idle
-    with Searcher(fresh, queries) as s:
+    with Steady(lambda q: _dense_query(fresh, q), queries, 0.05) as s:
         time.sleep(5)
-    result["a_idle"] = _stats(s.latencies)
+    result["a_idle"] = _stats([ms / 1000 for ms in s.during_ingest])
 
     # (a-ii) a child builds a sealed shard meanwhile
     sealed_vectors = _vectors(build, 3)
     data = work / f"points-{fresh_n}.npy"
     np.save(data, sealed_vectors)
     target = work / "sealed-1"
-    with Searcher(fresh, queries) as s:
+    with Steady(lambda q: _dense_query(fresh, q), queries, 0.05) as s:
         t0 = time.perf_counter()
         out = subprocess.run([sys.executable, __file__, "--child", str(data), str(target)], capture_output=True,
                              text=True, check=True)
         result["a_child_wall_s"] = round(time.perf_counter() - t0, 2)
     result["a_child"] = json.loads(out.stdout.strip().splitlines()[-1])
-    result["a_during_child_build"] = _stats(s.latencies)
+    result["a_during_child_build"] = _stats([ms / 1000 for ms in s.during_ingest])
     result["a_sealed_complete"] = target.is_dir() and not Path(str(target) + ".building").exists()
 
     # (b) load the sealed shard and search it; exact merge against one shard with every point
@@ -195,13 +167,13 @@ def feasibility(build: int, sparse_points: int, work: Path) -> dict:
     # (a-iii) today's path: the parent optimizes a shard in a thread while searching
     inproc = qe.EdgeShard.create(str(work / "inproc"), _config(dense=True, sparse=False))
     _upsert_dense(inproc, fresh_n, sealed_vectors)
-    with Searcher(fresh, queries) as s:
+    with Steady(lambda q: _dense_query(fresh, q), queries, 0.05) as s:
         t0 = time.perf_counter()
         worker = threading.Thread(target=lambda: [None for _ in iter(inproc.optimize, False)])
         worker.start()
         worker.join()
         result["a_inprocess_optimize_s"] = round(time.perf_counter() - t0, 2)
-    result["a_during_inprocess_optimize"] = _stats(s.latencies)
+    result["a_during_inprocess_optimize"] = _stats([ms / 1000 for ms in s.during_ingest])
     inproc.close()
     sealed.close()
     fresh.close()

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,13 +140,14 @@ def _recall(client, queries: list[tuple[np.ndarray, Any]]) -> float:
     return round(hits / (10 * len(queries)), 4)
 
 
-class _Steady:
-    """A chatbot's searches: one hybrid search every ``interval`` seconds from a thread for as long
-    as the ingest runs (writes and index upkeep). A search's latency counts from when it was due,
-    so a search that could not even start (the GIL held by an index step) counts its wait."""
+class Steady:
+    """A chatbot's searches: ``search(query)`` every ``interval`` seconds from a thread for as long
+    as the ingest runs (writes and index upkeep), the latencies in ms. A search's latency counts
+    from when it was due, so a search that could not even start (the GIL held by an index step)
+    counts its wait. Also a context manager (started on entry, stopped on exit)."""
 
-    def __init__(self, store, queries, interval: float = STEADY_INTERVAL_S) -> None:
-        self.search = _hybrid(store, Fusion())
+    def __init__(self, search: Callable[[Any], Any], queries, interval: float = STEADY_INTERVAL_S) -> None:
+        self.search = search
         self.queries = queries
         self.interval = interval
         self.upkeep = threading.Event()  # set while after_batch runs
@@ -177,6 +179,13 @@ class _Steady:
         self._stop.set()
         self._thread.join()
 
+    def __enter__(self) -> "Steady":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     @staticmethod
     def _figures(times: list[float]) -> dict[str, Any]:
         if not times:
@@ -192,7 +201,7 @@ class _Steady:
 class _Upkeep:
     """Runs ``after_batch``, timed, flagging the steady searches issued meanwhile."""
 
-    def __init__(self, steady: _Steady) -> None:
+    def __init__(self, steady: Steady) -> None:
         self.steady = steady
         self.calls: list[float] = []
 
@@ -251,7 +260,7 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
     client = open_client()
     store = QdrantStore(client, COLLECTION, upsert_batch_size=256)
     store.ensure_collection(MODEL, DIM)
-    steady = _Steady(store, queries)
+    steady = Steady(_hybrid(store, Fusion()), queries)
     upkeep = _Upkeep(steady)
     if edge:
         steady.start()
