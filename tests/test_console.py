@@ -23,6 +23,7 @@ KEY = "console_" + secrets.token_urlsafe(24)
 ADMIN = "admin_" + secrets.token_urlsafe(24)  # tenant *: may name a tenant
 PAGER = "pager_" + secrets.token_urlsafe(24)  # a tenant of its own, for the listing tests
 SPARE = "spare_" + secrets.token_urlsafe(24)  # a tenant of its own, for the upload tests
+TYPIST = "typist_" + secrets.token_urlsafe(24)  # a tenant of its own, for the keyboard-only test
 MAX_FILE = 1024 * 1024  # KORAG_MAX_FILE_BYTES: 1 MiB, so the size tests send little
 TIMEOUT_MS = 120_000
 
@@ -54,7 +55,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory):
-    keys = f"{KEY}=demo,{ADMIN}=*,{PAGER}=pager,{SPARE}=spare"
+    keys = f"{KEY}=demo,{ADMIN}=*,{PAGER}=pager,{SPARE}=spare,{TYPIST}=typist"
     with serve(tmp_path_factory.mktemp("console"), {"KORAG_API_KEYS": keys,
                                                      "KORAG_MAX_FILE_BYTES": str(MAX_FILE)}) as server:
         yield server
@@ -665,3 +666,53 @@ def test_screenshots_of_the_main_views(browser, service, tmp_path):
         page.close()
     for path in taken:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000, path
+
+
+def _tab_to(page, is_it: str, presses: int = 80) -> None:
+    """Press Tab until the focused element satisfies the JavaScript expression ``is_it`` (``el`` is
+    document.activeElement): what the mouse reaches, the keyboard reaches too, in page order."""
+    for _ in range(presses):
+        page.keyboard.press("Tab")
+        if page.evaluate(f"(() => {{ const el = document.activeElement; return !!el && ({is_it}); }})()"):
+            return
+    raise AssertionError(f"Tab never reached {is_it}")
+
+
+def test_keyboard_alone_key_documents_chunks_search_and_delete(browser, service):
+    """Everything by keyboard, from an empty tab: the key typed and used with Enter, a document's
+    chunks opened, a search sent, the document deleted after its confirmation; Tab reaches each
+    control (the upload by keyboard is test_keyboard_alone_uploads_through_the_drop_zone)."""
+    from playwright.sync_api import expect
+
+    _upload(service, TYPIST, "키보드 규정.md", "# 키보드\n\n키보드만으로 읽는 문서의 숙박비 규정입니다.\n")
+    page = _page(browser, service, key=None)
+    page.on("dialog", lambda dialog: dialog.accept())
+    expect(page.locator("#info")).to_be_visible()
+    _tab_to(page, "el.id === 'key'")
+    page.keyboard.type(TYPIST)
+    page.keyboard.press("Enter")
+    row = _row(page, "키보드 규정.md")
+    expect(row).to_have_attribute("data-status", "indexed")
+    page.errors.clear()  # the tab's first calls, before it had a key, were answered 401 (expected)
+
+    _tab_to(page, "el.classList.contains('open-chunks')")
+    page.keyboard.press("Enter")
+    expect(page.locator("#chunks li.chunk").first).to_contain_text("숙박비")
+
+    _tab_to(page, "el.id === 'query'")
+    page.keyboard.type("숙박비")
+    page.keyboard.press("Enter")
+    expect(page.locator("#results li.result").first).to_contain_text("키보드 규정.md")
+
+    page.keyboard.press("Shift+Tab")  # back up the page to the row's delete button
+    for _ in range(80):
+        if page.evaluate("document.activeElement.getAttribute('aria-label') === 'Delete 키보드 규정.md'"):
+            break
+        page.keyboard.press("Shift+Tab")
+    else:
+        raise AssertionError("Shift+Tab never reached the delete button")
+    page.keyboard.press("Enter")
+    expect(row).to_have_attribute("data-status", "deleted")
+    expect(row.locator("button")).to_have_count(0)
+    assert not page.errors, page.errors
+    page.close()
