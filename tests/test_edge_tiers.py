@@ -264,3 +264,136 @@ def test_korag_edge_upkeep_chooses_where_index_steps_run(tmp_path, monkeypatch):
     monkeypatch.setenv("KORAG_EDGE_UPKEEP", "thread")
     with pytest.raises(ValueError, match="edge_upkeep"):
         Settings()
+
+
+def _four_shards(one, tiered, tmp_path):
+    """80 points, 20 a shard: four sealed shards, which one upkeep merges into one."""
+    more = _points(80, seed=12)[N:]
+    for c in (one, tiered):
+        c.upsert(CHUNKS, points=more)
+    while tiered.seal(CHUNKS):
+        pass
+    assert len(_sealed_dirs(tmp_path / "tiered")) == tiers_module.MERGE_FANOUT == 4
+
+
+def test_small_sealed_shards_are_merged_into_one_with_the_same_answers(pair, tmp_path):
+    one, tiered = pair
+    _four_shards(one, tiered, tmp_path)
+    expected = _answers(one)
+    _same(_answers(tiered), expected)
+    assert tiered.maintain() == {CHUNKS: True}  # nothing fresh to seal: the four are merged
+    assert _sealed_dirs(tmp_path / "tiered") == ["000005"]
+    _same(_answers(tiered), expected)
+    assert tiered.maintain() == {CHUNKS: False}  # 80 points is as big as a merge makes a shard
+    tiered.close()
+    again = _open(tmp_path / "tiered", "process")
+    try:
+        _same(_answers(again), expected)
+    finally:
+        again.close()
+
+
+def test_writes_made_while_shards_are_merged_are_not_lost(pair, tmp_path, monkeypatch):
+    one, tiered = pair
+    _four_shards(one, tiered, tmp_path)
+    real_run = tiers_module.subprocess.run
+    moved = models.PointStruct(id=_pid(3), vector={"dense": (-np.array(POINTS[3].vector["dense"])).tolist()},
+                               payload={"page_content": "병합 중", "metadata": {"doc_id": "doc-9"}})
+
+    def run_with_writes(*args, **kwargs):
+        done = real_run(*args, **kwargs)  # the child has built the merged shard from the exported points
+        for c in (one, tiered):
+            c.delete(CHUNKS, points_selector=[_pid(0)])
+            c.upsert(CHUNKS, points=[moved])
+            c.set_payload(CHUNKS, payload={"late": True}, points=[_pid(2)])
+        return done
+
+    monkeypatch.setattr(tiers_module.subprocess, "run", run_with_writes)
+    assert tiered.maintain() == {CHUNKS: True}
+    monkeypatch.setattr(tiers_module.subprocess, "run", real_run)
+    assert len(_sealed_dirs(tmp_path / "tiered")) == 1
+    _same(_answers(tiered), _answers(one))
+    (top,) = _dense(tiered, np.array(moved.vector["dense"]), limit=1)
+    assert str(top.id) == _pid(3) and top.payload["page_content"] == "병합 중"
+    late = _dense(tiered, _queries()[0], models.Filter(must=[_match("late", True)]), limit=N)
+    assert [str(p.id) for p in late] == [_pid(2)]
+
+
+def test_a_store_written_in_inline_mode_drops_the_sealed_shards_it_would_leave_stale(pair, tmp_path):
+    """Switching KORAG_EDGE_UPKEEP back and forth: inline writes never reach sealed shards, so
+    the inline store drops them and the process mode indexes every point again."""
+    one, tiered = pair
+    tiered.maintain()
+    tiered.close()
+    inline = _open(tmp_path / "tiered", "inline")
+    old = np.array(POINTS[8].vector["dense"])
+    moved = models.PointStruct(id=_pid(8), vector={"dense": (-old).tolist()}, payload={"page_content": "옮김", "metadata": {}})
+    for c in (one, inline):
+        c.upsert(CHUNKS, points=[moved])
+        c.delete(CHUNKS, points_selector=[_pid(1)])
+        c.set_payload(CHUNKS, payload={"team": "legal"}, points=[_pid(4)])
+    inline.close()
+    assert not (tmp_path / "tiered" / "collections" / CHUNKS / "sealed").exists()
+    one.close()  # both reopened after the delete: a live shard and a reopened one weigh BM25 terms apart
+    one = _open(tmp_path / "one", "inline")
+    expected = _answers(one)
+    one.close()
+    again = _open(tmp_path / "tiered", "process")
+    try:
+        _same(_answers(again), expected)
+        assert _pid(8) not in {str(p.id) for p in _dense(again, old, limit=5)}
+        assert again.maintain() == {CHUNKS: True}  # every point is fresh again: sealed anew
+        _same(_answers(again), expected)
+        legal = _dense(again, _queries()[0], models.Filter(must=[_match("team", "legal")]), limit=N)
+        assert [str(p.id) for p in legal] == [_pid(4)]
+    finally:
+        again.close()
+
+
+def test_searches_are_answered_while_the_sealed_shards_load(pair, tmp_path, monkeypatch):
+    """Loading sealed shards holds the GIL ~0.1 s each, so a reopened store loads them in a
+    thread; until it has, dense searches scan the collection's shard (exact, every point)."""
+    import threading
+
+    one, tiered = pair
+    tiered.maintain()
+    expected = _answers(one)
+    tiered.close()
+    gate = threading.Event()
+    real_open = tiers_module._open_shard
+
+    def slow_open(path):
+        gate.wait(timeout=60)
+        return real_open(path)
+
+    monkeypatch.setattr(tiers_module, "_open_shard", slow_open)
+    again = _open(tmp_path / "tiered", "process")
+    try:
+        _same(_answers(again), expected)
+        assert not again._tiers[CHUNKS].ready.is_set()  # answered before any sealed shard was loaded
+        gate.set()
+        assert again.maintain() == {CHUNKS: False}  # waits for the load; nothing fresh
+        assert again._tiers[CHUNKS].ready.is_set() and len(again._tiers[CHUNKS].sealed) == 3
+        _same(_answers(again), expected)
+    finally:
+        gate.set()
+        again.close()
+
+
+def test_an_unreadable_sealed_shard_is_dropped_and_its_points_indexed_again(pair, tmp_path):
+    one, tiered = pair
+    tiered.maintain()
+    expected = _answers(one)
+    tiered.close()
+    root = tmp_path / "tiered" / "collections" / CHUNKS / "sealed"
+    for f in (root / "000002").rglob("*"):
+        if f.is_file():
+            f.write_bytes(b"\0garbage")
+    again = _open(tmp_path / "tiered", "process")
+    try:
+        _same(_answers(again), expected)
+        assert again.maintain() == {CHUNKS: True}
+        assert len(_sealed_dirs(tmp_path / "tiered")) == 3
+        _same(_answers(again), expected)
+    finally:
+        again.close()

@@ -38,7 +38,7 @@ from korag.storage.edge.points import (
     to_scored,
 )
 from korag.storage.edge.queries import query_request
-from korag.storage.edge.tiers import Tiers, has_ids
+from korag.storage.edge.tiers import Tiers, discard, has_ids
 
 log = logging.getLogger(__name__)
 UPKEEP_MODES = ("inline", "process")
@@ -167,15 +167,19 @@ class EdgeClient:
         tiers = self._tier(collection_name)
         if tiers is None:
             raise ValueError(f"collection {collection_name!r} is not kept in tiers (upkeep={self.upkeep!r})")
+        return tiers.seal(self._indexes(collection_name), force=force)
+
+    def _indexes(self, collection_name: str) -> dict[str, str]:
+        """The collection's payload indexes, field -> Edge schema name, for a sealed shard's build."""
         schema = self._call(collection_name, "info").payload_schema
-        indexes = {field: str(info.data_type).rpartition(".")[2] for field, info in schema.items()}
-        return tiers.seal(indexes, force=force)
+        return {field: str(info.data_type).rpartition(".")[2] for field, info in schema.items()}
 
     def maintain(self) -> dict[str, bool]:
         """Not in qdrant-client: :meth:`optimize` every collection this client has opened
         (``korag.storage.edge.upkeep.after_batch`` calls it after an ingest batch). With
-        ``upkeep="process"`` it seals while enough fresh points wait; a failed build is logged
-        and leaves its points fresh (searched exactly)."""
+        ``upkeep="process"`` it seals while enough fresh points wait, then merges small sealed
+        shards (``Tiers.merge``); a failed build is logged and leaves its points where they were
+        (fresh ones searched exactly)."""
         out = {}
         for name in self._catalog.loaded():
             tiers = self._tier(name)
@@ -185,6 +189,8 @@ class EdgeClient:
             sealed = False
             try:
                 while tiers.due() and self.seal(name):
+                    sealed = True
+                while tiers.mergeable() and tiers.merge(self._indexes(name)):
                     sealed = True
             except StoreError as exc:
                 log.warning("index upkeep of %s: %s", name, exc)
@@ -367,8 +373,15 @@ class EdgeClient:
         self._call(collection_name, "update", operation)
 
     def _tier(self, collection_name: str) -> Tiers | None:
-        """The collection's tiers with ``upkeep="process"`` and named dense vectors, else None."""
+        """The collection's tiers with ``upkeep="process"`` and named dense vectors, else None.
+        In ``inline`` mode the first call drops sealed shards a ``process`` mode left behind
+        (this mode's writes would not reach them; ``tiers.discard``)."""
         if self.upkeep != "process":
+            if collection_name not in self._tiers:
+                with self._tiers_lock:
+                    if collection_name not in self._tiers:
+                        discard(self._catalog.directory(collection_name))
+                        self._tiers[collection_name] = None
             return None
         with self._tiers_lock:
             return self._open_tiers(collection_name)
@@ -405,7 +418,10 @@ class EdgeClient:
         keep = limit + offset
         request = query_request(query, using, None, query_filter, search_params, keep, None, False, False,
                                 score_threshold)
-        hits = edge_call(self._catalog.directory(collection_name), tiers.query_dense, request, keep)[offset:]
+        hits = edge_call(self._catalog.directory(collection_name), tiers.query_dense, request, keep)
+        if hits is None:  # the sealed shards are still being loaded: the collection's shard has every point
+            hits = self._call(collection_name, "query", request)
+        hits = hits[offset:]
         # current payloads (and vectors) from the collection's shard, which has every live point
         found = self._call(collection_name, "retrieve", [p.id for p in hits], edge_with_payload(with_payload),
                            with_vectors)

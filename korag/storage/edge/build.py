@@ -2,8 +2,10 @@
 
     python -m korag.storage.edge.build POINTS TARGET
 
-``POINTS``: a pickle ``{"config": {...}, "points": [(id, {name: float32 array}, payload), ...]}``
-written by the serving process. The shard is created in ``TARGET.building``, filled, indexed
+``POINTS``: pickles written by the serving process one after another: the config ``{"vectors",
+"indexes", "hnsw", "optimizers"}``, then lists of points ``(id, {name: float32 array}, payload)``
+(so neither process holds them all at once). The child runs at the lowest CPU priority (nice
+19): on a busy machine the serving process's searches get the cores first. The shard is created in ``TARGET.building``, filled, indexed
 (``EdgeShard.optimize``, which holds this process's GIL, not the server's), flushed, closed and
 only then renamed to ``TARGET``: a crash leaves ``*.building`` (removed at the next open) and
 never a half-built ``TARGET``. Imports nothing of korag, so the child starts fast.
@@ -41,20 +43,26 @@ def edge_config(config: dict[str, Any]) -> qe.EdgeConfig:
 
 
 def build(points_file: Path, target: Path) -> int:
-    data = pickle.loads(points_file.read_bytes())
-    config = data["config"]
     tmp = target.with_name(target.name + ".building")
     shutil.rmtree(tmp, ignore_errors=True)
-    shard = qe.EdgeShard.create(str(tmp), edge_config(config))
-    for field, kind in config["indexes"].items():
-        shard.update(qe.UpdateOperation.create_field_index(field, getattr(qe.PayloadSchemaType, kind)))
-    points = data["points"]
-    for lo in range(0, len(points), CHUNK):
-        batch = []
-        for point_id, vectors, payload in points[lo : lo + CHUNK]:
-            vector = {name: row.tolist() for name, row in vectors.items()}
-            batch.append(qe.Point(point_id, vector[""] if list(vector) == [""] else vector, payload))
-        shard.update(qe.UpdateOperation.upsert_points(batch))
+    count = 0
+    with open(points_file, "rb") as handle:
+        config = pickle.load(handle)
+        shard = qe.EdgeShard.create(str(tmp), edge_config(config))
+        for field, kind in config["indexes"].items():
+            shard.update(qe.UpdateOperation.create_field_index(field, getattr(qe.PayloadSchemaType, kind)))
+        while True:
+            try:
+                points = pickle.load(handle)
+            except EOFError:
+                break
+            for lo in range(0, len(points), CHUNK):
+                batch = []
+                for point_id, vectors, payload in points[lo : lo + CHUNK]:
+                    vector = {name: row.tolist() for name, row in vectors.items()}
+                    batch.append(qe.Point(point_id, vector[""] if list(vector) == [""] else vector, payload))
+                shard.update(qe.UpdateOperation.upsert_points(batch))
+            count += len(points)
     while shard.optimize():
         pass
     shard.flush()
@@ -62,8 +70,12 @@ def build(points_file: Path, target: Path) -> int:
     if os.environ.get("KORAG_EDGE_BUILD_FAIL") == "before-rename":  # tests: a build that dies before it completes
         os._exit(3)
     os.replace(tmp, target)
-    return len(points)
+    return count
 
 
 if __name__ == "__main__":
+    try:
+        os.nice(19)
+    except OSError:  # not allowed here: build at the parent's priority
+        pass
     build(Path(sys.argv[1]), Path(sys.argv[2]))

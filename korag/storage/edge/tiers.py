@@ -11,20 +11,28 @@ process stops every search of it. In this mode no index step runs in the serving
   a sealed shard) in the collection's shard, merged by score (cosine scores are comparable
   across shards);
 - :meth:`Tiers.seal` hands up to ``seal_points`` fresh points to a short-lived child process
-  (``korag.storage.edge.build``) that builds and indexes a sealed shard in ``sealed/<n>.building``
-  and renames it when complete; the serving process then loads it (~0.2 s), replays what was
-  written meanwhile, records it in ``sealed.json`` and swaps it in;
+  (``korag.storage.edge.build``, at the lowest CPU priority) that builds and indexes a sealed
+  shard in ``sealed/<n>.building`` and renames it when complete; the serving process then loads
+  it (~0.1 s), replays what was written meanwhile, records it in ``sealed.json`` and swaps it in;
+- :meth:`Tiers.merge` rebuilds ``MERGE_FANOUT`` small sealed shards as one the same way (at
+  most ``MAX_MERGED`` times ``seal_points``), so a search and a reopen visit a few shards, not
+  one per index step;
 - writes go to the sealed shards first (deletes; a re-upserted id leaves them and is fresh again),
   then to the collection's shard; hits are checked against the collection's shard, which also
   gives their payloads, so a crash between the two never returns a deleted point.
 
 Only directories named in ``sealed.json`` are loaded; anything else under ``sealed/`` (a build
-that crashed, or one not yet adopted) is removed at open.
+that crashed, or one not yet adopted) is removed at open. The sealed shards are loaded in a
+thread (each load holds the GIL ~0.1 s); until they are, dense searches scan the collection's
+shard exactly and writes wait. Sealed shards are derived data: ones that cannot be loaded are
+dropped (their points are fresh again), and a store written in ``inline`` mode drops them all
+(:func:`discard`), since its writes never reached them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -33,6 +41,7 @@ import sys
 import tempfile
 import threading
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +57,10 @@ SCROLL_PAGE = 10_000
 EXPORT_CHUNK = 256
 ID_CHUNK = 1000  # fresh ids per HasIdCondition when the conditions are rebuilt
 MAX_ID_CHUNKS = 64  # more (small) conditions than this: rebuild them
+MERGE_FANOUT = 4  # this many sealed shards of one size class are rebuilt as one ...
+MAX_MERGED = 4  # ... of at most this many times seal_points (each point is indexed twice)
+
+log = logging.getLogger(__name__)
 
 
 def key(point_id: Any) -> Any:
@@ -75,6 +88,21 @@ def has_ids(ids: set[Any], flt: qe.Filter | None = None) -> qe.Filter:
     return qe.Filter(must=[condition] if flt is None else [flt, condition])
 
 
+def _open_shard(path: Path) -> qe.EdgeShard:
+    return qe.EdgeShard.load(str(path))
+
+
+def discard(directory: Path) -> bool:
+    """Drop a collection's sealed shards (``directory``: the collection's). Called before a store
+    in ``inline`` mode writes to the collection: its writes would not reach them, and the
+    collection's shard holds every point. Returns whether there were any."""
+    root = directory / "sealed"
+    if not root.exists():
+        return False
+    shutil.rmtree(root)
+    return True
+
+
 class Tiers:
     """The sealed shards and the fresh ids of one collection; thread-safe."""
 
@@ -86,20 +114,78 @@ class Tiers:
         self._mutex = threading.RLock()
         self._building = threading.Lock()  # one build at a time
         self._journal: list[tuple[str, Any]] | None = None
-        self.root.mkdir(exist_ok=True)
-        names = self._manifest()
-        for entry in self.root.iterdir():  # crashed or unadopted builds, stray files
-            if entry.name != MANIFEST and entry.name not in names:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        self.sealed: dict[str, qe.EdgeShard] = {name: qe.EdgeShard.load(str(self.root / name)) for name in names}
-        self.sealed_ids: set[Any] = set()  # ids that may be in a sealed shard (a superset)
-        for shard in self.sealed.values():
-            self.sealed_ids |= _ids(shard)
-        self.fresh: set[Any] = _ids(main) - self.sealed_ids
+        self.sealed: dict[str, qe.EdgeShard] = {}
+        self.owner: dict[Any, str] = {}  # id -> the sealed shard that holds it
+        self.sizes: Counter[str] = Counter()  # sealed shard -> its points
+        self.fresh: set[Any] = set()
         # The fresh ids as Edge conditions, built when ids are written (parsing thousands of ids
         # per search would cost tens of ms): a superset of the fresh ids that are still live.
         self._conditions: list[Any] = []
-        self._rebuild_conditions()
+        self._failed: BaseException | None = None
+        # Searches in flight per generation of the shard list: a merged-away shard is closed
+        # only when no search that may hold it is left.
+        self._generation = 0
+        self._searches: Counter[int] = Counter()
+        self._idle = threading.Condition(self._mutex)
+        self.root.mkdir(exist_ok=True)
+        self._sweep(set(self._manifest()))  # crashed or unadopted builds, stray files
+        self.ready = threading.Event()
+        self._loader = threading.Thread(target=self._load, name=f"korag-tiers-{directory.name}", daemon=True)
+        self._loader.start()
+
+    def _load(self) -> None:
+        try:
+            try:
+                for name in self._manifest():
+                    shard = _open_shard(self.root / name)
+                    self.sealed[name] = shard
+                    self._own(name, _ids(shard))
+            except Exception as exc:  # derived data: rebuilt from the collection's shard
+                log.warning("sealed shards in %s unreadable (%s): dropped, their points are indexed again", self.root, exc)
+                self._drop_all()
+            self.fresh = _ids(self.main) - self.owner.keys()
+            self._rebuild_conditions()
+        except BaseException as exc:
+            self._failed = exc
+        finally:
+            self.ready.set()
+
+    def _drop_all(self) -> None:
+        for shard in self.sealed.values():
+            try:
+                shard.close()
+            except Exception:  # noqa: BLE001 - being thrown away
+                pass
+        self.sealed.clear()
+        self.owner.clear()
+        self.sizes.clear()
+        self._write_manifest([])
+        self._sweep(set())
+
+    def _sweep(self, keep: set[str]) -> None:
+        """Remove everything under ``sealed/`` but the manifest and the shards in ``keep``."""
+        for entry in self.root.iterdir():
+            if entry.name != MANIFEST and entry.name not in keep:
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+
+    def _wait(self) -> None:
+        self.ready.wait()
+        if self._failed is not None:
+            raise StoreError(f"opening the sealed shards in {self.root} failed: {self._failed}") from self._failed
+
+    def _own(self, name: str, ids: set[Any]) -> None:
+        for k in ids:
+            previous = self.owner.get(k)
+            if previous is not None:
+                self.sizes[previous] -= 1
+            self.owner[k] = name
+        self.sizes[name] += len(ids)
+
+    def _disown(self, keys: set[Any]) -> None:
+        for k in keys:
+            name = self.owner.pop(k, None)
+            if name is not None:
+                self.sizes[name] -= 1
 
     def _rebuild_conditions(self) -> None:
         ids = sorted(self.fresh, key=str)
@@ -126,9 +212,10 @@ class Tiers:
         """Apply ``sealed_op`` to every sealed shard (and journal it for a build in flight), then
         ``main_op`` to the collection's shard. ``moved``: ids (re-)written, now fresh; they
         leave the sealed shards. ``removed``: ids deleted."""
+        self._wait()
         with self._mutex:
             ops = []
-            leaving = [i for i in (*(moved or []), *(removed or [])) if key(i) in self.sealed_ids]
+            leaving = [i for i in (*(moved or []), *(removed or [])) if key(i) in self.owner]
             if self._journal is not None:  # the shard being built may hold any id handed to it
                 leaving = [*(moved or []), *(removed or [])]
             if leaving:
@@ -144,34 +231,46 @@ class Tiers:
             if moved:
                 keys = {key(i) for i in moved}
                 self.fresh |= keys
-                self.sealed_ids -= keys
+                self._disown(keys)
                 self._conditions.append(qe.HasIdCondition(set(moved)))
                 if len(self._conditions) > MAX_ID_CHUNKS:
                     self._rebuild_conditions()
             if removed:
                 keys = {key(i) for i in removed}
                 self.fresh -= keys
-                self.sealed_ids -= keys
+                self._disown(keys)
 
     # -- reads ------------------------------------------------------------------------------------
     def is_dense(self, using: str | None) -> bool:
         return (using or "") in self.dense
 
-    def query_dense(self, request: qe.QueryRequest, keep: int) -> list[Any]:
+    def query_dense(self, request: qe.QueryRequest, keep: int) -> list[Any] | None:
         """The top ``keep`` hits of a plain dense ``request`` (its limit already ``keep``, no
-        offset, no payload) over the fresh points (exact) and every sealed shard, by score."""
+        offset, no payload) over the fresh points (exact) and every sealed shard, by score.
+        None while the sealed shards are being loaded: ask the collection's shard."""
+        if not self.ready.is_set() or self._failed is not None:
+            return None
         with self._mutex:
             conditions = list(self._conditions)
             shards = list(self.sealed.values())
+            generation = self._generation
+            self._searches[generation] += 1
         hits: list[Any] = []
-        if conditions:
-            fresh = qe.Filter(should=conditions)
-            flt = fresh if request.filter is None else qe.Filter(must=[request.filter, fresh])
-            hits += self.main.query(qe.QueryRequest(
-                limit=keep, query=request.query, filter=flt, params=qe.SearchParams(exact=True),
-                score_threshold=request.score_threshold, with_payload=False, with_vector=False))
-        for shard in shards:
-            hits += shard.query(request)
+        try:
+            if conditions:
+                fresh = qe.Filter(should=conditions)
+                flt = fresh if request.filter is None else qe.Filter(must=[request.filter, fresh])
+                hits += self.main.query(qe.QueryRequest(
+                    limit=keep, query=request.query, filter=flt, params=qe.SearchParams(exact=True),
+                    score_threshold=request.score_threshold, with_payload=False, with_vector=False))
+            for shard in shards:
+                hits += shard.query(request)
+        finally:
+            with self._mutex:
+                self._searches[generation] -= 1
+                if not self._searches[generation]:
+                    del self._searches[generation]
+                    self._idle.notify_all()
         hits.sort(key=lambda p: -p.score)
         seen: set[Any] = set()
         out = []
@@ -184,12 +283,14 @@ class Tiers:
 
     # -- upkeep -----------------------------------------------------------------------------------
     def due(self) -> bool:
+        self._wait()
         return len(self.fresh) >= self.seal_points
 
     def seal(self, indexes: dict[str, str], force: bool = False) -> bool:
         """Build one sealed shard from up to ``seal_points`` fresh points in a child process and
         swap it in. Blocks the calling thread only (it waits on the child); searches go on.
         Returns whether a shard was added."""
+        self._wait()
         with self._building:
             with self._mutex:
                 if not self.fresh or (not force and not self.due()):
@@ -197,23 +298,64 @@ class Tiers:
                 chosen = sorted(self.fresh, key=str)[: self.seal_points]
                 self._journal = []
             try:
-                return self._build(chosen, indexes)
+                return self._build(chosen, indexes, replaces=[])
             finally:
                 with self._mutex:
                     self._journal = None
 
-    def _build(self, chosen: list[Any], indexes: dict[str, str]) -> bool:
-        points = []
+    def mergeable(self) -> list[str]:
+        """The oldest ``MERGE_FANOUT`` sealed shards of the smallest size class that has that many
+        (class n: fewer than ``seal_points * MERGE_FANOUT ** (n + 1)`` points), none of them
+        already ``MAX_MERGED`` times ``seal_points``; [] when there are none."""
+        classes: dict[int, list[str]] = {}
+        with self._mutex:
+            for name in self.sealed:
+                size = self.sizes[name]
+                if size > self.seal_points * (MAX_MERGED - 1):
+                    continue  # as big as merging makes them (it drops deleted points)
+                level = 0
+                while size >= self.seal_points * MERGE_FANOUT ** (level + 1):
+                    level += 1
+                classes.setdefault(level, []).append(name)
+        for level in sorted(classes):
+            if len(classes[level]) >= MERGE_FANOUT:
+                return classes[level][:MERGE_FANOUT]
+        return []
+
+    def merge(self, indexes: dict[str, str]) -> bool:
+        """Rebuild the shards :meth:`mergeable` names as one, in a child process, and swap it in
+        for them. Returns whether it merged."""
+        self._wait()
+        with self._building:
+            with self._mutex:
+                names = self.mergeable()
+                if not names:
+                    return False
+                chosen = sorted((k for k, name in self.owner.items() if name in names), key=str)
+                self._journal = []
+            try:
+                return self._build(chosen, indexes, replaces=names)
+            finally:
+                with self._mutex:
+                    self._journal = None
+
+    def _export(self, chosen: list[Any], handle: Any) -> int:
+        """Pickle the chosen points (dense vectors, payload) from the collection's shard into
+        ``handle``, in records of ``EXPORT_CHUNK`` points: memory stays one chunk, and other
+        threads run between the short calls."""
         names = list(self.dense)
-        for lo in range(0, len(chosen), EXPORT_CHUNK):  # short calls: other threads run between them
+        count = 0
+        for lo in range(0, len(chosen), EXPORT_CHUNK):
+            chunk = []
             for record in self.main.retrieve(chosen[lo : lo + EXPORT_CHUNK], True, names):
                 vectors = {n: np.asarray(v, dtype=np.float32) for n, v in (record.vector or {}).items() if n in self.dense}
-                points.append((record.id, vectors, record.payload))
-        if not points:
-            with self._mutex:
-                self.fresh.difference_update(key(i) for i in chosen)
-                self._rebuild_conditions()
-            return False
+                chunk.append((record.id, vectors, record.payload))
+            if chunk:
+                pickle.dump(chunk, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                count += len(chunk)
+        return count
+
+    def _build(self, chosen: list[Any], indexes: dict[str, str], replaces: list[str]) -> bool:
         config = {
             "vectors": self.dense,
             "indexes": indexes,
@@ -226,8 +368,21 @@ class Tiers:
                                                             if p.name.split(".")[0].isdigit()] + [0]) + 1
         target = self.root / f"{number:06d}"
         with tempfile.NamedTemporaryFile(dir=self.root, prefix=".points-", suffix=".pkl", delete=False) as handle:
-            pickle.dump({"config": config, "points": points}, handle, protocol=pickle.HIGHEST_PROTOCOL)
             points_file = Path(handle.name)
+            try:
+                pickle.dump(config, handle, protocol=pickle.HIGHEST_PROTOCOL)
+                exported = self._export(chosen, handle)
+            except BaseException:
+                points_file.unlink(missing_ok=True)
+                raise
+        if not exported:
+            points_file.unlink(missing_ok=True)
+            with self._mutex:
+                self.fresh.difference_update(key(i) for i in chosen)
+                self._rebuild_conditions()
+            if replaces:  # every point of the shards to merge is gone: drop them
+                self._swap(None, replaces)
+            return bool(replaces)
         try:
             done = subprocess.run([sys.executable, build_module.__file__, str(points_file), str(target)],
                                   capture_output=True, text=True)
@@ -237,25 +392,43 @@ class Tiers:
             shutil.rmtree(target.with_name(target.name + ".building"), ignore_errors=True)
             shutil.rmtree(target, ignore_errors=True)
             raise StoreError(f"building sealed shard {target} failed (exit {done.returncode}): {done.stderr[-2000:]}")
-        shard = qe.EdgeShard.load(str(target))
-        with self._mutex:
-            try:
-                for op in self._journal or []:  # what was written while the child built
-                    shard.update(op)
-                shard.flush()
-                self._write_manifest([*self.sealed, target.name])
-            except Exception:
-                shard.close()
-                shutil.rmtree(target, ignore_errors=True)
-                raise
-            self.sealed[target.name] = shard
-            adopted = _ids(shard)
-            self.fresh -= adopted
-            self.sealed_ids |= adopted
-            self._rebuild_conditions()
+        self._swap(target, replaces)
         return True
 
+    def _swap(self, target: Path | None, replaces: list[str]) -> None:
+        """Adopt the built shard in ``target`` (replaying what was written meanwhile) in place of
+        the sealed shards ``replaces``; close and remove those once no search holds them."""
+        shard = _open_shard(target) if target is not None else None
+        with self._mutex:
+            names = [n for n in self.sealed if n not in replaces] + ([target.name] if target is not None else [])
+            try:
+                if shard is not None:
+                    for op in self._journal or []:  # what was written while the child built
+                        shard.update(op)
+                    shard.flush()
+                self._write_manifest(names)
+            except Exception:
+                if shard is not None:
+                    shard.close()
+                    shutil.rmtree(target, ignore_errors=True)
+                raise
+            old = [self.sealed.pop(name) for name in replaces]
+            for name in replaces:
+                del self.sizes[name]
+            if shard is not None:
+                self.sealed[target.name] = shard
+                self._own(target.name, _ids(shard))
+                self.fresh -= self.owner.keys()
+                self._rebuild_conditions()
+            self._generation += 1
+            while any(g < self._generation for g in self._searches):
+                self._idle.wait()
+        for name, gone in zip(replaces, old):
+            gone.close()
+            shutil.rmtree(self.root / name, ignore_errors=True)
+
     def close(self) -> None:
+        self._loader.join()
         with self._mutex:
             for shard in self.sealed.values():
                 shard.flush()
