@@ -9,12 +9,24 @@ process, so its memory figures are its own. Edge is written in ingest batches of
 ``BATCH_POINTS``, each followed by ``korag.storage.edge.upkeep.after_batch`` (its index upkeep, timed);
 for the whole ingest a thread sends one hybrid search every ``STEADY_INTERVAL_S`` as a chatbot
 would (``steady_hybrid``: latency from when each search was due, for all of them and for those
-issued while upkeep ran). ``--upkeep both`` measures the default (inline) store and
+issued while upkeep ran). The same process serves ``GET /healthz`` from a daemon thread (stdlib
+``ThreadingHTTPServer`` on 127.0.0.1, answering 200 ``{"status":"ok"}`` and touching nothing, the
+work korag's own ``/healthz`` in api/app.py does), and a health checker in another process
+(``korag.bench.healthprobe``, so it shares no GIL with the store) probes it every
+``HEALTH_INTERVAL_S`` for the whole ingest (``healthz``): its latency is how long the store's
+process takes to run any Python thread, the target being an answer within 1 s always.
+``--upkeep both`` measures the default (inline) store and
 ``KORAG_EDGE_UPKEEP=process`` (under ``process``) in one run.
 
 The printed object is the embedded default's figures, with the old local mode's under ``local``:
 ``{"backend", "points", "upsert_points_per_s", "reopen_s", "disk_bytes", "rss_bytes",
 "dense": {"p50_ms", "p95_ms"}, "sparse", "hybrid", "hybrid_filtered", ..., "local": {...}}``.
+The embedded store's runs also have ``"upkeep"``, ``"steady_hybrid"``, ``"dense_recall_at_10"`` and
+``"healthz": {"interval_ms", "timeout_s", "during_ingest", "during_upkeep"}``, each of the two
+``{"probes", "answered", "over_1000_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"}``: probes due
+while the ingest (writes and upkeep) ran, those answered 200 within ``timeout_s``, those not
+answered within 1 s (late or unanswered), and the answered ones' latencies from when each was
+due; ``during_upkeep``: the probes in flight while ``after_batch`` ran.
 """
 
 from __future__ import annotations
@@ -29,6 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +61,9 @@ COLLECTION = "korag"
 WRITE_POINTS = 1000  # points per store.upsert call
 BATCH_POINTS = 10_000  # points per ingest batch (then upkeep)
 STEADY_INTERVAL_S = 0.1  # a chatbot's searches during ingest: ten a second
+HEALTH_INTERVAL_S = 0.1  # a health checker's probes of /healthz during ingest
+HEALTH_TIMEOUT_S = 30.0
+HEALTH_TARGET_MS = 1000  # /healthz always answered within 1 s (issue 22)
 ENGINES = ("edge", "edge-process", "local")  # edge-process: EdgeClient(upkeep="process")
 
 
@@ -101,6 +117,14 @@ def _disk(path: Path) -> int:
 
 def _percentiles(times: list[float]) -> dict[str, float]:
     return {"p50_ms": round(float(np.percentile(times, 50)), 2), "p95_ms": round(float(np.percentile(times, 95)), 2)}
+
+
+def _spread(times: list[float], noun: str) -> dict[str, Any]:
+    """``{noun: how many, p50_ms, p95_ms, p99_ms, max_ms}`` of latencies in ms."""
+    if not times:
+        return {noun: 0}
+    return {noun: len(times), **_percentiles(times), "p99_ms": round(float(np.percentile(times, 99)), 2),
+            "max_ms": round(max(times), 1)}
 
 
 def _latency(fn, runs: list[Any]) -> dict[str, float]:
@@ -188,10 +212,7 @@ class Steady:
 
     @staticmethod
     def _figures(times: list[float]) -> dict[str, Any]:
-        if not times:
-            return {"searches": 0}
-        return {"searches": len(times), **_percentiles(times), "p99_ms": round(float(np.percentile(times, 99)), 2),
-                "max_ms": round(max(times), 1)}
+        return _spread(times, "searches")
 
     def figures(self) -> dict[str, Any]:
         return {"interval_ms": round(self.interval * 1000), "during_ingest": self._figures(self.during_ingest),
@@ -204,20 +225,91 @@ class _Upkeep:
     def __init__(self, steady: Steady) -> None:
         self.steady = steady
         self.calls: list[float] = []
+        self.spans: list[tuple[float, float]] = []  # time.monotonic() at start and end, for the health probes
 
     def __call__(self, client) -> None:
         self.steady.upkeep.set()
+        start = time.monotonic()
         t0 = time.perf_counter()
         try:
             after_batch(client)
         finally:
             self.calls.append(time.perf_counter() - t0)
+            self.spans.append((start, time.monotonic()))
             self.steady.upkeep.clear()
 
     def figures(self) -> dict[str, Any]:
         during = self.steady.during_upkeep
         return {"calls": len(self.calls), "total_s": round(sum(self.calls), 1), "max_s": round(max(self.calls), 1),
                 "hybrid_during": {**_percentiles(during), "max_ms": round(max(during), 1)} if during else None}
+
+
+class _Healthz(BaseHTTPRequestHandler):
+    """``GET /healthz``: 200 ``{"status":"ok"}`` at once, like korag's own (api/app.py)."""
+
+    def do_GET(self) -> None:
+        body = b'{"status":"ok"}' if self.path == "/healthz" else b'{"detail":"Not Found"}'
+        self.send_response(200 if self.path == "/healthz" else 404)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class Health:
+    """``/healthz`` served from a daemon thread of this process, probed from another process
+    (``korag.bench.healthprobe``) every ``interval`` seconds between :meth:`start` and
+    :meth:`stop`; a probe's latency is how long this process took to run a Python thread
+    (its GIL held by an index step: the whole wait)."""
+
+    def __init__(self, interval: float = HEALTH_INTERVAL_S, timeout: float = HEALTH_TIMEOUT_S) -> None:
+        self.interval, self.timeout = interval, timeout
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _Healthz)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/healthz"
+        self.records: list[list[float | None]] = []  # [due, done, latency_ms or None] (healthprobe)
+        self.window = (0.0, 0.0)  # time.monotonic() at start and stop
+        self._probe: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        """Start the probing process and wait until its first probe is answered (or failed)."""
+        cmd = [sys.executable, "-m", "korag.bench.healthprobe", self.url, str(self.interval), str(self.timeout)]
+        self._probe = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self._probe.stdout is not None
+        if self._probe.stdout.readline().strip() != "ready":
+            raise RuntimeError("bench store: the health probe did not start")
+        self.window = (time.monotonic(), 0.0)
+
+    def stop(self) -> None:
+        """Stop probing (the probe finishes the probe in flight) and the server; keep the records."""
+        self.window = (self.window[0], time.monotonic())
+        assert self._probe is not None and self._probe.stdin is not None and self._probe.stdout is not None
+        self._probe.stdin.close()
+        out = self._probe.stdout.read()
+        if self._probe.wait() != 0:
+            raise RuntimeError(f"bench store: the health probe failed (exit {self._probe.returncode})")
+        self.records = json.loads(out.strip().splitlines()[-1])
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _window_figures(self, records: list[list[float | None]]) -> dict[str, Any]:
+        answered = [r[2] for r in records if r[2] is not None]
+        late = sum(1 for r in records if r[2] is None or r[2] > HEALTH_TARGET_MS)
+        spread = _spread(answered, "answered")
+        return {"probes": len(records), "answered": spread.pop("answered"), "over_1000_ms": late, **spread}
+
+    def figures(self, upkeep_spans: list[tuple[float, float]]) -> dict[str, Any]:
+        """The probes due between :meth:`start` and :meth:`stop`; ``during_upkeep``: those in
+        flight (due to done) while one of ``upkeep_spans`` (monotonic start, end) ran."""
+        first, last = self.window
+        ingest = [r for r in self.records if first <= r[0] <= last]
+        upkeep = [r for r in ingest if any(r[0] <= end and r[1] >= start for start, end in upkeep_spans)]
+        return {"interval_ms": round(self.interval * 1000), "timeout_s": self.timeout,
+                "during_ingest": self._window_figures(ingest), "during_upkeep": self._window_figures(upkeep)}
 
 
 def _write(store, ids, vectors, payloads, sparse) -> None:
@@ -262,7 +354,9 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
     store.ensure_collection(MODEL, DIM)
     steady = Steady(_hybrid(store, Fusion()), queries)
     upkeep = _Upkeep(steady)
-    if edge:
+    health = Health() if edge else None
+    if health is not None:
+        health.start()
         steady.start()
     upsert_s = 0.0
     for start in range(0, points, WRITE_POINTS):
@@ -276,13 +370,15 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
         upsert_s += time.perf_counter() - t0
         if edge and ((start + n) % BATCH_POINTS == 0 or start + n == points):
             upkeep(client)
-    if edge:
+    if health is not None:
         steady.stop()
+        health.stop()
     result["upsert_points_per_s"] = round(points / upsert_s, 1)
     assert store.count() == points, "points went missing"
-    if edge:
+    if health is not None:
         result["upkeep"] = upkeep.figures()
         result["steady_hybrid"] = steady.figures()
+        result["healthz"] = health.figures(upkeep.spans)
         result["dense_recall_at_10"] = _recall(client, queries[:20])
     result.update(_searches(store, queries))
     client.close()

@@ -1,0 +1,77 @@
+"""`korag bench store`: the health check it measures (issue 22: ``/healthz`` always answered
+within 1 s while the embedded store is written and indexed), probed from another process."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import korag_cli, korag_env
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A process holding korag.bench.store.Health: probed until a line arrives on stdin, which also
+# carries the monotonic span to count as upkeep; then the figures.
+HEALTH_CHILD = """
+import json, sys
+from korag.bench.store import Health
+health = Health()
+health.start()
+print("probing", flush=True)
+span = json.loads(sys.stdin.readline())
+health.stop()
+print(json.dumps(health.figures([tuple(span)])), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_stopped_store_process_shows_in_the_health_figures():
+    """The probe runs in a process of its own: when the probed process cannot run (here stopped
+    with SIGSTOP for 1.5 s, as an index step holding the GIL stops it), the probes due meanwhile
+    are answered late, counted over 1000 ms, and fall in the stalled span."""
+    child = subprocess.Popen([sys.executable, "-c", HEALTH_CHILD], cwd=ROOT, stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "probing"
+        time.sleep(0.5)
+        start = time.monotonic()
+        child.send_signal(signal.SIGSTOP)
+        time.sleep(1.5)
+        child.send_signal(signal.SIGCONT)
+        end = time.monotonic()
+        time.sleep(0.5)
+        out, _ = child.communicate(json.dumps([start, end]) + "\n", timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 0
+    figures = json.loads(out.strip().splitlines()[-1])
+    ingest, stalled = figures["during_ingest"], figures["during_upkeep"]
+    assert ingest["probes"] == ingest["answered"] > 0  # the stall was under the 30 s timeout: all answered
+    assert stalled["answered"] > 0 and stalled["over_1000_ms"] >= 1 and stalled["max_ms"] > 1000
+    assert ingest["over_1000_ms"] >= stalled["over_1000_ms"]
+    assert ingest["probes"] > stalled["probes"]  # probes before and after the stall were not counted in it
+
+
+@pytest.mark.slow
+def test_bench_store_reports_the_health_check_for_each_upkeep_mode(tmp_path):
+    env = korag_env({})
+    args = ["bench", "store", "--points", "2000", "--local-points", "0", "--upkeep", "both", "--json"]
+    done = korag_cli(args, env, ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["local"] is None
+    for run in (report, report["process"]):
+        assert {"upsert_points_per_s", "steady_hybrid", "upkeep", "dense", "hybrid", "reopen_s"} <= set(run)
+        health = run["healthz"]
+        assert health["interval_ms"] == 100 and health["timeout_s"] == 30
+        ingest = health["during_ingest"]
+        assert ingest["answered"] > 0 and ingest["probes"] >= ingest["answered"]
+        assert 0 < ingest["p50_ms"] <= ingest["p95_ms"] <= ingest["p99_ms"] <= ingest["max_ms"]
+        assert 0 <= ingest["over_1000_ms"] <= ingest["probes"]
+        assert health["during_upkeep"]["probes"] <= ingest["probes"]
