@@ -70,9 +70,10 @@ class Settings(BaseSettings):
     qdrant_url: str | None = Field(None, description="Qdrant server URL; unset = embedded storage in data_dir")
     qdrant_api_key: SecretStr | None = Field(None, description="Qdrant server API key; never shown in reprs or logs")
     edge_upkeep: Literal["inline", "process"] = Field(
-        "inline", description="embedded store: where HNSW index steps run; inline: in the process that holds the "
-        "store (its searches wait for each step), process: in child processes, dense searches over sealed shards "
-        "plus an exact scan of fresh points (issue 22)")
+        "process", description="embedded store: where HNSW index steps run; process: in child processes, dense "
+        "searches over sealed shards plus an exact scan of fresh points, so searches and /healthz never wait for "
+        "a step; inline: in the process that holds the store (less memory and disk, but its searches and "
+        "/healthz wait for each step: seconds at 100k points)")
     collection: str = "korag"
     upsert_batch_size: int = Field(256, ge=1)
     blob_dir: Path | None = Field(None, description="content-addressed blob store; default: <data_dir>/blobs")

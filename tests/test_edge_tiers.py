@@ -253,7 +253,7 @@ def test_korag_edge_upkeep_chooses_where_index_steps_run(tmp_path, monkeypatch):
     from korag.storage.store import open_client
 
     monkeypatch.setenv("KORAG_DATA_DIR", str(tmp_path / "data"))
-    for value, expected in ((None, "inline"), ("process", "process")):
+    for value, expected in ((None, "process"), ("inline", "inline")):
         if value is not None:
             monkeypatch.setenv("KORAG_EDGE_UPKEEP", value)
         client = open_client(Settings())

@@ -413,13 +413,15 @@ class Tiers:
                     shutil.rmtree(target, ignore_errors=True)
                 raise
             old = [self.sealed.pop(name) for name in replaces]
-            for name in replaces:
-                del self.sizes[name]
             if shard is not None:
                 self.sealed[target.name] = shard
                 self._own(target.name, _ids(shard))
                 self.fresh -= self.owner.keys()
                 self._rebuild_conditions()
+            for name in replaces:
+                if self.sizes.pop(name, 0) > 0:  # ids not rebuilt (gone from the collection's shard)
+                    for k in [k for k, n in self.owner.items() if n == name]:
+                        del self.owner[k]
             self._generation += 1
             while any(g < self._generation for g in self._searches):
                 self._idle.wait()
