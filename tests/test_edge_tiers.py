@@ -94,6 +94,14 @@ def _answers(client) -> list:
     return out
 
 
+def _reopened_answers(path, upkeep: str) -> list:
+    client = _open(path, upkeep)
+    try:
+        return _answers(client)
+    finally:
+        client.close()
+
+
 def _same(a: list, b: list) -> None:
     assert len(a) == len(b)
     for x, y in zip(a, b):
@@ -180,11 +188,7 @@ def test_a_reopened_store_finds_its_sealed_shards(pair, tmp_path):
         assert again.maintain() == {CHUNKS: False}  # 5 fresh points: nothing to seal
     finally:
         again.close()
-    inline = _open(tmp_path / "tiered", "inline")  # the collection's shard is complete on its own
-    try:
-        _same(_answers(inline), expected)
-    finally:
-        inline.close()
+    _same(_reopened_answers(tmp_path / "tiered", "inline"), expected)  # the collection's shard is complete on its own
 
 
 def test_an_interrupted_build_leaves_no_partial_shard(pair, tmp_path, monkeypatch):
@@ -212,24 +216,31 @@ def test_an_interrupted_build_leaves_no_partial_shard(pair, tmp_path, monkeypatc
         again.close()
 
 
-def test_writes_made_while_a_shard_is_built_are_not_lost(pair, tmp_path, monkeypatch):
-    """The child builds from the points handed to it; what is written meanwhile is replayed."""
-    one, tiered = pair
+def _write_while_building(monkeypatch, clients, moved: models.PointStruct) -> None:
+    """The next build's child runs as usual; once it has built its shard from the exported points,
+    and before the server adopts it, point 0 is deleted, ``moved`` upserted and point 2 marked
+    ``late`` through every client."""
     real_run = tiers_module.subprocess.run
-    moved = models.PointStruct(id=_pid(1), vector={"dense": (-np.array(POINTS[1].vector["dense"])).tolist()},
-                               payload={"page_content": "중간", "metadata": {"doc_id": "doc-9"}})
 
     def run_with_writes(*args, **kwargs):
-        done = real_run(*args, **kwargs)  # the child has built its shard from the exported points
-        for c in (one, tiered):
+        monkeypatch.setattr(tiers_module.subprocess, "run", real_run)
+        done = real_run(*args, **kwargs)
+        for c in clients:
             c.delete(CHUNKS, points_selector=[_pid(0)])
             c.upsert(CHUNKS, points=[moved])
             c.set_payload(CHUNKS, payload={"late": True}, points=[_pid(2)])
         return done
 
     monkeypatch.setattr(tiers_module.subprocess, "run", run_with_writes)
+
+
+def test_writes_made_while_a_shard_is_built_are_not_lost(pair, tmp_path, monkeypatch):
+    """The child builds from the points handed to it; what is written meanwhile is replayed."""
+    one, tiered = pair
+    moved = models.PointStruct(id=_pid(1), vector={"dense": (-np.array(POINTS[1].vector["dense"])).tolist()},
+                               payload={"page_content": "중간", "metadata": {"doc_id": "doc-9"}})
+    _write_while_building(monkeypatch, (one, tiered), moved)
     assert tiered.seal(CHUNKS, force=True)
-    monkeypatch.setattr(tiers_module.subprocess, "run", real_run)
     _same(_answers(tiered), _answers(one))
     late = _dense(tiered, _queries()[0], models.Filter(must=[_match("late", True)]), limit=N)
     assert [str(p.id) for p in late] == [_pid(2)]
@@ -286,31 +297,16 @@ def test_small_sealed_shards_are_merged_into_one_with_the_same_answers(pair, tmp
     _same(_answers(tiered), expected)
     assert tiered.maintain() == {CHUNKS: False}  # 80 points is as big as a merge makes a shard
     tiered.close()
-    again = _open(tmp_path / "tiered", "process")
-    try:
-        _same(_answers(again), expected)
-    finally:
-        again.close()
+    _same(_reopened_answers(tmp_path / "tiered", "process"), expected)
 
 
 def test_writes_made_while_shards_are_merged_are_not_lost(pair, tmp_path, monkeypatch):
     one, tiered = pair
     _four_shards(one, tiered, tmp_path)
-    real_run = tiers_module.subprocess.run
     moved = models.PointStruct(id=_pid(3), vector={"dense": (-np.array(POINTS[3].vector["dense"])).tolist()},
                                payload={"page_content": "병합 중", "metadata": {"doc_id": "doc-9"}})
-
-    def run_with_writes(*args, **kwargs):
-        done = real_run(*args, **kwargs)  # the child has built the merged shard from the exported points
-        for c in (one, tiered):
-            c.delete(CHUNKS, points_selector=[_pid(0)])
-            c.upsert(CHUNKS, points=[moved])
-            c.set_payload(CHUNKS, payload={"late": True}, points=[_pid(2)])
-        return done
-
-    monkeypatch.setattr(tiers_module.subprocess, "run", run_with_writes)
+    _write_while_building(monkeypatch, (one, tiered), moved)
     assert tiered.maintain() == {CHUNKS: True}
-    monkeypatch.setattr(tiers_module.subprocess, "run", real_run)
     assert len(_sealed_dirs(tmp_path / "tiered")) == 1
     _same(_answers(tiered), _answers(one))
     (top,) = _dense(tiered, np.array(moved.vector["dense"]), limit=1)
