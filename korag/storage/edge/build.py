@@ -5,10 +5,11 @@
 ``POINTS``: pickles written by the serving process one after another: the config ``{"vectors",
 "indexes", "hnsw", "optimizers"}``, then lists of points ``(id, {name: float32 array}, payload)``
 (so neither process holds them all at once). The child runs at the lowest CPU priority (nice
-19): on a busy machine the serving process's searches get the cores first. The shard is created in ``TARGET.building``, filled, indexed
-(``EdgeShard.optimize``, which holds this process's GIL, not the server's), flushed, closed and
-only then renamed to ``TARGET``: a crash leaves ``*.building`` (removed at the next open) and
-never a half-built ``TARGET``. Imports nothing of korag, so the child starts fast.
+19): on a busy machine the serving process's searches get the cores first. The shard is created
+in ``TARGET.building``, filled, indexed (``EdgeShard.optimize``, which holds this process's GIL,
+not the server's), flushed, closed and only then renamed to ``TARGET``: a crash leaves
+``*.building`` (removed at the next open) and never a half-built ``TARGET``. Imports nothing of
+korag, so the child starts fast.
 """
 
 from __future__ import annotations
