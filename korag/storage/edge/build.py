@@ -25,7 +25,6 @@ import qdrant_edge as qe
 
 _DISTANCES = {"Cosine": qe.Distance.Cosine, "Dot": qe.Distance.Dot, "Euclid": qe.Distance.Euclid,
               "Manhattan": qe.Distance.Manhattan}
-CHUNK = 500
 
 
 def edge_config(config: dict[str, Any]) -> qe.EdgeConfig:
@@ -57,12 +56,11 @@ def build(points_file: Path, target: Path) -> int:
                 points = pickle.load(handle)
             except EOFError:
                 break
-            for lo in range(0, len(points), CHUNK):
-                batch = []
-                for point_id, vectors, payload in points[lo : lo + CHUNK]:
-                    vector = {name: row.tolist() for name, row in vectors.items()}
-                    batch.append(qe.Point(point_id, vector[""] if list(vector) == [""] else vector, payload))
-                shard.update(qe.UpdateOperation.upsert_points(batch))
+            batch = []  # one upsert per list the server wrote (korag.storage.edge.tiers.EXPORT_CHUNK points)
+            for point_id, vectors, payload in points:
+                vector = {name: row.tolist() for name, row in vectors.items()}
+                batch.append(qe.Point(point_id, vector[""] if list(vector) == [""] else vector, payload))
+            shard.update(qe.UpdateOperation.upsert_points(batch))
             count += len(points)
     while shard.optimize():
         pass

@@ -377,12 +377,13 @@ class Tiers:
                 raise
         if not exported:
             points_file.unlink(missing_ok=True)
+            if replaces:  # every point of the shards to merge is gone: drop them
+                self._swap(None, replaces)
+                return True
             with self._mutex:
                 self.fresh.difference_update(key(i) for i in chosen)
                 self._rebuild_conditions()
-            if replaces:  # every point of the shards to merge is gone: drop them
-                self._swap(None, replaces)
-            return bool(replaces)
+            return False
         try:
             done = subprocess.run([sys.executable, build_module.__file__, str(points_file), str(target)],
                                   capture_output=True, text=True)
@@ -415,8 +416,9 @@ class Tiers:
             old = [self.sealed.pop(name) for name in replaces]
             if shard is not None:
                 self.sealed[target.name] = shard
-                self._own(target.name, _ids(shard))
-                self.fresh -= self.owner.keys()
+                adopted = _ids(shard)
+                self._own(target.name, adopted)
+                self.fresh -= adopted
                 self._rebuild_conditions()
             for name in replaces:
                 if self.sizes.pop(name, 0) > 0:  # ids not rebuilt (gone from the collection's shard)
