@@ -15,10 +15,10 @@ work korag's own ``/healthz`` in api/app.py does), and a health checker in anoth
 (``korag.bench.healthprobe``, so it shares no GIL with the store) probes it every
 ``HEALTH_INTERVAL_S`` for the whole ingest (``healthz``): its latency is how long the store's
 process takes to run any Python thread, the target being an answer within 1 s always.
-``--upkeep both`` measures the default (inline) store and
-``KORAG_EDGE_UPKEEP=process`` (under ``process``) in one run.
+``--upkeep both`` measures the inline store (this benchmark's default, the store
+before issue 22) and ``KORAG_EDGE_UPKEEP=process`` (korag's default; under ``process``) in one run.
 
-The printed object is the embedded default's figures, with the old local mode's under ``local``:
+The printed object is the embedded store's figures (``--upkeep``'s mode; inline for ``both``), with the old local mode's under ``local``:
 ``{"backend", "points", "upsert_points_per_s", "reopen_s", "disk_bytes", "rss_bytes",
 "dense": {"p50_ms", "p95_ms"}, "sparse", "hybrid", "hybrid_filtered", ..., "local": {...}}``.
 The embedded store's runs also have ``"upkeep"``, ``"steady_hybrid"``, ``"dense_recall_at_10"`` and
@@ -413,10 +413,10 @@ def _child(engine: str, points: int, queries: int, corpus: Path) -> dict[str, An
 
 def run(points: int = 100_000, local_points: int = 5_000, queries: int = 50, local_queries: int = 20,
         corpus: Path = DEFAULT_CORPUS, upkeep: str = "inline") -> dict[str, Any]:
-    """The embedded default at ``points``, the old local mode at ``local_points`` (0: skip; it
+    """The embedded store at ``points``, the old local mode at ``local_points`` (0: skip; it
     scores sparse vectors in Python, so it gets fewer queries). ``upkeep``: ``inline`` (the
-    default store), ``process`` (``KORAG_EDGE_UPKEEP=process``: its figures in place of the
-    default's) or ``both`` (the default's, and the process mode's under ``process``)."""
+    store before issue 22), ``process`` (``KORAG_EDGE_UPKEEP=process``, korag's default: its
+    figures in place of inline's) or ``both`` (inline's, and the process mode's under ``process``)."""
     result = _child("edge-process" if upkeep == "process" else "edge", points, queries, corpus)
     if upkeep == "both":
         result["process"] = _child("edge-process", points, queries, corpus)

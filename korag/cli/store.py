@@ -62,8 +62,8 @@ def add_commands(sub: argparse._SubParsersAction, bench: argparse._SubParsersAct
     p.add_argument("--local-points", type=_count, default=5_000,
                    help="points for the old local mode (default 5000: it writes ~50-100 points/s; 0: skip it)")
     p.add_argument("--upkeep", choices=("inline", "process", "both"), default="inline",
-                   help="the embedded store's index upkeep (KORAG_EDGE_UPKEEP): inline (default), process, or both "
-                   "in one run (process under 'process')")
+                   help="the embedded store's index upkeep (KORAG_EDGE_UPKEEP): inline (this benchmark's default), process "
+                   "(korag's default), or both in one run (process under 'process')")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_store)
 
