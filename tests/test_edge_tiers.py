@@ -6,6 +6,7 @@ index step, after writes that reach sealed points, after reopening, and after a 
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import numpy as np
@@ -14,6 +15,7 @@ from qdrant_client import models
 
 from korag.errors import StoreError
 from korag.storage.edge import tiers as tiers_module
+from korag.storage.edge import upkeep
 from korag.storage.edge_client import EdgeClient
 from korag.storage.store import FUSION_METHODS, Fusion, QdrantStore
 
@@ -298,6 +300,26 @@ def test_small_sealed_shards_are_merged_into_one_with_the_same_answers(pair, tmp
     assert tiered.maintain() == {CHUNKS: False}  # 80 points is as big as a merge makes a shard
     tiered.close()
     _same(_reopened_answers(tmp_path / "tiered", "process"), expected)
+
+
+def _quantization(shard_dir) -> list:
+    """The dense vectors' quantisation config of each segment of a sealed shard, as Edge wrote it."""
+    return [json.loads(path.read_text())["config"]["vector_data"]["dense"]["quantization_config"]
+            for path in sorted(shard_dir.glob("segments/*/segment.json"))]
+
+
+def test_an_indexed_sealed_shard_searches_int8_vectors_and_rescores_them(pair, tmp_path, monkeypatch):
+    """A sealed shard big enough to be indexed (1 KB here instead of 10 MB) keeps an int8 copy of
+    its vectors; answers are still the exact ones, scores the float cosines."""
+    monkeypatch.setattr(upkeep, "FULL_SCAN_THRESHOLD_KB", 1)
+    one, tiered = pair
+    _four_shards(one, tiered, tmp_path)  # 20-point shards: 640 bytes of vectors, not indexed
+    assert _quantization(tmp_path / "tiered" / "collections" / CHUNKS / "sealed" / "000001") == [None]  # one appendable segment
+    assert tiered.maintain() == {CHUNKS: True}  # merged: 80 points, 2.5 KB, indexed
+    (merged,) = _sealed_dirs(tmp_path / "tiered")
+    int8 = {"scalar": {"type": "int8", "quantile": 0.99, "always_ram": True}}
+    assert int8 in _quantization(tmp_path / "tiered" / "collections" / CHUNKS / "sealed" / merged)
+    _same(_answers(tiered), _answers(one))
 
 
 def test_writes_made_while_shards_are_merged_are_not_lost(pair, tmp_path, monkeypatch):

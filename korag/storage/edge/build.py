@@ -3,7 +3,8 @@
     python -m korag.storage.edge.build POINTS TARGET
 
 ``POINTS``: pickles written by the serving process one after another: the config ``{"vectors",
-"indexes", "hnsw", "optimizers"}``, then lists of points ``(id, {name: float32 array}, payload)``
+"indexes", "hnsw", "optimizers", "quantization"}`` (``"int8"`` or None), then lists of points
+``(id, {name: float32 array}, payload)``
 (so neither process holds them all at once). The child runs at the lowest CPU priority (nice
 19): on a busy machine the serving process's searches get the cores first. The shard is created
 in ``TARGET.building``, filled, indexed (``EdgeShard.optimize``, which holds this process's GIL,
@@ -32,8 +33,12 @@ def edge_config(config: dict[str, Any]) -> qe.EdgeConfig:
                for name, v in config["vectors"].items()}
     hnsw = config["hnsw"]
     optimizers = config["optimizers"]
+    quantization = None
+    if config.get("quantization") == "int8":  # kept in RAM beside the float vectors, which rescore
+        quantization = qe.ScalarQuantizationConfig(type=qe.ScalarType.Int8, quantile=0.99, always_ram=True)
     return qe.EdgeConfig(
         vectors=vectors[""] if list(vectors) == [""] else vectors,
+        quantization_config=quantization,
         hnsw_config=qe.HnswIndexConfig(m=hnsw["m"], ef_construct=hnsw["ef_construct"],
                                        full_scan_threshold=hnsw["full_scan_threshold"]),
         optimizers=qe.EdgeOptimizersConfig(max_segment_size=optimizers["max_segment_size"],

@@ -59,6 +59,13 @@ ID_CHUNK = 1000  # fresh ids per HasIdCondition when the conditions are rebuilt
 MAX_ID_CHUNKS = 64  # more (small) conditions than this: rebuild them
 MERGE_FANOUT = 4  # this many sealed shards of one size class are rebuilt as one ...
 MAX_MERGED = 4  # ... of at most this many times seal_points (each point is indexed twice)
+# Sealed shards keep an int8 copy of their dense vectors (Qdrant's scalar quantisation, in RAM):
+# the HNSW index is built and walked on it, then twice the asked-for hits are rescored with the
+# float vectors. On e5-small's Korean vectors: recall@10 against exact 0.994 as with float, search
+# ~2x and the index build 2-3.5x faster (bench/RESULTS.md, "int8 quantisation"); rescored scores
+# are exact cosines, so hits of different shards still merge by score.
+QUANTIZATION = "int8"
+OVERSAMPLING = 2.0
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +93,20 @@ def _ids(shard: qe.EdgeShard) -> set[Any]:
 def has_ids(ids: set[Any], flt: qe.Filter | None = None) -> qe.Filter:
     condition = qe.HasIdCondition(set(ids))
     return qe.Filter(must=[condition] if flt is None else [flt, condition])
+
+
+def _rescored(request: qe.QueryRequest) -> qe.QueryRequest:
+    """``request`` for a sealed shard: its int8 vectors find ``OVERSAMPLING`` times the hits, the
+    float vectors rescore them (an exact request ignores the int8 vectors anyway)."""
+    params = request.params
+    return qe.QueryRequest(
+        limit=request.limit, query=request.query, filter=request.filter, score_threshold=request.score_threshold,
+        with_payload=False, with_vector=False,
+        params=qe.SearchParams(
+            hnsw_ef=params.hnsw_ef if params is not None else None,
+            exact=params.exact if params is not None else False,
+            indexed_only=params.indexed_only if params is not None else False,
+            quantization=qe.QuantizationSearchParams(rescore=True, oversampling=OVERSAMPLING)))
 
 
 def _open_shard(path: Path) -> qe.EdgeShard:
@@ -263,8 +284,10 @@ class Tiers:
                 hits += self.main.query(qe.QueryRequest(
                     limit=keep, query=request.query, filter=flt, params=qe.SearchParams(exact=True),
                     score_threshold=request.score_threshold, with_payload=False, with_vector=False))
-            for shard in shards:
-                hits += shard.query(request)
+            if shards:
+                rescored = _rescored(request)
+                for shard in shards:
+                    hits += shard.query(rescored)
         finally:
             with self._mutex:
                 self._searches[generation] -= 1
@@ -363,6 +386,7 @@ class Tiers:
                      "full_scan_threshold": upkeep.FULL_SCAN_THRESHOLD_KB},
             # one segment per sealed shard, indexed unless small enough to be scanned anyway
             "optimizers": {"max_segment_size": 64 * upkeep.SEGMENT_KB, "indexing_threshold": upkeep.FULL_SCAN_THRESHOLD_KB},
+            "quantization": QUANTIZATION,
         }
         number = max([int(n) for n in self._manifest()] + [int(p.name.split(".")[0]) for p in self.root.iterdir()
                                                             if p.name.split(".")[0].isdigit()] + [0]) + 1
