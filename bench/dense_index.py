@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-E5_SMALL = ROOT.parent.parent / "main" / ".korag" / "models" / "e5-small"
+E5_SMALL = ROOT / ".korag" / "models" / "e5-small"  # where make quality builds it (E5_DIR)
 CACHE = ROOT / ".korag" / "bench" / "dense_index"
 K = 10
 MIN_CHARS = 10
