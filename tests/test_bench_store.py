@@ -75,3 +75,5 @@ def test_bench_store_reports_the_health_check_for_each_upkeep_mode(tmp_path):
         assert 0 < ingest["p50_ms"] <= ingest["p95_ms"] <= ingest["p99_ms"] <= ingest["max_ms"]
         assert 0 <= ingest["over_1000_ms"] <= ingest["probes"]
         assert health["during_upkeep"]["probes"] <= ingest["probes"]
+        stalls = run["stalls"]  # korag.bench.stalls: pauses of the whole process over 200 ms
+        assert stalls["threshold_ms"] == 200 and stalls["stalls"] >= len(stalls["by_place"]) >= 0

@@ -26,7 +26,9 @@ The embedded store's runs also have ``"upkeep"``, ``"steady_hybrid"``, ``"dense_
 ``{"probes", "answered", "over_1000_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"}``: probes due
 while the ingest (writes and upkeep) ran, those answered 200 within ``timeout_s``, those not
 answered within 1 s (late or unanswered), and the answered ones' latencies from when each was
-due; ``during_upkeep``: the probes in flight while ``after_batch`` ran.
+due; ``during_upkeep``: the probes in flight while ``after_batch`` ran. ``"stalls"``: every pause
+of the whole process over 200 ms during the ingest and the code that caused it
+(``korag.bench.stalls``): ``{"threshold_ms", "stalls", "total_s", "max_ms", "by_place"}``.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from ingest.sparse import SparseEncoder
+from korag.bench.stalls import Stalls
 from korag.storage.edge.upkeep import after_batch
 from korag.storage.edge_client import EdgeClient
 from korag.storage.store import DENSE, SPARSE, Fusion, QdrantStore, point_id
@@ -124,7 +127,7 @@ def _spread(times: list[float], noun: str) -> dict[str, Any]:
     if not times:
         return {noun: 0}
     return {noun: len(times), **_percentiles(times), "p99_ms": round(float(np.percentile(times, 99)), 2),
-            "max_ms": round(max(times), 1)}
+            "max_ms": round(max(times), 2)}
 
 
 def _latency(fn, runs: list[Any]) -> dict[str, float]:
@@ -355,9 +358,11 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
     steady = Steady(_hybrid(store, Fusion()), queries)
     upkeep = _Upkeep(steady)
     health = Health() if edge else None
+    stalls = Stalls()
     if health is not None:
         health.start()
         steady.start()
+        stalls.start()
     upsert_s = 0.0
     for start in range(0, points, WRITE_POINTS):
         n = min(WRITE_POINTS, points - start)
@@ -371,6 +376,7 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
         if edge and ((start + n) % BATCH_POINTS == 0 or start + n == points):
             upkeep(client)
     if health is not None:
+        stalls.stop()
         steady.stop()
         health.stop()
     result["upsert_points_per_s"] = round(points / upsert_s, 1)
@@ -379,6 +385,7 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
         result["upkeep"] = upkeep.figures()
         result["steady_hybrid"] = steady.figures()
         result["healthz"] = health.figures(upkeep.spans)
+        result["stalls"] = stalls.figures()
         result["dense_recall_at_10"] = _recall(client, queries[:20])
     result.update(_searches(store, queries))
     client.close()

@@ -1,0 +1,108 @@
+"""Which call stopped the process: a watchdog thread for ``korag bench store``.
+
+It sleeps ``interval`` seconds at a time. When it wakes more than ``threshold`` late, no Python
+thread of the process ran for that long: a call into native code held the GIL (qdrant-edge-py
+holds it for whole queries, loads and optimizes), or the machine had no free core. At that moment
+the thread that held it has just returned and has not moved far (CPython hands the GIL over at
+its next call), so the watchdog records where it is in korag's code, at or just after the call
+that held the GIL: the Python thread that used the most CPU during the pause (Linux counts
+each thread's CPU in ``/proc/self/task``), when it used at least half of it; otherwise (a call
+that waited on the disk, or its work done by native threads, or a busy machine) every thread
+not waiting in the standard library. :meth:`Stalls.figures` counts the stalls by place.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]  # the checkout: korag/bench/stalls.py -> .
+WAITS = ("threading.py", "selectors.py", "socketserver.py", "queue.py", "subprocess.py")
+
+
+def place(frame: FrameType | None, depth: int = 2) -> str | None:
+    """``file:line function`` of the innermost frames of ``frame``'s stack that are in this
+    checkout (up to ``depth``, innermost first, joined by " < "); None for a thread waiting in
+    the standard library (a lock, a socket, a child process) or outside the checkout."""
+    if frame is not None and frame.f_code.co_filename.endswith(WAITS):
+        return None
+    parts: list[str] = []
+    while frame is not None and len(parts) < depth:
+        path = Path(frame.f_code.co_filename)
+        if path.is_relative_to(ROOT) and ".venv" not in path.parts:
+            parts.append(f"{path.relative_to(ROOT)}:{frame.f_lineno} {frame.f_code.co_name}")
+        frame = frame.f_back
+    return " < ".join(parts) or None
+
+
+def _cpu_ticks() -> dict[int, int]:
+    """CPU clock ticks (user + system) of each Python thread, by ``threading.get_ident()``."""
+    out = {}
+    for thread in threading.enumerate():
+        try:
+            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        out[thread.ident] = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
+    return out
+
+
+TICK_S = 0.01  # USER_HZ: 100 on Linux
+
+
+class Stalls:
+    """Between :meth:`start` and :meth:`stop`, every pause of the process longer than ``threshold``
+    seconds, with where the other threads were when it ended."""
+
+    def __init__(self, interval: float = 0.01, threshold: float = 0.2) -> None:
+        self.interval, self.threshold = interval, threshold
+        self.stalls: list[tuple[float, list[str]]] = []  # (pause in s, places)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="korag-stalls", daemon=True)
+
+    def _run(self) -> None:
+        me = threading.get_ident()
+        ticks = _cpu_ticks()
+        while not self._stop.is_set():
+            t0 = time.perf_counter()
+            time.sleep(self.interval)
+            late = time.perf_counter() - t0 - self.interval
+            if late <= self.threshold:
+                ticks = _cpu_ticks()
+                continue
+            frames = sys._current_frames()
+            now = _cpu_ticks()
+            used = {tid: (now.get(tid, 0) - ticks.get(tid, 0)) * TICK_S for tid in frames if tid != me}
+            busiest = max(used, key=used.__getitem__, default=None)
+            if busiest is not None and used[busiest] >= late / 2 and (p := place(frames[busiest])) is not None:
+                places = [f"on CPU: {p}"]
+            else:
+                places = sorted({p for tid, f in frames.items() if tid != me and (p := place(f)) is not None})
+            self.stalls.append((late, places))
+            ticks = now
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def figures(self, most: int = 8) -> dict[str, Any]:
+        """``{"threshold_ms", "stalls", "total_s", "max_ms", "by_place": {place: {"stalls", "max_ms"}}}``,
+        the ``most`` places seen in the most stalls (a stall counts for each place seen in it)."""
+        count: Counter[str] = Counter()
+        longest: defaultdict[str, float] = defaultdict(float)
+        for late, places in self.stalls:
+            for p in places or ["(no thread in korag's code)"]:
+                count[p] += 1
+                longest[p] = max(longest[p], late)
+        return {"threshold_ms": round(self.threshold * 1000), "stalls": len(self.stalls),
+                "total_s": round(sum(late for late, _ in self.stalls), 1),
+                "max_ms": round(max((late for late, _ in self.stalls), default=0.0) * 1000, 1),
+                "by_place": {p: {"stalls": n, "max_ms": round(longest[p] * 1000, 1)} for p, n in count.most_common(most)}}
