@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-_spec = importlib.util.spec_from_file_location("dense_index", Path(__file__).resolve().parents[1] / "bench" / "dense_index.py")
-dense_index = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(dense_index)
+from bench import dense_index
 
 
 def test_pieces_split_at_sentence_ends_and_lines_drop_short_ones_cut_long_ones_and_keep_one_of_duplicates():
