@@ -17,9 +17,10 @@ process stops every search of it. In this mode no index step runs in the serving
 - :meth:`Tiers.merge` rebuilds ``MERGE_FANOUT`` small sealed shards as one the same way (at
   most ``MAX_MERGED`` times ``seal_points``), so a search and a reopen visit a few shards, not
   one per index step;
-- writes go to the sealed shards first (deletes; a re-upserted id leaves them and is fresh again),
-  then to the collection's shard; hits are checked against the collection's shard, which also
-  gives their payloads, so a crash between the two never returns a deleted point.
+- writes go to the sealed shards first (deletes, to the shard that holds the id; a re-upserted id
+  leaves it and is fresh again), then to the collection's shard; hits are checked against the
+  collection's shard, which also gives their payloads, so a crash between the two never returns a
+  deleted point. Searches do not wait for writes (:meth:`Tiers.write`).
 
 Only directories named in ``sealed.json`` are loaded; anything else under ``sealed/`` (a build
 that crashed, or one not yet adopted) is removed at open. The sealed shards are loaded in a
@@ -132,9 +133,16 @@ class Tiers:
         self.main = main
         self.dense = dense  # vector name -> {"size", "distance", "on_disk"}
         self.seal_points = seal_points
+        # Two locks. ``_writes`` orders the writers (writes, the start of a build, the adoption of
+        # its shard); searches never take it, so a write into the collection's shard (up to ~1 s
+        # at 1M points) never holds them up. ``_mutex`` guards what searches read (the shard list,
+        # the fresh-id conditions, searches in flight) and is held only for short steps. State is
+        # changed holding both (``_writes`` first), read holding either.
+        self._writes = threading.RLock()
         self._mutex = threading.RLock()
         self._building = threading.Lock()  # one build at a time
-        self._journal: list[tuple[str, Any]] | None = None
+        self._journal: list[Any] | None = None  # writes the shard being built must replay
+        self._chosen: set[Any] = set()  # the ids handed to that build
         self.sealed: dict[str, qe.EdgeShard] = {}
         self.owner: dict[Any, str] = {}  # id -> the sealed shard that holds it
         self.sizes: Counter[str] = Counter()  # sealed shard -> its points
@@ -230,36 +238,58 @@ class Tiers:
     # -- writes -----------------------------------------------------------------------------------
     def write(self, main_op: Any, sealed_op: Any = None, moved: list[Any] | None = None,
               removed: list[Any] | None = None) -> None:
-        """Apply ``sealed_op`` to every sealed shard (and journal it for a build in flight), then
-        ``main_op`` to the collection's shard. ``moved``: ids (re-)written, now fresh; they
-        leave the sealed shards. ``removed``: ids deleted."""
+        """Apply ``main_op`` to the collection's shard and what it changes to the sealed shards.
+        ``moved``: ids (re-)written, now fresh; they leave the sealed shards that hold them.
+        ``removed``: ids deleted. ``sealed_op`` (payload updates, deletes by filter) goes to every
+        sealed shard. What a build in flight must replay is journaled.
+
+        A search that starts while a write runs finds each re-written point, as it was or as
+        written: moved ids join the fresh-id conditions before they leave their sealed shards,
+        while the collection's shard still holds their old version."""
         self._wait()
-        with self._mutex:
-            ops = []
-            leaving = [i for i in (*(moved or []), *(removed or [])) if key(i) in self.owner]
-            if self._journal is not None:  # the shard being built may hold any id handed to it
-                leaving = [*(moved or []), *(removed or [])]
-            if leaving:
-                ops.append(qe.UpdateOperation.delete_points(leaving))
-            if sealed_op is not None:
-                ops.append(sealed_op)
-            for op in ops:
-                for shard in self.sealed.values():
-                    shard.update(op)
-                if self._journal is not None:
-                    self._journal.append(op)
-            self.main.update(main_op)
+        moved, removed = moved or [], removed or []
+        with self._writes:
             if moved:
-                keys = {key(i) for i in moved}
-                self.fresh |= keys
-                self._disown(keys)
-                self._conditions.append(qe.HasIdCondition(set(moved)))
-                if len(self._conditions) > MAX_ID_CHUNKS:
-                    self._rebuild_conditions()
-            if removed:
-                keys = {key(i) for i in removed}
-                self.fresh -= keys
-                self._disown(keys)
+                with self._mutex:
+                    self._conditions.append(qe.HasIdCondition(set(moved)))
+            by_shard: dict[str, list[Any]] = {}
+            for i in (*moved, *removed):
+                name = self.owner.get(key(i))
+                if name is not None:
+                    by_shard.setdefault(name, []).append(i)
+            left: set[Any] = set()  # ids gone from their sealed shard
+            try:
+                for name, ids in by_shard.items():
+                    self.sealed[name].update(qe.UpdateOperation.delete_points(ids))
+                    left.update(key(i) for i in ids)
+                if sealed_op is not None:
+                    for shard in self.sealed.values():
+                        shard.update(sealed_op)
+                if self._journal is not None:  # the shard being built holds the chosen ids
+                    built = [i for i in (*moved, *removed) if key(i) in self._chosen]
+                    if built:
+                        self._journal.append(qe.UpdateOperation.delete_points(built))
+                    if sealed_op is not None:
+                        self._journal.append(sealed_op)
+                self.main.update(main_op)
+            except BaseException:
+                if left:  # still in the collection's shard (as they were or as written): search them exactly
+                    with self._mutex:
+                        self.fresh |= left
+                        self._disown(left)
+                        self._rebuild_conditions()
+                raise
+            with self._mutex:
+                if moved:
+                    keys = {key(i) for i in moved}
+                    self.fresh |= keys
+                    self._disown(keys)
+                    if len(self._conditions) > MAX_ID_CHUNKS:
+                        self._rebuild_conditions()
+                if removed:
+                    keys = {key(i) for i in removed}
+                    self.fresh -= keys
+                    self._disown(keys)
 
     # -- reads ------------------------------------------------------------------------------------
     def is_dense(self, using: str | None) -> bool:
@@ -315,16 +345,15 @@ class Tiers:
         Returns whether a shard was added."""
         self._wait()
         with self._building:
-            with self._mutex:
+            with self._writes:
                 if not self.fresh or (not force and not self.due()):
                     return False
                 chosen = sorted(self.fresh, key=str)[: self.seal_points]
-                self._journal = []
+                self._start_journal(chosen)
             try:
                 return self._build(chosen, indexes, replaces=[])
             finally:
-                with self._mutex:
-                    self._journal = None
+                self._end_journal()
 
     def mergeable(self) -> list[str]:
         """The oldest ``MERGE_FANOUT`` sealed shards of the smallest size class that has that many
@@ -350,17 +379,25 @@ class Tiers:
         for them. Returns whether it merged."""
         self._wait()
         with self._building:
-            with self._mutex:
+            with self._writes:
                 names = self.mergeable()
                 if not names:
                     return False
                 chosen = sorted((k for k, name in self.owner.items() if name in names), key=str)
-                self._journal = []
+                self._start_journal(chosen)
             try:
                 return self._build(chosen, indexes, replaces=names)
             finally:
-                with self._mutex:
-                    self._journal = None
+                self._end_journal()
+
+    def _start_journal(self, chosen: list[Any]) -> None:
+        self._chosen = set(chosen)
+        self._journal = []
+
+    def _end_journal(self) -> None:
+        with self._writes:
+            self._journal = None
+            self._chosen = set()
 
     def _export(self, chosen: list[Any], handle: Any) -> int:
         """Pickle the chosen points (dense vectors, payload) from the collection's shard into
@@ -404,7 +441,7 @@ class Tiers:
             if replaces:  # every point of the shards to merge is gone: drop them
                 self._swap(None, replaces)
                 return True
-            with self._mutex:
+            with self._writes, self._mutex:
                 self.fresh.difference_update(key(i) for i in chosen)
                 self._rebuild_conditions()
             return False
@@ -422,9 +459,10 @@ class Tiers:
 
     def _swap(self, target: Path | None, replaces: list[str]) -> None:
         """Adopt the built shard in ``target`` (replaying what was written meanwhile) in place of
-        the sealed shards ``replaces``; close and remove those once no search holds them."""
+        the sealed shards ``replaces``; close and remove those once no search holds them. Writes
+        wait meanwhile; searches only while the shard list is swapped."""
         shard = _open_shard(target) if target is not None else None
-        with self._mutex:
+        with self._writes:
             names = [n for n in self.sealed if n not in replaces] + ([target.name] if target is not None else [])
             try:
                 if shard is not None:
@@ -437,27 +475,28 @@ class Tiers:
                     shard.close()
                     shutil.rmtree(target, ignore_errors=True)
                 raise
-            old = [self.sealed.pop(name) for name in replaces]
-            if shard is not None:
-                self.sealed[target.name] = shard
-                adopted = _ids(shard)
-                self._own(target.name, adopted)
-                self.fresh -= adopted
-                self._rebuild_conditions()
-            for name in replaces:
-                if self.sizes.pop(name, 0) > 0:  # ids not rebuilt (gone from the collection's shard)
-                    for k in [k for k, n in self.owner.items() if n == name]:
-                        del self.owner[k]
-            self._generation += 1
-            while any(g < self._generation for g in self._searches):
-                self._idle.wait()
+            adopted = _ids(shard) if shard is not None else set()
+            with self._mutex:
+                old = [self.sealed.pop(name) for name in replaces]
+                if shard is not None:
+                    self.sealed[target.name] = shard
+                    self._own(target.name, adopted)
+                    self.fresh -= adopted
+                    self._rebuild_conditions()
+                for name in replaces:
+                    if self.sizes.pop(name, 0) > 0:  # ids not rebuilt (gone from the collection's shard)
+                        for k in [k for k, n in self.owner.items() if n == name]:
+                            del self.owner[k]
+                self._generation += 1
+                while any(g < self._generation for g in self._searches):
+                    self._idle.wait()
         for name, gone in zip(replaces, old):
             gone.close()
             shutil.rmtree(self.root / name, ignore_errors=True)
 
     def close(self) -> None:
         self._loader.join()
-        with self._mutex:
+        with self._writes, self._mutex:
             for shard in self.sealed.values():
                 shard.flush()
                 shard.close()
