@@ -552,3 +552,33 @@ def test_a_failed_write_leaves_the_points_it_touched_searchable(pair):
     _same(_answers(tiered), expected)  # gone from their sealed shards, found in the collection's shard
     assert tiered.seal(CHUNKS, force=True)  # sealed again
     _same(_answers(tiered), expected)
+
+
+def test_the_engines_fusion_takes_its_dense_candidates_from_the_tiers(pair, monkeypatch):
+    """rrf and dbsf run as one engine query with a dense and a sparse prefetch. The collection's
+    shard is never indexed in this mode, so its dense prefetch would scan every vector (about a
+    second per search at 1M points): the dense candidates must come from the sealed shards and
+    the fresh points, with the same answers as the one-shard store."""
+    one, tiered = pair
+    tiered.maintain()
+    tiers = tiered._tiers[CHUNKS]
+    asked = []
+    real = tiers.query_dense
+
+    def counted(request, keep):
+        asked.append(keep)
+        return real(request, keep)
+
+    monkeypatch.setattr(tiers, "query_dense", counted)
+    sparse = POINTS[3].vector["sparse"]
+    tenant = models.Filter(must=[_match("metadata.tenant", "acme")])
+    for method in ("rrf", "dbsf"):
+        for where in (None, tenant):
+            asked.clear()
+            fusion = Fusion(0.3, 1.0, 2, 20, method)
+            q = _queries()[1]
+            found = QdrantStore(tiered, CHUNKS).search(q, 8, sparse=sparse, mode="hybrid", fusion=fusion, where=where)
+            expected = QdrantStore(one, CHUNKS).search(q, 8, sparse=sparse, mode="hybrid", fusion=fusion, where=where)
+            assert asked == [20]  # one dense prefetch of 20, answered by the tiers
+            assert [h.id for h in found] == [h.id for h in expected]
+            assert [h.score for h in found] == pytest.approx([h.score for h in expected], abs=1e-6)

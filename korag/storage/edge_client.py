@@ -37,7 +37,7 @@ from korag.storage.edge.points import (
     to_record,
     to_scored,
 )
-from korag.storage.edge.queries import query_request
+from korag.storage.edge.queries import DEFAULT_PREFETCH_LIMIT, query_request
 from korag.storage.edge.tiers import Tiers, discard, has_ids
 
 log = logging.getLogger(__name__)
@@ -347,6 +347,8 @@ class EdgeClient:
         if tiers is not None and prefetch is None and _dense_nearest(query) and tiers.is_dense(using):
             return self._query_tiers(tiers, collection_name, query, using, query_filter, search_params, limit,
                                      offset or 0, with_payload, with_vectors, score_threshold)
+        if tiers is not None and prefetch is not None:
+            prefetch = self._prefetch_tiers(tiers, collection_name, prefetch)
         request = query_request(
             query, using, prefetch, query_filter, search_params, limit, offset, with_payload, with_vectors,
             score_threshold,
@@ -411,6 +413,26 @@ class EdgeClient:
             self._update(collection_name, operation)
         else:
             edge_call(self._catalog.directory(collection_name), tiers.write, operation, sealed_op, moved, removed)
+
+    def _prefetch_tiers(self, tiers: Tiers, collection_name: str, prefetch: Any) -> list[models.Prefetch]:
+        """``prefetch`` with each plain dense one (no nested prefetch) found by the tiers: the
+        collection's shard is never indexed in this mode, so there it would scan every dense
+        vector. The engine still runs and fuses the prefetches (rrf, dbsf): a dense one is kept,
+        restricted to the ids the tiers found and scored exactly, as the tiers score them."""
+        out = []
+        for p in prefetch if isinstance(prefetch, list) else [prefetch]:
+            if p.prefetch is None and p.lookup_from is None and _dense_nearest(p.query) and tiers.is_dense(p.using):
+                limit = p.limit if p.limit is not None else DEFAULT_PREFETCH_LIMIT
+                request = query_request(p.query, p.using, None, p.filter, p.params, limit, None, False, False,
+                                        p.score_threshold)
+                hits = edge_call(self._catalog.directory(collection_name), tiers.query_dense, request, limit)
+                if hits is not None:  # None: the sealed shards are still being loaded
+                    found = models.HasIdCondition(has_id=[client_id(h.id) for h in hits])
+                    p = p.model_copy(update={
+                        "filter": models.Filter(must=[found] if p.filter is None else [p.filter, found]),
+                        "params": models.SearchParams(exact=True)})
+            out.append(p)
+        return out
 
     def _query_tiers(self, tiers: Tiers, collection_name: str, query: Any, using: str | None,
                      query_filter: models.Filter | None, search_params: models.SearchParams | None, limit: int,
