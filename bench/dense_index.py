@@ -162,13 +162,6 @@ def synthetic(points: int, n_queries: int) -> dict[str, Any]:
     return {"vectors": vectors, "queries": queries, "real_queries": 0, "texts": None, "passages": 0}
 
 
-def _disk(path: Path, skip: str | None = None, allocated: bool = False) -> int:
-    """Bytes of the files under ``path`` (those under a directory named ``skip`` left out): their
-    sizes, or with ``allocated`` the blocks they occupy (``du``: preallocated, unwritten parts not counted)."""
-    files = [f for f in path.rglob("*") if f.is_file() and skip not in f.relative_to(path).parts]
-    return sum(f.stat().st_blocks * 512 if allocated else f.stat().st_size for f in files)
-
-
 # -- 1. Edge shards directly -----------------------------------------------------------------------
 # shard kinds: (int8 quantisation, full_scan_threshold in KB, indexing_threshold in KB; None: korag's)
 SHARDS = {"float": (False, None, None), "int8": (True, None, None), "int8-scan": (True, 10**9, None)}
@@ -205,6 +198,8 @@ def build_shard(path: Path, vectors: np.ndarray, shape: tuple[bool, int | None, 
                 quantile: float | None = 0.99) -> dict[str, Any]:
     import qdrant_edge as qe
 
+    from korag.bench.store import disk_bytes
+
     int8, full_scan_kb, indexing_kb = shape
     t0 = time.perf_counter()
     shard = qe.EdgeShard.create(str(path), shard_config(vectors.shape[1], int8, quantile, full_scan_kb, indexing_kb))
@@ -219,9 +214,9 @@ def build_shard(path: Path, vectors: np.ndarray, shape: tuple[bool, int | None, 
     shard.flush()
     info = shard.info()
     return {"shard": shard, "upsert_s": round(upsert_s, 2), "optimize_s": round(optimize_s, 2),
-            "disk_mb": round(_disk(path) / 2**20, 1),
-            "disk_mb_without_wal": round(_disk(path, "wal") / 2**20, 1),
-            "disk_mb_allocated": round(_disk(path, allocated=True) / 2**20, 1), "segments": getattr(info, "segments_count", None),
+            "disk_mb": round(disk_bytes(path, allocated=False) / 2**20, 1),
+            "disk_mb_without_wal": round(disk_bytes(path, allocated=False, skip="wal") / 2**20, 1),
+            "disk_mb_allocated": round(disk_bytes(path) / 2**20, 1), "segments": getattr(info, "segments_count", None),
             "indexed": getattr(info, "indexed_vectors_count", None), "load": load()}
 
 
@@ -290,6 +285,7 @@ def engine_table(data: dict[str, Any], workdir: Path, rounds: int,
 def store_recall(data: dict[str, Any], workdir: Path, mode: str, seal_points: int) -> dict[str, Any]:
     from qdrant_client import models
 
+    from korag.bench.store import disk_bytes
     from korag.storage.edge.upkeep import after_batch
     from korag.storage.edge_client import EdgeClient
     from korag.storage.store import QdrantStore, point_id
@@ -356,8 +352,8 @@ def store_recall(data: dict[str, Any], workdir: Path, mode: str, seal_points: in
                              "exact_top": row_of[str(exact[0].id)] if exact else None})
     out.update(self_checked=len(sample), self_not_in_top10=not_found, self_not_top1=len(not_top1),
                self_not_top1_rows=not_top1[:5])
-    out["disk_mb"] = round(_disk(workdir) / 2**20, 1)
-    out["disk_mb_allocated"] = round(_disk(workdir, allocated=True) / 2**20, 1)
+    out["disk_mb"] = round(disk_bytes(workdir, allocated=False) / 2**20, 1)
+    out["disk_mb_allocated"] = round(disk_bytes(workdir) / 2**20, 1)
     client.close()
     return out
 

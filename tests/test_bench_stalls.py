@@ -4,9 +4,11 @@ only waits."""
 
 from __future__ import annotations
 
+import mmap
+import os
 import time
 
-from korag.bench.stalls import Stalls
+from korag.bench.stalls import Stalls, major_faults, mem_available_mb
 
 
 def _hold_the_gil() -> int:
@@ -31,3 +33,19 @@ def test_waiting_is_not_a_pause():
     time.sleep(1.0)  # releases the GIL: the watchdog keeps waking on time
     stalls.stop()
     assert stalls.figures()["stalls"] == 0
+
+
+def test_reading_a_file_that_is_not_in_memory_counts_as_major_faults(tmp_path):
+    """``korag bench store`` splits its searches by these: a store bigger than memory makes them
+    wait on the disk."""
+    path = tmp_path / "cold"
+    path.write_bytes(os.urandom(8 << 20))
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+        os.posix_fadvise(handle.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)  # out of the page cache
+        with mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as pages:
+            before = major_faults()
+            touched = sum(pages[i] for i in range(0, len(pages), mmap.PAGESIZE))
+            after = major_faults()
+    assert touched >= 0 and after > before
+    assert 0 < mem_available_mb() < 10**7

@@ -68,6 +68,12 @@ def test_bench_store_reports_the_health_check_for_each_upkeep_mode(tmp_path):
     assert report["local"] is None
     for run in (report, report["process"]):
         assert {"upsert_points_per_s", "steady_hybrid", "upkeep", "dense", "hybrid", "reopen_s"} <= set(run)
+        steady = run["steady_hybrid"]  # split by whether the process waited on the disk meanwhile
+        split = steady["with_major_faults"]["searches"] + steady["without_major_faults"]["searches"]
+        assert split == steady["during_ingest"]["searches"] > 0
+        assert 0 < steady["mem_available_min_mb"] < 10**7
+        for fused in ("hybrid_rrf", "hybrid_dbsf"):  # the engine's fusion: a dense and a sparse prefetch
+            assert 0 < run[fused]["p50_ms"] <= run[fused]["p95_ms"]
         health = run["healthz"]
         assert health["interval_ms"] == 100 and health["timeout_s"] == 30
         ingest = health["during_ingest"]

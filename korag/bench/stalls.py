@@ -55,6 +55,19 @@ def _cpu_ticks() -> dict[int, int]:
 TICK_S = 0.01  # USER_HZ: 100 on Linux
 
 
+def major_faults() -> int:
+    """Major page faults of this process so far (every thread): page reads that waited on the disk."""
+    return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[9])  # majflt: field 12 of stat
+
+
+def mem_available_mb() -> float:
+    """The machine's ``MemAvailable`` (/proc/meminfo): memory it could give without swapping."""
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 class Stalls:
     """Between :meth:`start` and :meth:`stop`, every pause of the process longer than ``threshold``
     seconds, with where the other threads were when it ended."""

@@ -43,6 +43,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -51,7 +52,7 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from ingest.sparse import SparseEncoder
-from korag.bench.stalls import Stalls
+from korag.bench.stalls import Stalls, major_faults, mem_available_mb
 from korag.storage.edge.upkeep import after_batch
 from korag.storage.edge_client import EdgeClient
 from korag.storage.store import DENSE, SPARSE, Fusion, QdrantStore, point_id
@@ -114,8 +115,17 @@ def _rss() -> tuple[int, int]:
     return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
 
 
-def _disk(path: Path) -> int:
-    return sum(os.stat(os.path.join(d, f)).st_blocks * 512 for d, _, files in os.walk(path) for f in files)
+def disk_bytes(path: Path, allocated: bool = True, skip: str | None = None) -> int:
+    """Bytes of the files under ``path``: the blocks they occupy (``du``: preallocated, unwritten
+    parts not counted), or their sizes with ``allocated=False``; files under a directory named
+    ``skip`` are left out."""
+    total = 0
+    for d, dirs, files in os.walk(path):
+        dirs[:] = [x for x in dirs if x != skip]
+        for f in files:
+            st = os.stat(os.path.join(d, f))
+            total += st.st_blocks * 512 if allocated else st.st_size
+    return total
 
 
 def _percentiles(times: list[float]) -> dict[str, float]:
@@ -153,6 +163,9 @@ def _searches(store, queries: list[tuple[np.ndarray, Any]]) -> dict[str, dict[st
         "sparse": _latency(lambda q: store.search(None, 10, sparse=q[1], mode="sparse"), queries),
         "hybrid": _latency(_hybrid(store, fusion), queries),
         "hybrid_filtered": _latency(_hybrid(store, fusion, "t3"), queries),
+        # the engine's own fusion (KORAG_FUSION_METHOD): one query with a dense and a sparse prefetch
+        "hybrid_rrf": _latency(_hybrid(store, replace(fusion, method="rrf")), queries),
+        "hybrid_dbsf": _latency(_hybrid(store, replace(fusion, method="dbsf")), queries),
     }
 
 
@@ -180,6 +193,8 @@ class Steady:
         self.upkeep = threading.Event()  # set while after_batch runs
         self.during_ingest: list[float] = []
         self.during_upkeep: list[float] = []
+        self.faulted: list[bool] = []  # per search of during_ingest: the process read pages from disk meanwhile
+        self.mem_available_mb: list[float] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -190,9 +205,12 @@ class Steady:
             if now < due:
                 time.sleep(due - now)
             in_upkeep = self.upkeep.is_set()
+            faults = major_faults()
             self.search(self.queries[i % len(self.queries)])
             waited = (time.perf_counter() - due) * 1000
             self.during_ingest.append(waited)
+            self.faulted.append(major_faults() > faults)
+            self.mem_available_mb.append(mem_available_mb())
             if in_upkeep or self.upkeep.is_set():
                 self.during_upkeep.append(waited)
             i += 1
@@ -218,8 +236,15 @@ class Steady:
         return _spread(times, "searches")
 
     def figures(self) -> dict[str, Any]:
+        """Also the searches during ingest split by whether the process waited on page reads from
+        disk (major faults, any thread) while they ran, and the least memory the machine had
+        available: a store bigger than memory makes searches wait on the disk."""
+        pairs = list(zip(self.during_ingest, self.faulted))
         return {"interval_ms": round(self.interval * 1000), "during_ingest": self._figures(self.during_ingest),
-                "during_upkeep": self._figures(self.during_upkeep)}
+                "during_upkeep": self._figures(self.during_upkeep),
+                "with_major_faults": self._figures([t for t, f in pairs if f]),
+                "without_major_faults": self._figures([t for t, f in pairs if not f]),
+                "mem_available_min_mb": round(min(self.mem_available_mb)) if self.mem_available_mb else None}
 
 
 class _Upkeep:
@@ -357,9 +382,10 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
     store.ensure_collection(MODEL, DIM)
     steady = Steady(_hybrid(store, Fusion()), queries)
     upkeep = _Upkeep(steady)
+    # steady searches, /healthz probes and the stall watchdog: for the embedded engine only
     health = Health() if edge else None
-    stalls = Stalls()
-    if health is not None:
+    stalls = Stalls() if edge else None
+    if edge:
         health.start()
         steady.start()
         stalls.start()
@@ -375,13 +401,13 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
         upsert_s += time.perf_counter() - t0
         if edge and ((start + n) % BATCH_POINTS == 0 or start + n == points):
             upkeep(client)
-    if health is not None:
+    if edge:
         stalls.stop()
         steady.stop()
         health.stop()
     result["upsert_points_per_s"] = round(points / upsert_s, 1)
     assert store.count() == points, "points went missing"
-    if health is not None:
+    if edge:
         result["upkeep"] = upkeep.figures()
         result["steady_hybrid"] = steady.figures()
         result["healthz"] = health.figures(upkeep.spans)
@@ -398,7 +424,7 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
     t0 = time.perf_counter()
     QdrantStore(client, COLLECTION).search(queries[0][0], 10, sparse=queries[0][1], mode="hybrid")
     result["reopen_first_hybrid_s"] = round(time.perf_counter() - t0, 2)
-    result["disk_bytes"] = _disk(workdir)
+    result["disk_bytes"] = disk_bytes(workdir)
     result["rss_bytes"], result["peak_rss_bytes"] = _rss()
     client.close()
     return result
