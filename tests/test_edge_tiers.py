@@ -419,19 +419,24 @@ def test_an_unreadable_sealed_shard_is_dropped_and_its_points_indexed_again(pair
         again.close()
 
 
-class _Counted:
-    """A sealed shard that counts its updates (each one is an append to its write-ahead log)."""
+class _Wrapped:
+    """A real shard whose ``update`` a subclass replaces; everything else is the shard's."""
 
     def __init__(self, shard):
         self.shard = shard
-        self.updates = 0
+
+    def __getattr__(self, name):
+        return getattr(self.shard, name)
+
+
+class _Counted(_Wrapped):
+    """A sealed shard that counts its updates (each one is an append to its write-ahead log)."""
+
+    updates = 0
 
     def update(self, op):
         self.updates += 1
         return self.shard.update(op)
-
-    def __getattr__(self, name):
-        return getattr(self.shard, name)
 
 
 def test_a_write_reaches_only_the_sealed_shards_that_hold_its_ids(pair, monkeypatch):
@@ -471,13 +476,13 @@ def test_a_write_reaches_only_the_sealed_shards_that_hold_its_ids(pair, monkeypa
     _same(_answers(tiered), _answers(one))
 
 
-class _Held:
+class _Held(_Wrapped):
     """The collection's shard with every update held until ``release`` is set: a stand-in for a
     slow write (an upsert into the 1M-point shard held the GIL up to 1.1 s, bench/RESULTS.md);
     it waits on an Event, so other threads run meanwhile."""
 
     def __init__(self, shard):
-        self.shard = shard
+        super().__init__(shard)
         self.entered = threading.Event()
         self.release = threading.Event()
 
@@ -485,9 +490,6 @@ class _Held:
         self.entered.set()
         assert self.release.wait(60)
         return self.shard.update(op)
-
-    def __getattr__(self, name):
-        return getattr(self.shard, name)
 
 
 def test_searches_do_not_wait_for_a_write_and_find_the_point_it_rewrites(pair):
@@ -521,18 +523,12 @@ def test_searches_do_not_wait_for_a_write_and_find_the_point_it_rewrites(pair):
     _same(_answers(tiered), _answers(one))
 
 
-class _Failing:
+class _Failing(_Wrapped):
     """The collection's shard with every update failing, as Edge fails on a full disk: a stand-in,
     since an engine error cannot be caused at exactly this call with a real disk."""
 
-    def __init__(self, shard):
-        self.shard = shard
-
     def update(self, op):
         raise OSError("No space left on device")
-
-    def __getattr__(self, name):
-        return getattr(self.shard, name)
 
 
 def test_a_failed_write_leaves_the_points_it_touched_searchable(pair):
