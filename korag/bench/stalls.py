@@ -40,12 +40,17 @@ def place(frame: FrameType | None, depth: int = 2) -> str | None:
     return " < ".join(parts) or None
 
 
+def _stat(path: str) -> list[str]:
+    """The fields of a ``/proc/.../stat`` file after the command name, so ``[0]`` is field 3 (state)."""
+    return Path(path).read_text().rsplit(")", 1)[1].split()
+
+
 def _cpu_ticks() -> dict[int, int]:
     """CPU clock ticks (user + system) of each Python thread, by ``threading.get_ident()``."""
     out = {}
     for thread in threading.enumerate():
         try:
-            fields = Path(f"/proc/self/task/{thread.native_id}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = _stat(f"/proc/self/task/{thread.native_id}/stat")
         except (OSError, IndexError):
             continue
         out[thread.ident] = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
@@ -57,7 +62,7 @@ TICK_S = 0.01  # USER_HZ: 100 on Linux
 
 def major_faults() -> int:
     """Major page faults of this process so far (every thread): page reads that waited on the disk."""
-    return int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[9])  # majflt: field 12 of stat
+    return int(_stat("/proc/self/stat")[9])  # majflt: field 12 of stat
 
 
 def mem_available_mb() -> float:

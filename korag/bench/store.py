@@ -20,7 +20,9 @@ before issue 22) and ``KORAG_EDGE_UPKEEP=process`` (korag's default; under ``pro
 
 The printed object is the embedded store's figures (``--upkeep``'s mode; inline for ``both``), with the old local mode's under ``local``:
 ``{"backend", "points", "upsert_points_per_s", "reopen_s", "disk_bytes", "rss_bytes",
-"dense": {"p50_ms", "p95_ms"}, "sparse", "hybrid", "hybrid_filtered", ..., "local": {...}}``.
+"dense": {"p50_ms", "p95_ms"}, "sparse", "hybrid", "hybrid_filtered", "hybrid_rrf", "hybrid_dbsf", ...,
+"local": {...}}`` (``hybrid_rrf`` and ``hybrid_dbsf``: the engine's own fusion, one query with a
+dense and a sparse prefetch).
 The embedded store's runs also have ``"upkeep"``, ``"steady_hybrid"``, ``"dense_recall_at_10"`` and
 ``"healthz": {"interval_ms", "timeout_s", "during_ingest", "during_upkeep"}``, each of the two
 ``{"probes", "answered", "over_1000_ms", "p50_ms", "p95_ms", "p99_ms", "max_ms"}``: probes due
@@ -29,6 +31,9 @@ answered within 1 s (late or unanswered), and the answered ones' latencies from 
 due; ``during_upkeep``: the probes in flight while ``after_batch`` ran. ``"stalls"``: every pause
 of the whole process over 200 ms during the ingest and the code that caused it
 (``korag.bench.stalls``): ``{"threshold_ms", "stalls", "total_s", "max_ms", "by_place"}``.
+``steady_hybrid`` also splits the searches during ingest into ``with_major_faults`` and
+``without_major_faults`` (whether the process read pages from disk while each ran) and gives
+``mem_available_min_mb``, the least memory the machine had available.
 """
 
 from __future__ import annotations
@@ -194,7 +199,7 @@ class Steady:
         self.during_ingest: list[float] = []
         self.during_upkeep: list[float] = []
         self.faulted: list[bool] = []  # per search of during_ingest: the process read pages from disk meanwhile
-        self.mem_available_mb: list[float] = []
+        self.mem_available_min_mb: float | None = None  # the least seen after a search
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -210,7 +215,8 @@ class Steady:
             waited = (time.perf_counter() - due) * 1000
             self.during_ingest.append(waited)
             self.faulted.append(major_faults() > faults)
-            self.mem_available_mb.append(mem_available_mb())
+            available, least = mem_available_mb(), self.mem_available_min_mb
+            self.mem_available_min_mb = available if least is None else min(least, available)
             if in_upkeep or self.upkeep.is_set():
                 self.during_upkeep.append(waited)
             i += 1
@@ -244,7 +250,7 @@ class Steady:
                 "during_upkeep": self._figures(self.during_upkeep),
                 "with_major_faults": self._figures([t for t, f in pairs if f]),
                 "without_major_faults": self._figures([t for t, f in pairs if not f]),
-                "mem_available_min_mb": round(min(self.mem_available_mb)) if self.mem_available_mb else None}
+                "mem_available_min_mb": round(self.mem_available_min_mb) if self.mem_available_min_mb is not None else None}
 
 
 class _Upkeep:
