@@ -27,6 +27,27 @@ def test_a_pause_of_the_process_is_caught_with_the_code_that_caused_it():
     assert any("test_a_pause_of_the_process_is_caught" in place for place in figures["by_place"]), figures
 
 
+def test_the_cpu_of_each_thread_is_counted():
+    """``cpu_s`` says how the GIL's time was shared: a thread that computes shows its CPU, one that
+    sleeps shows none, and the process's CPU holds both."""
+    import threading
+
+    stalls = Stalls(threshold=5.0)
+    sleeper = threading.Thread(target=time.sleep, args=(1.0,), name="sleeper")
+    sleeper.start()
+    stalls.start()
+    worker = threading.Thread(target=_hold_the_gil, name="worker")
+    worker.start()
+    worker.join()
+    time.sleep(0.1)
+    stalls.stop()
+    sleeper.join()
+    cpu = stalls.figures()["cpu_s"]
+    assert cpu["sleeper"] < 0.05 and "worker" not in cpu  # the worker ended before stop: not counted by name
+    assert cpu["process"] >= 0.3  # the worker's loop
+    assert stalls.figures()["wall_s"] >= cpu["process"] - 0.1
+
+
 def test_waiting_is_not_a_pause():
     stalls = Stalls(threshold=0.5)
     stalls.start()

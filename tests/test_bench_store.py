@@ -83,3 +83,23 @@ def test_bench_store_reports_the_health_check_for_each_upkeep_mode(tmp_path):
         assert health["during_upkeep"]["probes"] <= ingest["probes"]
         stalls = run["stalls"]  # korag.bench.stalls: pauses of the whole process over 200 ms
         assert stalls["threshold_ms"] == 200 and stalls["stalls"] >= len(stalls["by_place"]) >= 0
+        # the GIL's budget: the ingest (main) thread and the searches' thread, within the process's CPU
+        cpu = stalls["cpu_s"]
+        assert 0 < cpu["MainThread"] + cpu["korag-steady"] <= cpu["process"] + 0.05
+        assert stalls["wall_s"] > 0
+        assert steady["queued"]["searches"] == steady["service"]["searches"] == steady["during_ingest"]["searches"]
+
+
+def test_steady_searches_that_cannot_keep_up_show_as_queued_not_as_slow():
+    """Each search takes 0.25 s (waiting, not computing) and one is due every 0.1 s: the latency
+    grows from waiting for the searches before, which ``queued`` shows and ``service`` does not."""
+    from korag.bench.store import Steady
+
+    steady = Steady(lambda q: time.sleep(0.25), [None], interval=0.1)
+    with steady:
+        time.sleep(1.6)
+    figures = steady.figures()
+    assert 240 <= figures["service"]["p50_ms"] < 400
+    assert figures["service_cpu"]["p95_ms"] < 50  # it slept: its thread used no CPU
+    assert figures["queued"]["max_ms"] > 500  # the later searches waited for the earlier ones
+    assert figures["during_ingest"]["max_ms"] >= figures["queued"]["max_ms"] + 240

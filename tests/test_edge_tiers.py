@@ -299,9 +299,33 @@ def test_small_sealed_shards_are_merged_into_one_with_the_same_answers(pair, tmp
     assert tiered.maintain() == {CHUNKS: True}  # nothing fresh to seal: the four are merged
     assert _sealed_dirs(tmp_path / "tiered") == ["000005"]
     _same(_answers(tiered), expected)
-    assert tiered.maintain() == {CHUNKS: False}  # 80 points is as big as a merge makes a shard
+    assert tiered.maintain() == {CHUNKS: False}  # the only shard of its size class: nothing to merge
     tiered.close()
     _same(_reopened_answers(tmp_path / "tiered", "process"), expected)
+
+
+def test_merged_shards_are_merged_again_up_to_the_largest_size(pair, tmp_path, monkeypatch):
+    """Merging goes on by size class (two at a time here, up to four times ``seal_points``: 80
+    points) so a big store is searched over a few big shards; a shard at the largest size is
+    never merged again. Answers stay the one-shard store's throughout."""
+    monkeypatch.setattr(tiers_module, "MERGE_FANOUT", 2)
+    monkeypatch.setattr(tiers_module, "MAX_MERGED", 4)
+    one, tiered = pair
+    more = _points(160, seed=12)[N:]
+    for c in (one, tiered):
+        c.upsert(CHUNKS, points=more)
+    expected = _answers(one)
+    while tiered.seal(CHUNKS):
+        pass
+    directory = tmp_path / "tiered"
+    assert len(_sealed_dirs(directory)) == 8  # 160 points, 20 a shard
+    assert tiered.maintain() == {CHUNKS: True}
+    tiers = tiered._tier(CHUNKS)
+    assert sorted(tiers.sizes[name] for name in _sealed_dirs(directory)) == [80, 80]  # 20+20, 40+40, twice
+    _same(_answers(tiered), expected)
+    assert tiered.maintain() == {CHUNKS: False}  # two shards of the largest size: merged no further
+    tiered.close()
+    _same(_reopened_answers(directory, "process"), expected)
 
 
 def _quantization(shard_dir) -> list:
@@ -521,6 +545,44 @@ def test_searches_do_not_wait_for_a_write_and_find_the_point_it_rewrites(pair):
     assert str(top.id) == _pid(8) and top.payload["page_content"] == "옮김"  # as written
     one.upsert(CHUNKS, points=[moved])
     _same(_answers(tiered), _answers(one))
+
+
+def test_searches_do_not_wait_while_a_built_shard_is_adopted(pair, monkeypatch):
+    """Adopting a built shard reads its ids and hands them to it, work that grows with the shard
+    (80k points at 1M); searches do not wait for it, and find the shard's points as fresh ones
+    until it is swapped in."""
+    one, tiered = pair
+    tiered.maintain()
+    tiers = tiered._tiers[CHUNKS]
+    entered, release = threading.Event(), threading.Event()
+    own = tiers._own
+
+    def held_own(name, ids):
+        entered.set()
+        assert release.wait(60)
+        own(name, ids)
+
+    monkeypatch.setattr(tiers, "_own", held_own)
+    more = _points(80, seed=12)[N:]
+    for c in (one, tiered):
+        c.upsert(CHUNKS, points=more)
+    expected = _answers(one)
+    sealer = ThreadPoolExecutor(1)
+    sealed = sealer.submit(tiered.seal, CHUNKS)
+    try:
+        assert entered.wait(60)
+        with ThreadPoolExecutor(1) as pool:
+            try:
+                _same(pool.submit(_answers, tiered).result(timeout=20), expected)
+            except TimeoutError:
+                pytest.fail("searches waited for the adoption of a built shard")
+            finally:
+                release.set()
+        assert sealed.result(timeout=60)
+    finally:
+        release.set()
+        sealer.shutdown()
+    _same(_answers(tiered), expected)
 
 
 class _Failing(_Wrapped):

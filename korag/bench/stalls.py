@@ -80,6 +80,8 @@ class Stalls:
     def __init__(self, interval: float = 0.01, threshold: float = 0.2) -> None:
         self.interval, self.threshold = interval, threshold
         self.stalls: list[tuple[float, list[str]]] = []  # (pause in s, places)
+        self._cpu: dict[str, float] = {}  # CPU seconds between start and stop: the process's, per thread
+        self._began = self._wall = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="korag-stalls", daemon=True)
 
@@ -104,16 +106,33 @@ class Stalls:
             self.stalls.append((late, places))
             ticks = now
 
+    @staticmethod
+    def _cpu_now() -> dict[str, float]:
+        """CPU seconds so far of the whole process (``"process"``) and of each named Python thread."""
+        names = {t.ident: t.name for t in threading.enumerate()}
+        out = {names[tid]: ticks * TICK_S for tid, ticks in _cpu_ticks().items() if tid in names}
+        fields = _stat("/proc/self/stat")
+        out["process"] = (int(fields[11]) + int(fields[12])) * TICK_S
+        return out
+
     def start(self) -> None:
+        self._cpu, self._began = self._cpu_now(), time.perf_counter()
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+        now, before = self._cpu_now(), self._cpu
+        self._wall = time.perf_counter() - self._began
+        self._cpu = {name: now[name] - before.get(name, 0.0) for name in now}
 
     def figures(self, most: int = 8) -> dict[str, Any]:
-        """``{"threshold_ms", "stalls", "total_s", "max_ms", "by_place": {place: {"stalls", "max_ms"}}}``,
-        the ``most`` places seen in the most stalls (a stall counts for each place seen in it)."""
+        """``{"threshold_ms", "stalls", "total_s", "max_ms", "by_place": {place: {"stalls", "max_ms"}},
+        "wall_s", "cpu_s"}``: the ``most`` places seen in the most stalls (a stall counts for each
+        place seen in it), and between :meth:`start` and :meth:`stop` the seconds passed and the
+        CPU seconds of the process and of each Python thread alive at both ends (by name). Edge
+        holds the GIL in its calls, so a thread's CPU is about the time it held the GIL; the
+        threads together near ``wall_s`` is a GIL with no time to spare."""
         count: Counter[str] = Counter()
         longest: defaultdict[str, float] = defaultdict(float)
         for late, places in self.stalls:
@@ -123,4 +142,5 @@ class Stalls:
         return {"threshold_ms": round(self.threshold * 1000), "stalls": len(self.stalls),
                 "total_s": round(sum(late for late, _ in self.stalls), 1),
                 "max_ms": round(max((late for late, _ in self.stalls), default=0.0) * 1000, 1),
-                "by_place": {p: {"stalls": n, "max_ms": round(longest[p] * 1000, 1)} for p, n in count.most_common(most)}}
+                "by_place": {p: {"stalls": n, "max_ms": round(longest[p] * 1000, 1)} for p, n in count.most_common(most)},
+                "wall_s": round(self._wall, 1), "cpu_s": {name: round(s, 1) for name, s in sorted(self._cpu.items())}}

@@ -199,9 +199,14 @@ class Steady:
         self.during_ingest: list[float] = []
         self.during_upkeep: list[float] = []
         self.faulted: list[bool] = []  # per search of during_ingest: the process read pages from disk meanwhile
+        # per search of during_ingest: ms from when it was due to when it started (queued behind
+        # the searches before it), from its start to its end, and this thread's CPU meanwhile
+        self.queued: list[float] = []
+        self.service: list[float] = []
+        self.service_cpu: list[float] = []
         self.mem_available_min_mb: float | None = None  # the least seen after a search
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._run, name="korag-steady", daemon=True)
 
     def _run(self) -> None:
         i, due = 0, time.perf_counter()
@@ -211,8 +216,13 @@ class Steady:
                 time.sleep(due - now)
             in_upkeep = self.upkeep.is_set()
             faults = major_faults()
+            start, cpu = time.perf_counter(), time.thread_time()
             self.search(self.queries[i % len(self.queries)])
-            waited = (time.perf_counter() - due) * 1000
+            end = time.perf_counter()
+            self.service_cpu.append((time.thread_time() - cpu) * 1000)
+            self.queued.append((start - due) * 1000)
+            self.service.append((end - start) * 1000)
+            waited = (end - due) * 1000
             self.during_ingest.append(waited)
             self.faulted.append(major_faults() > faults)
             available, least = mem_available_mb(), self.mem_available_min_mb
@@ -244,9 +254,16 @@ class Steady:
     def figures(self) -> dict[str, Any]:
         """Also the searches during ingest split by whether the process waited on page reads from
         disk (major faults, any thread) while they ran, and the least memory the machine had
-        available: a store bigger than memory makes searches wait on the disk."""
+        available: a store bigger than memory makes searches wait on the disk. ``queued``: how
+        long each search waited for the ones before it to finish; ``service``: from its start to
+        its end, and ``service_cpu`` this thread's CPU meanwhile (the rest of ``service`` it waited
+        for the GIL, the disk or a core). Searches that cost more than ``interval`` queue up: a
+        tail made of ``queued`` is a search thread that cannot keep up, one made of ``service``
+        searches held up while they ran."""
         pairs = list(zip(self.during_ingest, self.faulted))
         return {"interval_ms": round(self.interval * 1000), "during_ingest": self._figures(self.during_ingest),
+                "queued": self._figures(self.queued), "service": self._figures(self.service),
+                "service_cpu": self._figures(self.service_cpu),
                 "during_upkeep": self._figures(self.during_upkeep),
                 "with_major_faults": self._figures([t for t, f in pairs if f]),
                 "without_major_faults": self._figures([t for t, f in pairs if not f]),

@@ -59,7 +59,11 @@ EXPORT_CHUNK = 256
 ID_CHUNK = 1000  # fresh ids per HasIdCondition when the conditions are rebuilt
 MAX_ID_CHUNKS = 64  # more (small) conditions than this: rebuild them
 MERGE_FANOUT = 4  # this many sealed shards of one size class are rebuilt as one ...
-MAX_MERGED = 4  # ... of at most this many times seal_points (each point is indexed twice)
+# ... of at most this many times seal_points: 80k points at 1024 dimensions, each point indexed
+# three times (sealed, merged into 20k, into 80k). A search asks every sealed shard, and one query
+# of an 80k-point shard costs 1.5x one of a 20k-point shard (0.70 against 0.47 ms, int8), so at
+# 1M points a search does ~13 of those instead of ~50 (bench/RESULTS.md, issue 22).
+MAX_MERGED = 16
 # Sealed shards keep an int8 copy of their dense vectors (Qdrant's scalar quantisation, in RAM):
 # the HNSW index is built and walked on it, then twice the asked-for hits are rescored with the
 # float vectors. On e5-small's Korean vectors: recall@10 against exact 0.994 as with float, search
@@ -134,10 +138,12 @@ class Tiers:
         self.dense = dense  # vector name -> {"size", "distance", "on_disk"}
         self.seal_points = seal_points
         # Two locks. ``_writes`` orders the writers (writes, the start of a build, the adoption of
-        # its shard); searches never take it, so a write into the collection's shard (up to ~1 s
-        # at 1M points) never holds them up. ``_mutex`` guards what searches read (the shard list,
-        # the fresh-id conditions, searches in flight) and is held only for short steps. State is
-        # changed holding both (``_writes`` first), read holding either.
+        # its shard) and guards what only they use (``owner``, ``sizes``, ``fresh``); searches
+        # never take it, so a write into the collection's shard (up to ~1 s at 1M points) never
+        # holds them up. ``_mutex`` guards what searches read (the shard list, the fresh-id
+        # conditions, searches in flight), which is changed holding both (``_writes`` first) and
+        # only for short steps: what takes time (the ids of an adopted shard, the conditions) is
+        # computed before ``_mutex`` is taken.
         self._writes = threading.RLock()
         self._mutex = threading.RLock()
         self._building = threading.Lock()  # one build at a time
@@ -216,9 +222,15 @@ class Tiers:
             if name is not None:
                 self.sizes[name] -= 1
 
-    def _rebuild_conditions(self) -> None:
+    def _fresh_conditions(self) -> list[Any]:
+        """The fresh ids as conditions, ``ID_CHUNK`` ids each; the caller holds ``_writes``."""
         ids = sorted(self.fresh, key=str)
-        self._conditions = [qe.HasIdCondition(set(ids[i : i + ID_CHUNK])) for i in range(0, len(ids), ID_CHUNK)]
+        return [qe.HasIdCondition(set(ids[i : i + ID_CHUNK])) for i in range(0, len(ids), ID_CHUNK)]
+
+    def _rebuild_conditions(self) -> None:
+        conditions = self._fresh_conditions()
+        with self._mutex:
+            self._conditions = conditions
 
     # -- on disk ----------------------------------------------------------------------------------
     def _manifest(self) -> list[str]:
@@ -274,22 +286,20 @@ class Tiers:
                 self.main.update(main_op)
             except BaseException:
                 if left:  # still in the collection's shard (as they were or as written): search them exactly
-                    with self._mutex:
-                        self.fresh |= left
-                        self._disown(left)
-                        self._rebuild_conditions()
+                    self.fresh |= left
+                    self._disown(left)
+                    self._rebuild_conditions()
                 raise
-            with self._mutex:
-                if moved:
-                    keys = {key(i) for i in moved}
-                    self.fresh |= keys
-                    self._disown(keys)
-                    if len(self._conditions) > MAX_ID_CHUNKS:
-                        self._rebuild_conditions()
-                if removed:
-                    keys = {key(i) for i in removed}
-                    self.fresh -= keys
-                    self._disown(keys)
+            if moved:
+                keys = {key(i) for i in moved}
+                self.fresh |= keys
+                self._disown(keys)
+            if removed:
+                keys = {key(i) for i in removed}
+                self.fresh -= keys
+                self._disown(keys)
+            if len(self._conditions) > MAX_ID_CHUNKS:
+                self._rebuild_conditions()
 
     # -- reads ------------------------------------------------------------------------------------
     def is_dense(self, using: str | None) -> bool:
@@ -360,7 +370,7 @@ class Tiers:
         (class n: fewer than ``seal_points * MERGE_FANOUT ** (n + 1)`` points), none of them
         already ``MAX_MERGED`` times ``seal_points``; [] when there are none."""
         classes: dict[int, list[str]] = {}
-        with self._mutex:
+        with self._writes:
             for name in self.sealed:
                 size = self.sizes[name]
                 if size > self.seal_points * (MAX_MERGED - 1):
@@ -441,7 +451,7 @@ class Tiers:
             if replaces:  # every point of the shards to merge is gone: drop them
                 self._swap(None, replaces)
                 return True
-            with self._writes, self._mutex:
+            with self._writes:
                 self.fresh.difference_update(key(i) for i in chosen)
                 self._rebuild_conditions()
             return False
@@ -475,18 +485,21 @@ class Tiers:
                     shard.close()
                     shutil.rmtree(target, ignore_errors=True)
                 raise
-            adopted = _ids(shard) if shard is not None else set()
-            with self._mutex:
+            conditions = None
+            if shard is not None:
+                adopted = _ids(shard)
+                self._own(target.name, adopted)
+                self.fresh -= adopted
+                conditions = self._fresh_conditions()
+            for name in replaces:
+                if self.sizes.pop(name, 0) > 0:  # ids not rebuilt (gone from the collection's shard)
+                    for k in [k for k, n in self.owner.items() if n == name]:
+                        del self.owner[k]
+            with self._mutex:  # searches wait only while the shard list and the conditions change
                 old = [self.sealed.pop(name) for name in replaces]
                 if shard is not None:
                     self.sealed[target.name] = shard
-                    self._own(target.name, adopted)
-                    self.fresh -= adopted
-                    self._rebuild_conditions()
-                for name in replaces:
-                    if self.sizes.pop(name, 0) > 0:  # ids not rebuilt (gone from the collection's shard)
-                        for k in [k for k, n in self.owner.items() if n == name]:
-                            del self.owner[k]
+                    self._conditions = conditions
                 self._generation += 1
                 while any(g < self._generation for g in self._searches):
                     self._idle.wait()
