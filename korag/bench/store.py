@@ -30,9 +30,13 @@ while the ingest (writes and upkeep) ran, those answered 200 within ``timeout_s`
 answered within 1 s (late or unanswered), and the answered ones' latencies from when each was
 due; ``during_upkeep``: the probes in flight while ``after_batch`` ran. ``"stalls"``: every pause
 of the whole process over 200 ms during the ingest and the code that caused it
-(``korag.bench.stalls``): ``{"threshold_ms", "stalls", "total_s", "max_ms", "by_place"}``.
-``steady_hybrid`` also splits the searches during ingest into ``with_major_faults`` and
-``without_major_faults`` (whether the process read pages from disk while each ran) and gives
+(``korag.bench.stalls``): ``{"threshold_ms", "stalls", "total_s", "max_ms", "by_place"}``, and
+``"wall_s"``, ``"cpu_s"``: the ingest's seconds and the CPU seconds of the process and of each
+thread meanwhile (``MainThread`` writes and runs upkeep, ``korag-steady`` searches), which is how
+the GIL was shared. ``steady_hybrid`` also splits the searches during ingest into
+``with_major_faults`` and ``without_major_faults`` (whether the process read pages from disk while
+each ran), splits each search's latency into ``queued`` (waiting for the searches before it) and
+``service`` (its own run; ``service_cpu``: its thread's CPU meanwhile), and gives
 ``mem_available_min_mb``, the least memory the machine had available.
 """
 
