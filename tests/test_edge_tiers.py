@@ -304,12 +304,15 @@ def test_small_sealed_shards_are_merged_into_one_with_the_same_answers(pair, tmp
     _same(_reopened_answers(tmp_path / "tiered", "process"), expected)
 
 
-def test_merged_shards_are_merged_again_up_to_the_largest_size(pair, tmp_path, monkeypatch):
+@pytest.mark.parametrize("many, sizes", [(3, [40, 40, 80]), (0, [80, 80])])
+def test_merged_shards_are_merged_again_up_to_the_largest_size(pair, tmp_path, monkeypatch, many, sizes):
     """Merging goes on by size class (two at a time here, up to four times ``seal_points``: 80
     points) so a big store is searched over a few big shards; a shard at the largest size is
-    never merged again. Answers stay the one-shard store's throughout."""
+    never merged again, and shards beyond the first class only while there are more than
+    ``MANY_SHARDS``. Answers stay the one-shard store's throughout."""
     monkeypatch.setattr(tiers_module, "MERGE_FANOUT", 2)
     monkeypatch.setattr(tiers_module, "MAX_MERGED", 4)
+    monkeypatch.setattr(tiers_module, "MANY_SHARDS", many)
     one, tiered = pair
     more = _points(160, seed=12)[N:]
     for c in (one, tiered):
@@ -321,9 +324,9 @@ def test_merged_shards_are_merged_again_up_to_the_largest_size(pair, tmp_path, m
     assert len(_sealed_dirs(directory)) == 8  # 160 points, 20 a shard
     assert tiered.maintain() == {CHUNKS: True}
     tiers = tiered._tier(CHUNKS)
-    assert sorted(tiers.sizes[name] for name in _sealed_dirs(directory)) == [80, 80]  # 20+20, 40+40, twice
+    assert sorted(tiers.sizes[name] for name in _sealed_dirs(directory)) == sizes  # 20+20 four times, then 40+40
     _same(_answers(tiered), expected)
-    assert tiered.maintain() == {CHUNKS: False}  # two shards of the largest size: merged no further
+    assert tiered.maintain() == {CHUNKS: False}  # few enough shards, or all of the largest size
     tiered.close()
     _same(_reopened_answers(directory, "process"), expected)
 

@@ -59,11 +59,14 @@ EXPORT_CHUNK = 256
 ID_CHUNK = 1000  # fresh ids per HasIdCondition when the conditions are rebuilt
 MAX_ID_CHUNKS = 64  # more (small) conditions than this: rebuild them
 MERGE_FANOUT = 4  # this many sealed shards of one size class are rebuilt as one ...
-# ... of at most this many times seal_points: 80k points at 1024 dimensions, each point indexed
-# three times (sealed, merged into 20k, into 80k). A search asks every sealed shard, and one query
-# of an 80k-point shard costs 1.5x one of a 20k-point shard (0.70 against 0.47 ms, int8), so at
-# 1M points a search does ~13 of those instead of ~50 (bench/RESULTS.md, issue 22).
+# ... of at most this many times seal_points: 80k points at 1024 dimensions. A search asks every
+# sealed shard, and one query of an 80k-point shard costs 1.5x one of a 20k-point shard (0.70
+# against 0.47 ms, int8), so at 1M points a search makes ~14 shard queries instead of ~50
+# (bench/RESULTS.md, issue 22). Merging beyond the first size class (into 80k) indexes each point
+# a third time, so it is done only while a collection has more than MANY_SHARDS sealed shards:
+# a store of up to ~250k points keeps 20k-point shards and its upkeep costs what it did.
 MAX_MERGED = 16
+MANY_SHARDS = 12
 # Sealed shards keep an int8 copy of their dense vectors (Qdrant's scalar quantisation, in RAM):
 # the HNSW index is built and walked on it, then twice the asked-for hits are rescored with the
 # float vectors. On e5-small's Korean vectors: recall@10 against exact 0.994 as with float, search
@@ -368,7 +371,8 @@ class Tiers:
     def mergeable(self) -> list[str]:
         """The oldest ``MERGE_FANOUT`` sealed shards of the smallest size class that has that many
         (class n: fewer than ``seal_points * MERGE_FANOUT ** (n + 1)`` points), none of them
-        already ``MAX_MERGED`` times ``seal_points``; [] when there are none."""
+        already ``MAX_MERGED`` times ``seal_points``, and of a class above the first only while
+        there are more than ``MANY_SHARDS`` sealed shards; [] when there are none."""
         classes: dict[int, list[str]] = {}
         with self._writes:
             for name in self.sealed:
@@ -379,8 +383,9 @@ class Tiers:
                 while size >= self.seal_points * MERGE_FANOUT ** (level + 1):
                     level += 1
                 classes.setdefault(level, []).append(name)
+            many = len(self.sealed) > MANY_SHARDS
         for level in sorted(classes):
-            if len(classes[level]) >= MERGE_FANOUT:
+            if len(classes[level]) >= MERGE_FANOUT and (level == 0 or many):
                 return classes[level][:MERGE_FANOUT]
         return []
 
