@@ -28,7 +28,7 @@ def test_a_pause_of_the_process_is_caught_with_the_code_that_caused_it():
 
 
 def test_the_cpu_of_each_thread_is_counted():
-    """``cpu_s`` says how the GIL's time was shared: a thread that computes shows its CPU, one that
+    """``cpu_s`` says where the process spent its CPU: a thread that computes shows its CPU, one that
     sleeps shows none, and the process's CPU holds both."""
     import threading
 

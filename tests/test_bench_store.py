@@ -83,7 +83,7 @@ def test_bench_store_reports_the_health_check_for_each_upkeep_mode(tmp_path):
         assert health["during_upkeep"]["probes"] <= ingest["probes"]
         stalls = run["stalls"]  # korag.bench.stalls: pauses of the whole process over 200 ms
         assert stalls["threshold_ms"] == 200 and stalls["stalls"] >= len(stalls["by_place"]) >= 0
-        # the GIL's budget: the ingest (main) thread and the searches' thread, within the process's CPU
+        # where the CPU went: the ingest (main) thread and the searches' thread, within the process's
         cpu = stalls["cpu_s"]
         assert 0 < cpu["MainThread"] + cpu["korag-steady"] <= cpu["process"] + 0.05
         assert stalls["wall_s"] > 0

@@ -130,9 +130,9 @@ class Stalls:
         """``{"threshold_ms", "stalls", "total_s", "max_ms", "by_place": {place: {"stalls", "max_ms"}},
         "wall_s", "cpu_s"}``: the ``most`` places seen in the most stalls (a stall counts for each
         place seen in it), and between :meth:`start` and :meth:`stop` the seconds passed and the
-        CPU seconds of the process and of each Python thread alive at both ends (by name). Edge
-        holds the GIL in its calls, so a thread's CPU is about the time it held the GIL; the
-        threads together near ``wall_s`` is a GIL with no time to spare."""
+        CPU seconds of the process and of each Python thread alive at both ends (by name). A
+        Python thread's CPU is its own work; Edge runs queries on threads of its own (in
+        ``process``, not in any named thread) while the calling thread waits holding the GIL."""
         count: Counter[str] = Counter()
         longest: defaultdict[str, float] = defaultdict(float)
         for late, places in self.stalls:

@@ -32,8 +32,8 @@ due; ``during_upkeep``: the probes in flight while ``after_batch`` ran. ``"stall
 of the whole process over 200 ms during the ingest and the code that caused it
 (``korag.bench.stalls``): ``{"threshold_ms", "stalls", "total_s", "max_ms", "by_place"}``, and
 ``"wall_s"``, ``"cpu_s"``: the ingest's seconds and the CPU seconds of the process and of each
-thread meanwhile (``MainThread`` writes and runs upkeep, ``korag-steady`` searches), which is how
-the GIL was shared. ``steady_hybrid`` also splits the searches during ingest into
+Python thread meanwhile (``MainThread`` writes and runs upkeep, ``korag-steady`` searches; the
+rest of ``process`` is mostly Edge's own query threads, and the build children are not in it). ``steady_hybrid`` also splits the searches during ingest into
 ``with_major_faults`` and ``without_major_faults`` (whether the process read pages from disk while
 each ran), splits each search's latency into ``queued`` (waiting for the searches before it) and
 ``service`` (its own run; ``service_cpu``: its thread's CPU meanwhile), and gives
@@ -260,10 +260,11 @@ class Steady:
         disk (major faults, any thread) while they ran, and the least memory the machine had
         available: a store bigger than memory makes searches wait on the disk. ``queued``: how
         long each search waited for the ones before it to finish; ``service``: from its start to
-        its end, and ``service_cpu`` this thread's CPU meanwhile (the rest of ``service`` it waited
-        for the GIL, the disk or a core). Searches that cost more than ``interval`` queue up: a
-        tail made of ``queued`` is a search thread that cannot keep up, one made of ``service``
-        searches held up while they ran."""
+        its end, and ``service_cpu`` this thread's CPU meanwhile (its Python: building requests,
+        reading answers; Edge runs a query on threads of its own while the caller waits, holding
+        the GIL). Searches that cost more than ``interval`` queue up: a tail made of ``queued`` is
+        a search thread that cannot keep up, one made of ``service`` searches held up while they
+        ran."""
         pairs = list(zip(self.during_ingest, self.faulted))
         return {"interval_ms": round(self.interval * 1000), "during_ingest": self._figures(self.during_ingest),
                 "queued": self._figures(self.queued), "service": self._figures(self.service),
