@@ -1,0 +1,121 @@
+"""What one sealed shard costs by its size: the figures behind ``korag.storage.edge.tiers``'s
+``MAX_MERGED`` and ``MANY_SHARDS`` (issue 22; bench/RESULTS.md).
+
+A process-mode search asks every sealed shard, so at 1M points the number of shards decides what
+a search costs; bigger shards mean fewer queries but each point indexed once more. For each size
+in ``--sizes`` this builds a sealed shard the way korag does (``korag.storage.edge.build``: int8
+HNSW, korag's HNSW settings) from ``korag bench store``'s synthetic 1024-dim vectors, then times:
+
+- ``build_s``: the child's whole build (upserts, ``optimize``, flush);
+- ``query_p50_ms`` / ``query_p95_ms``: one dense query as ``Tiers.query_dense`` sends it (limit 10,
+  int8 with 2x oversampling and rescoring), 100 queries near stored points;
+- ``load_s``: ``EdgeShard.load`` (what adopting a built shard and reopening cost, holding the
+  GIL), the best of three, with the shard's files dropped from the page cache before each;
+- ``disk_mb``.
+
+    python bench/sealed_shards.py [--sizes 5000 20000 80000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import qdrant_edge as qe
+
+from korag.bench import store as bench
+from korag.storage.edge import build, tiers, upkeep
+
+QUERIES = 100
+
+
+def _config() -> dict:
+    """The build config ``Tiers._build`` writes for a collection with one 1024-dim dense vector."""
+    return {
+        "vectors": {"dense": {"size": bench.DIM, "distance": "Cosine", "on_disk": None}},
+        "indexes": {},
+        "hnsw": {"m": upkeep.HNSW_M, "ef_construct": upkeep.HNSW_EF_CONSTRUCT,
+                 "full_scan_threshold": upkeep.FULL_SCAN_THRESHOLD_KB},
+        "optimizers": {"max_segment_size": 64 * upkeep.SEGMENT_KB, "indexing_threshold": upkeep.FULL_SCAN_THRESHOLD_KB},
+        "quantization": tiers.QUANTIZATION,
+    }
+
+
+def _build(points: int, target: Path) -> float:
+    points_file = target.with_suffix(".pkl")
+    with open(points_file, "wb") as handle:
+        pickle.dump(_config(), handle)
+        for lo in range(0, points, tiers.EXPORT_CHUNK):
+            rows = bench._dense(lo, min(tiers.EXPORT_CHUNK, points - lo))
+            pickle.dump([(lo + i, {"dense": row}, {"n": lo + i}) for i, row in enumerate(rows)], handle)
+    t0 = time.perf_counter()
+    build.build(points_file, target)
+    points_file.unlink()
+    return time.perf_counter() - t0
+
+
+def _uncache(path: Path) -> None:
+    for directory, _, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+def measure(points: int, workdir: Path) -> dict:
+    target = workdir / f"{points}"
+    build_s = _build(points, target)
+    loads = []
+    for _ in range(3):
+        _uncache(target)
+        t0 = time.perf_counter()
+        qe.EdgeShard.load(str(target)).close()
+        loads.append(time.perf_counter() - t0)
+    shard = qe.EdgeShard.load(str(target))
+    rng = np.random.default_rng(1)
+    times = []
+    for j in rng.integers(0, points, size=QUERIES + 10):
+        q = bench._dense(int(j), 1)[0] + 0.01 * rng.standard_normal(bench.DIM).astype(np.float32)
+        request = tiers._rescored(qe.QueryRequest(limit=10, query=qe.Query.Nearest((q / np.linalg.norm(q)).tolist(),
+                                                                                    using="dense")))
+        t0 = time.perf_counter()
+        shard.query(request)
+        times.append((time.perf_counter() - t0) * 1000)
+    shard.close()
+    times = times[10:]  # warm-up
+    return {"points": points, "build_s": round(build_s, 1), "load_s": round(min(loads), 2),
+            "query_p50_ms": round(float(np.percentile(times, 50)), 2),
+            "query_p95_ms": round(float(np.percentile(times, 95)), 2),
+            "disk_mb": round(bench.disk_bytes(target) / 2**20)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 20_000, 80_000])
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="korag-sealed-"))
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+        print(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                      "flags": [f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")]}}))
+        for points in args.sizes:
+            print(json.dumps(measure(points, workdir)), flush=True)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
