@@ -13,7 +13,12 @@ HNSW, korag's HNSW settings) from ``korag bench store``'s synthetic 1024-dim vec
   GIL), the best of three, with the shard's files dropped from the page cache before each;
 - ``disk_mb``.
 
-    python bench/sealed_shards.py [--sizes 5000 20000 80000]
+``--recall``: what merging into bigger shards does to recall, on real Korean embeddings
+(``bench/dense_index.py``'s 15,788 AutoRAG pieces and 514 queries, e5-small, cached): the points
+split in id order into 16, 4 and 1 int8 HNSW shards, each asked as ``Tiers.query_dense`` asks a
+sealed shard and the hits merged by score; recall@10 against exact search (numpy).
+
+    python bench/sealed_shards.py [--sizes 5000 20000 80000] [--recall [--shared ../shared] [--model DIR]]
 """
 
 from __future__ import annotations
@@ -100,9 +105,41 @@ def measure(points: int, workdir: Path) -> dict:
             "disk_mb": round(bench.disk_bytes(target) / 2**20)}
 
 
+def _query(shards: list[tuple[qe.EdgeShard, int]], vector: np.ndarray, limit: int = 10) -> list[int]:
+    """The top ``limit`` of every shard, merged by score, as ``Tiers.query_dense`` does (ids offset
+    by each shard's first row)."""
+    request = tiers._rescored(qe.QueryRequest(limit=limit, query=qe.Query.Nearest(vector.tolist(), using="dense")))
+    hits = [(p.score, first + int(p.id)) for shard, first in shards for p in shard.query(request)]
+    return [row for _, row in sorted(hits, reverse=True)[:limit]]
+
+
+def merged_recall(shared: Path, model: Path, workdir: Path, splits: tuple[int, ...] = (16, 4, 1)) -> list[dict]:
+    from bench import dense_index
+
+    data = dense_index.dataset(shared, model, piece_queries=400)
+    vectors, queries = data["vectors"], data["queries"]
+    truth = dense_index.exact_top(vectors, queries)
+    out = []
+    for parts in splits:
+        bounds = np.linspace(0, len(vectors), parts + 1).astype(int)
+        shards = []
+        for lo, hi in zip(bounds[:-1], bounds[1:]):  # int8, HNSW at any size (thresholds of 1 KB)
+            built = dense_index.build_shard(workdir / f"recall-{parts}-{lo}", vectors[lo:hi], (True, 1, 1))
+            shards.append((built["shard"], int(lo)))
+        found = [_query(shards, q) for q in queries]
+        for shard, _ in shards:
+            shard.close()
+        out.append({"shards": parts, "points_per_shard": int(bounds[1]), "points": len(vectors),
+                    "queries": len(queries), "recall_at_10": round(dense_index.recall(found, truth), 4)})
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 20_000, 80_000])
+    parser.add_argument("--recall", action="store_true", help="also recall by shard size on real embeddings")
+    parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
+    parser.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / ".korag" / "models" / "e5-small")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="korag-sealed-"))
     try:
@@ -112,6 +149,9 @@ def main() -> int:
                                       "flags": [f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")]}}))
         for points in args.sizes:
             print(json.dumps(measure(points, workdir)), flush=True)
+        if args.recall:
+            for row in merged_recall(args.shared, args.model, workdir):
+                print(json.dumps(row), flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
