@@ -33,11 +33,12 @@ of the whole process over 200 ms during the ingest and the code that caused it
 (``korag.bench.stalls``): ``{"threshold_ms", "stalls", "total_s", "max_ms", "by_place"}``, and
 ``"wall_s"``, ``"cpu_s"``: the ingest's seconds and the CPU seconds of the process and of each
 Python thread meanwhile (``MainThread`` writes and runs upkeep, ``korag-steady`` searches; the
-rest of ``process`` is mostly Edge's own query threads, and the build children are not in it). ``steady_hybrid`` also splits the searches during ingest into
-``with_major_faults`` and ``without_major_faults`` (whether the process read pages from disk while
-each ran), splits each search's latency into ``queued`` (waiting for the searches before it) and
-``service`` (its own run; ``service_cpu``: its thread's CPU meanwhile), and gives
-``mem_available_min_mb``, the least memory the machine had available.
+rest of ``process`` is mostly Edge's own query threads, and the build children are not in it).
+``steady_hybrid`` also splits the searches during ingest into ``with_major_faults`` and
+``without_major_faults`` (whether the process read pages from disk while each ran), splits
+each search's latency into ``queued`` (waiting for the searches before it) and ``service`` (its
+own run; ``service_cpu``: its thread's CPU meanwhile), and gives ``mem_available_min_mb``, the
+least memory the machine had available.
 """
 
 from __future__ import annotations
