@@ -37,8 +37,10 @@ from pathlib import Path
 import numpy as np
 import qdrant_edge as qe
 
-from korag.bench import store as bench
-from korag.storage.edge import build, tiers, upkeep
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench.dense_index
+
+from korag.bench import store as bench  # noqa: E402
+from korag.storage.edge import build, tiers, upkeep  # noqa: E402
 
 QUERIES = 100
 
@@ -136,7 +138,7 @@ def merged_recall(shared: Path, model: Path, workdir: Path, splits: tuple[int, .
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 20_000, 80_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[5_000, 20_000, 80_000])
     parser.add_argument("--recall", action="store_true", help="also recall by shard size on real embeddings")
     parser.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared")
     parser.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / ".korag" / "models" / "e5-small")
