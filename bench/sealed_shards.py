@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import pickle
-import platform
 import shutil
 import sys
 import tempfile
@@ -39,28 +38,19 @@ import qdrant_edge as qe
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench.dense_index
 
+from bench import dense_index  # noqa: E402
 from korag.bench import store as bench  # noqa: E402
-from korag.storage.edge import build, tiers, upkeep  # noqa: E402
+from korag.storage.edge import build, tiers  # noqa: E402
 
 QUERIES = 100
-
-
-def _config() -> dict:
-    """The build config ``Tiers._build`` writes for a collection with one 1024-dim dense vector."""
-    return {
-        "vectors": {"dense": {"size": bench.DIM, "distance": "Cosine", "on_disk": None}},
-        "indexes": {},
-        "hnsw": {"m": upkeep.HNSW_M, "ef_construct": upkeep.HNSW_EF_CONSTRUCT,
-                 "full_scan_threshold": upkeep.FULL_SCAN_THRESHOLD_KB},
-        "optimizers": {"max_segment_size": 64 * upkeep.SEGMENT_KB, "indexing_threshold": upkeep.FULL_SCAN_THRESHOLD_KB},
-        "quantization": tiers.QUANTIZATION,
-    }
 
 
 def _build(points: int, target: Path) -> float:
     points_file = target.with_suffix(".pkl")
     with open(points_file, "wb") as handle:
-        pickle.dump(_config(), handle)
+        # what Tiers._build writes for a collection with one 1024-dim dense vector
+        pickle.dump(tiers.build_config({"dense": {"size": bench.DIM, "distance": "Cosine", "on_disk": None}}, {}),
+                    handle)
         for lo in range(0, points, tiers.EXPORT_CHUNK):
             rows = bench._dense(lo, min(tiers.EXPORT_CHUNK, points - lo))
             pickle.dump([(lo + i, {"dense": row}, {"n": lo + i}) for i, row in enumerate(rows)], handle)
@@ -90,12 +80,9 @@ def measure(points: int, workdir: Path) -> dict:
         qe.EdgeShard.load(str(target)).close()
         loads.append(time.perf_counter() - t0)
     shard = qe.EdgeShard.load(str(target))
-    rng = np.random.default_rng(1)
     times = []
-    for j in rng.integers(0, points, size=QUERIES + 10):
-        q = bench._dense(int(j), 1)[0] + 0.01 * rng.standard_normal(bench.DIM).astype(np.float32)
-        request = tiers._rescored(qe.QueryRequest(limit=10, query=qe.Query.Nearest((q / np.linalg.norm(q)).tolist(),
-                                                                                    using="dense")))
+    for q in bench.near_queries(points, QUERIES + 10, np.random.default_rng(1)):
+        request = tiers._rescored(qe.QueryRequest(limit=10, query=qe.Query.Nearest(q.tolist(), using="dense")))
         t0 = time.perf_counter()
         shard.query(request)
         times.append((time.perf_counter() - t0) * 1000)
@@ -116,8 +103,6 @@ def _query(shards: list[tuple[qe.EdgeShard, int]], vector: np.ndarray, limit: in
 
 
 def merged_recall(shared: Path, model: Path, workdir: Path, splits: tuple[int, ...] = (16, 4, 1)) -> list[dict]:
-    from bench import dense_index
-
     data = dense_index.dataset(shared, model, piece_queries=400)
     vectors, queries = data["vectors"], data["queries"]
     truth = dense_index.exact_top(vectors, queries)
@@ -145,10 +130,7 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="korag-sealed-"))
     try:
-        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), [])
-        print(json.dumps({"machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                      "flags": [f for f in flags if f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16")]}}))
+        print(json.dumps({"machine": dense_index.machine()}))
         for points in args.sizes:
             print(json.dumps(measure(points, workdir)), flush=True)
         if args.recall:

@@ -45,6 +45,11 @@ def _stat(path: str) -> list[str]:
     return Path(path).read_text().rsplit(")", 1)[1].split()
 
 
+def _ticks(fields: list[str]) -> int:
+    """CPU clock ticks (user + system) in the fields of a stat file (:func:`_stat`)."""
+    return int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
+
+
 def _cpu_ticks() -> dict[int, int]:
     """CPU clock ticks (user + system) of each Python thread, by ``threading.get_ident()``."""
     out = {}
@@ -53,7 +58,7 @@ def _cpu_ticks() -> dict[int, int]:
             fields = _stat(f"/proc/self/task/{thread.native_id}/stat")
         except (OSError, IndexError):
             continue
-        out[thread.ident] = int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15 of stat
+        out[thread.ident] = _ticks(fields)
     return out
 
 
@@ -111,8 +116,7 @@ class Stalls:
         """CPU seconds so far of the whole process (``"process"``) and of each named Python thread."""
         names = {t.ident: t.name for t in threading.enumerate()}
         out = {names[tid]: ticks * TICK_S for tid, ticks in _cpu_ticks().items() if tid in names}
-        fields = _stat("/proc/self/stat")
-        out["process"] = (int(fields[11]) + int(fields[12])) * TICK_S
+        out["process"] = _ticks(_stat("/proc/self/stat")) * TICK_S
         return out
 
     def start(self) -> None:

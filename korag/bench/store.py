@@ -110,6 +110,13 @@ def _dense(start: int, n: int) -> np.ndarray:
     return out / np.linalg.norm(out, axis=1, keepdims=True)
 
 
+def near_queries(points: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` unit query vectors, each a stored row (of the first ``points``) plus 1% noise."""
+    near = rng.integers(0, points, size=n)
+    out = np.stack([_dense(int(j), 1)[0] + 0.01 * rng.standard_normal(DIM).astype(np.float32) for j in near])
+    return out / np.linalg.norm(out, axis=1, keepdims=True)
+
+
 def _payload(i: int, passage: str) -> dict[str, Any]:
     return {"page_content": passage, "metadata": {
         "doc_id": f"doc-{i // 10}", "source": f"docs/doc-{i // 10}.pdf", "chunk_index": i % 10,
@@ -398,10 +405,7 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
     t0 = time.perf_counter()
     sparse = [encoder.encode_document(p) for p in passages]
     encode_s = time.perf_counter() - t0
-    rng = np.random.default_rng(5)
-    near = rng.integers(0, points, size=n_queries)
-    qdense = np.stack([_dense(int(j), 1)[0] + 0.01 * rng.standard_normal(DIM).astype(np.float32) for j in near])
-    qdense /= np.linalg.norm(qdense, axis=1, keepdims=True)
+    qdense = near_queries(points, n_queries, np.random.default_rng(5))
     queries = list(zip(qdense, [encoder.encode_query(q) for q in asked]))
 
     result: dict[str, Any] = {"backend": backend, "points": points, "dimension": DIM, "texts": source,

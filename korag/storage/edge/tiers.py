@@ -122,6 +122,20 @@ def _open_shard(path: Path) -> qe.EdgeShard:
     return qe.EdgeShard.load(str(path))
 
 
+def build_config(dense: dict[str, dict[str, Any]], indexes: dict[str, str]) -> dict[str, Any]:
+    """What a build child (``korag.storage.edge.build``) makes a sealed shard of: ``dense`` vector
+    name -> {"size", "distance", "on_disk"}, ``indexes`` payload field -> Edge schema name."""
+    return {
+        "vectors": dense,
+        "indexes": indexes,
+        "hnsw": {"m": upkeep.HNSW_M, "ef_construct": upkeep.HNSW_EF_CONSTRUCT,
+                 "full_scan_threshold": upkeep.FULL_SCAN_THRESHOLD_KB},
+        # one segment per sealed shard, indexed unless small enough to be scanned anyway
+        "optimizers": {"max_segment_size": 64 * upkeep.SEGMENT_KB, "indexing_threshold": upkeep.FULL_SCAN_THRESHOLD_KB},
+        "quantization": QUANTIZATION,
+    }
+
+
 def discard(directory: Path) -> bool:
     """Drop a collection's sealed shards (``directory``: the collection's). Called before a store
     in ``inline`` mode writes to the collection: its writes would not reach them, and the
@@ -432,15 +446,7 @@ class Tiers:
         return count
 
     def _build(self, chosen: list[Any], indexes: dict[str, str], replaces: list[str]) -> bool:
-        config = {
-            "vectors": self.dense,
-            "indexes": indexes,
-            "hnsw": {"m": upkeep.HNSW_M, "ef_construct": upkeep.HNSW_EF_CONSTRUCT,
-                     "full_scan_threshold": upkeep.FULL_SCAN_THRESHOLD_KB},
-            # one segment per sealed shard, indexed unless small enough to be scanned anyway
-            "optimizers": {"max_segment_size": 64 * upkeep.SEGMENT_KB, "indexing_threshold": upkeep.FULL_SCAN_THRESHOLD_KB},
-            "quantization": QUANTIZATION,
-        }
+        config = build_config(self.dense, indexes)
         number = max([int(n) for n in self._manifest()] + [int(p.name.split(".")[0]) for p in self.root.iterdir()
                                                             if p.name.split(".")[0].isdigit()] + [0]) + 1
         target = self.root / f"{number:06d}"
