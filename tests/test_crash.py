@@ -130,7 +130,9 @@ def test_poison_document_ends_failed_and_the_rest_finish(tmp_path, env):
             if worker.started(poison, "embedding"):
                 worker.kill()
                 kills += 1
-                worker = Worker(env, tmp_path, tmp_path / f"worker{kills}.log", f"w{kills}").start()
+                # no waiting for a ping: a solo worker answers none while it runs a task, and the
+                # replacement takes the redelivered poison at once (it would be indexed meanwhile)
+                worker = Worker(env, tmp_path, tmp_path / f"worker{kills}.log", f"w{kills}").start(ready=False)
             time.sleep(0.2)
     finally:
         worker.stop()
