@@ -33,7 +33,9 @@ of the whole process over 200 ms during the ingest and the code that caused it
 (``korag.bench.stalls``): ``{"threshold_ms", "stalls", "total_s", "max_ms", "by_place"}``, and
 ``"wall_s"``, ``"cpu_s"``: the ingest's seconds and the CPU seconds of the process and of each
 Python thread meanwhile (``MainThread`` writes and runs upkeep, ``korag-steady`` searches; the
-rest of ``process`` is mostly Edge's own query threads, and the build children are not in it).
+rest of ``process`` is mostly Edge's own query threads, and the build children are not in it),
+``"gc"``: the interpreter's garbage collections by generation (``{"count", "total_s", "max_ms"}``;
+a stall that one filled is placed at ``garbage collection of generation N``).
 ``steady_hybrid`` also splits the searches during ingest into ``with_major_faults`` and
 ``without_major_faults`` (whether the process read pages from disk while each ran), splits
 each search's latency into ``queued`` (waiting for the searches before it) and ``service`` (its
