@@ -103,3 +103,19 @@ def test_steady_searches_that_cannot_keep_up_show_as_queued_not_as_slow():
     assert figures["service_cpu"]["p95_ms"] < 50  # it slept: its thread used no CPU
     assert figures["queued"]["max_ms"] > 500  # the later searches waited for the earlier ones
     assert figures["during_ingest"]["max_ms"] >= figures["queued"]["max_ms"] + 240
+
+
+@pytest.mark.slow
+def test_bench_store_measures_a_server_whose_store_is_in_a_store_process():
+    """``--store-process``: the same figures, taken in a process that holds no Edge object; the
+    store's own work shows as the store process's CPU, and the watchdog times garbage collections."""
+    args = ["bench", "store", "--points", "2000", "--local-points", "0", "--upkeep", "process", "--store-process",
+            "--json"]
+    done = korag_cli(args, korag_env({}), ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    assert report["backend"] == "edge-process+store-process" and report["points"] == 2000
+    assert report["store_process"]["cpu_s"] > 0 and report["store_process"]["peak_rss_bytes"] > 0
+    assert report["healthz"]["during_ingest"]["answered"] > 0 and report["steady_hybrid"]["during_ingest"]["searches"] > 0
+    assert report["hybrid"]["p50_ms"] > 0 and report["dense_recall_at_10"] > 0
+    assert set(report["stalls"]["gc"]) == {"0", "1", "2"}

@@ -20,6 +20,7 @@ from qdrant_client import QdrantClient, models
 from korag.errors import ModelMismatchError, StoreBusyError
 from korag.storage.edge import EdgeUnsupportedError, LocalModeDataError
 from korag.storage.edge_client import EdgeClient
+from korag.storage.edge_remote import RemoteEdgeClient
 from korag.storage.store import FUSION_METHODS, Fusion, QdrantStore, convex_scores
 
 CHUNKS = "korag"
@@ -73,10 +74,12 @@ def _create(client) -> None:
 def _open(kind: str, tmp_path):
     if kind == "edge-process":  # index upkeep in child processes: sealed shards of 15 points
         return EdgeClient(tmp_path / "edge", upkeep="process", seal_points=15)
+    if kind == "edge-remote":  # the same, owned by a store process (KORAG_EDGE_STORE_PROCESS)
+        return RemoteEdgeClient(tmp_path / "edge", upkeep="process", seal_points=15)
     return QdrantClient(location=":memory:") if kind == "local" else EdgeClient(tmp_path / "edge")
 
 
-@pytest.fixture(params=["local", "edge", "edge-process"])
+@pytest.fixture(params=["local", "edge", "edge-process", "edge-remote"])
 def client(request, tmp_path):
     c = _open(request.param, tmp_path)
     yield c

@@ -1,4 +1,5 @@
-"""The store contract in both embedded modes, retrieval, prompt context and LangChain adapters."""
+"""The store contract in every embedded mode (qdrant-client's local engine, Edge in this process,
+Edge in a store process), retrieval, prompt context and LangChain adapters."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ from retrieval import Retriever, format_context
 from tests.conftest import make_settings
 
 
-@pytest.fixture(params=["memory", "path"])
+@pytest.fixture(params=["memory", "path", "store-process"])
 def settings(request, tmp_path):
     url = ":memory:" if request.param == "memory" else None
-    return make_settings(tmp_path, qdrant_url=url)
+    return make_settings(tmp_path, qdrant_url=url, edge_store_process=request.param == "store-process")
 
 
 @pytest.fixture

@@ -17,6 +17,11 @@ work korag's own ``/healthz`` in api/app.py does), and a health checker in anoth
 process takes to run any Python thread, the target being an answer within 1 s always.
 ``--upkeep both`` measures the inline store (this benchmark's default, the store
 before issue 22) and ``KORAG_EDGE_UPKEEP=process`` (korag's default; under ``process``) in one run.
+``--store-process`` runs each embedded store in a store process (``KORAG_EDGE_STORE_PROCESS``,
+``korag.storage.edge_remote``): the benchmark's process is then a server that holds no Edge object,
+so its ``/healthz``, ``stalls`` and ``cpu_s`` are the serving process's; ``store_process``:
+``{"cpu_s", "peak_rss_bytes"}`` of the store process over the ingest; ``rss_bytes`` and
+``peak_rss_bytes`` add the reopened store's process to the benchmark's.
 
 The printed object is the embedded store's figures (``--upkeep``'s mode; inline for ``both``), with the old local mode's under ``local``:
 ``{"backend", "points", "upsert_points_per_s", "reopen_s", "disk_bytes", "rss_bytes",
@@ -67,7 +72,8 @@ from ingest.sparse import SparseEncoder
 from korag.bench.stalls import Stalls, major_faults, mem_available_mb
 from korag.storage.edge.upkeep import after_batch
 from korag.storage.edge_client import EdgeClient
-from korag.storage.store import DENSE, SPARSE, Fusion, QdrantStore, point_id
+from korag.storage.edge_remote import RemoteEdgeClient
+from korag.storage.store import DENSE, EMBEDDED, SPARSE, Fusion, QdrantStore, point_id
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "autorag-ko"  # korag/bench/x.py -> ../shared
 DIM = 1024
@@ -81,6 +87,7 @@ HEALTH_INTERVAL_S = 0.1  # a health checker's probes of /healthz during ingest
 HEALTH_TIMEOUT_S = 30.0
 HEALTH_TARGET_MS = 1000  # /healthz always answered within 1 s (issue 22)
 ENGINES = ("edge", "edge-process", "local")  # edge-process: EdgeClient(upkeep="process")
+REMOTE = "+store-process"  # an embedded engine with this suffix runs in a store process (RemoteEdgeClient)
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -128,10 +135,20 @@ def _payload(i: int, passage: str) -> dict[str, Any]:
 
 
 # -- measuring -------------------------------------------------------------------------------------
-def _rss() -> tuple[int, int]:
-    status = Path("/proc/self/status").read_text()
-    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) * 1024, int(fields["VmHWM"].split()[0]) * 1024
+def _rss(*pids: int | str) -> tuple[int, int]:
+    """Resident and peak resident bytes of this process (no ``pids``), or the sum over ``pids``."""
+    rss = peak = 0
+    for pid in pids or ("self",):
+        status = Path(f"/proc/{pid}/status").read_text()
+        fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+        rss, peak = rss + int(fields["VmRSS"].split()[0]) * 1024, peak + int(fields["VmHWM"].split()[0]) * 1024
+    return rss, peak
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def disk_bytes(path: Path, allocated: bool = True, skip: str | None = None) -> int:
@@ -382,7 +399,7 @@ def _write(store, ids, vectors, payloads, sparse) -> None:
     """``QdrantStore.upsert``, through ``EdgeClient.upsert_plain`` when the client has it (the
     fast path bench/RESULTS.md ("Embedded store") measures against QdrantStore.upsert; same points either way)."""
 
-    if not isinstance(store.client, EdgeClient):
+    if not isinstance(store.client, EMBEDDED):
         store.upsert(ids, vectors, payloads, sparse)
         return
     for start in range(0, len(ids), store.upsert_batch_size):
@@ -392,15 +409,15 @@ def _write(store, ids, vectors, payloads, sparse) -> None:
 
 
 def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir: Path) -> dict[str, Any]:
-    """One engine in this process: write, search, reopen. ``backend``: one of :data:`ENGINES`."""
+    """One engine in this process: write, search, reopen. ``backend``: one of :data:`ENGINES`, an
+    embedded one with :data:`REMOTE` appended to run it in a store process."""
     edge = backend.startswith("edge")
+    engine, remote = backend.removesuffix(REMOTE), backend.endswith(REMOTE)
 
     def open_client():
-        if backend == "edge":
-            return EdgeClient(workdir)
-        if backend == "edge-process":
-            return EdgeClient(workdir, upkeep="process")
-        return QdrantClient(path=str(workdir))
+        if engine == "local":
+            return QdrantClient(path=str(workdir))
+        return (RemoteEdgeClient if remote else EdgeClient)(workdir, upkeep="process" if engine == "edge-process" else "inline")
 
     passages, asked, source = _texts(corpus, n_queries)
     encoder = SparseEncoder()
@@ -424,6 +441,7 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
         health.start()
         steady.start()
         stalls.start()
+    store_cpu = _cpu_s(client.pid) if remote else 0.0
     upsert_s = 0.0
     for start in range(0, points, WRITE_POINTS):
         n = min(WRITE_POINTS, points - start)
@@ -447,6 +465,9 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
         result["steady_hybrid"] = steady.figures()
         result["healthz"] = health.figures(upkeep.spans)
         result["stalls"] = stalls.figures()
+        if remote:  # the store process's CPU during the ingest, its peak memory until now
+            result["store_process"] = {"cpu_s": round(_cpu_s(client.pid) - store_cpu, 1),
+                                       "peak_rss_bytes": _rss(client.pid)[1]}
         result["dense_recall_at_10"] = _recall(client, queries[:20])
     result.update(_searches(store, queries))
     client.close()
@@ -460,7 +481,7 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
     QdrantStore(client, COLLECTION).search(queries[0][0], 10, sparse=queries[0][1], mode="hybrid")
     result["reopen_first_hybrid_s"] = round(time.perf_counter() - t0, 2)
     result["disk_bytes"] = disk_bytes(workdir)
-    result["rss_bytes"], result["peak_rss_bytes"] = _rss()
+    result["rss_bytes"], result["peak_rss_bytes"] = _rss("self", client.pid) if remote else _rss()
     client.close()
     return result
 
@@ -480,14 +501,16 @@ def _child(engine: str, points: int, queries: int, corpus: Path) -> dict[str, An
 
 
 def run(points: int = 100_000, local_points: int = 5_000, queries: int = 50, local_queries: int = 20,
-        corpus: Path = DEFAULT_CORPUS, upkeep: str = "inline") -> dict[str, Any]:
+        corpus: Path = DEFAULT_CORPUS, upkeep: str = "inline", store_process: bool = False) -> dict[str, Any]:
     """The embedded store at ``points``, the old local mode at ``local_points`` (0: skip; it
     scores sparse vectors in Python, so it gets fewer queries). ``upkeep``: ``inline`` (the
     store before issue 22), ``process`` (``KORAG_EDGE_UPKEEP=process``, korag's default: its
-    figures in place of inline's) or ``both`` (inline's, and the process mode's under ``process``)."""
-    result = _child("edge-process" if upkeep == "process" else "edge", points, queries, corpus)
+    figures in place of inline's) or ``both`` (inline's, and the process mode's under ``process``).
+    ``store_process``: the embedded store in a store process (``KORAG_EDGE_STORE_PROCESS``)."""
+    suffix = REMOTE if store_process else ""
+    result = _child(("edge-process" if upkeep == "process" else "edge") + suffix, points, queries, corpus)
     if upkeep == "both":
-        result["process"] = _child("edge-process", points, queries, corpus)
+        result["process"] = _child("edge-process" + suffix, points, queries, corpus)
     result["local"] = _child("local", local_points, local_queries, corpus) if local_points > 0 else None
     load = os.getloadavg()
     result["machine"] = {"cpus": os.cpu_count(), "load_avg_1m": round(load[0], 2), "python": platform.python_version(),

@@ -40,7 +40,8 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_bench_store(args: argparse.Namespace, settings: Settings) -> int:
-    result = run(points=args.points, local_points=args.local_points, upkeep=args.upkeep)
+    result = run(points=args.points, local_points=args.local_points, upkeep=args.upkeep,
+                 store_process=args.store_process)
     if args.json:
         print_json(result)
     else:
@@ -64,6 +65,9 @@ def add_commands(sub: argparse._SubParsersAction, bench: argparse._SubParsersAct
     p.add_argument("--upkeep", choices=("inline", "process", "both"), default="inline",
                    help="the embedded store's index upkeep (KORAG_EDGE_UPKEEP): inline (this benchmark's default), process "
                    "(korag's default), or both in one run (process under 'process')")
+    p.add_argument("--store-process", action="store_true",
+                   help="the embedded store in a store process (KORAG_EDGE_STORE_PROCESS): the figures of a server "
+                   "process that holds no Edge object")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_bench_store)
 

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from korag.errors import ModelMismatchError, StoreBusyError, StoreError
 from korag.settings import Settings
 from korag.storage.edge.upkeep import after_batch
 from korag.storage.edge_client import EdgeClient
+from korag.storage.edge_remote import RemoteEdgeClient
 from korag.storage.filters import build_filter
 from korag.types import SearchResult, StoredChunk
 
@@ -38,6 +40,7 @@ _POINT_NAMESPACE = uuid.UUID("6f2b1c1e-6d1f-4d38-9b8e-6b6f7261670a")
 _INDEXED_FIELDS = ("doc_id", "source")
 TENANT_FIELD = "tenant"
 SEQ_FIELD = "ingest_seq"  # the sequence number of the request that wrote a chunk
+EMBEDDED = (EdgeClient, RemoteEdgeClient)  # the embedded engine, in this process or in a store process
 
 
 FUSION_METHODS = ("rrf", "dbsf", "convex")
@@ -131,6 +134,8 @@ def open_client(settings: Settings) -> Any:
     # Qdrant Edge. It names `korag migrate` for a directory of the old local mode, and the way out
     # (one `korag serve`, or a Qdrant server) when another process holds the directory.
     try:
+        if settings.edge_store_process:
+            return RemoteEdgeClient(path, upkeep=settings.edge_upkeep)
         return EdgeClient(path, upkeep=settings.edge_upkeep)
     except StoreBusyError as exc:
         holder = lock_holder(settings)
@@ -149,6 +154,7 @@ class LockHolder:
 
     pid: int
     argv: tuple[str, ...]
+    store_pid: int | None = None  # the store process (KORAG_EDGE_STORE_PROCESS) that holds it for ``pid``
 
     @property
     def serving(self) -> bool:
@@ -163,7 +169,16 @@ class LockHolder:
     def __str__(self) -> str:
         command = " ".join(self.argv) if self.argv else "command line not readable"
         own = ", this process" if self.pid == os.getpid() else ""
-        return f"process {self.pid}{own} (`{command}`)"
+        through = f", through its store process {self.store_pid}" if self.store_pid is not None else ""
+        return f"process {self.pid}{own} (`{command}`){through}"
+
+
+def _argv(pid: int) -> tuple[str, ...]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return tuple(a.decode(errors="replace") for a in cmdline.read().split(b"\0") if a)
+    except OSError:
+        return ()
 
 
 def lock_holder(settings: Settings) -> LockHolder | None:
@@ -184,17 +199,21 @@ def lock_holder(settings: Settings) -> LockHolder | None:
         pid = int(fields[4])
         if pid <= 0:
             return None
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                argv = tuple(a.decode(errors="replace") for a in cmdline.read().split(b"\0") if a)
-        except OSError:
-            argv = ()
+        argv = _argv(pid)
+        if "korag.storage.edge_remote" in argv:  # a store process: its parent is the holder that counts
+            try:
+                parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # ppid: field 4
+            except (OSError, IndexError, ValueError):
+                return LockHolder(pid, argv)
+            return LockHolder(parent, _argv(parent), store_pid=pid)
         return LockHolder(pid, argv)
     return None
 
 
 def backend_of(client: Any) -> str:
     """Which engine a store runs on, for `korag status`."""
+    if isinstance(client, RemoteEdgeClient):
+        return f"qdrant-edge (embedded, {client.path}, in store process {client.pid})"
     if isinstance(client, EdgeClient):
         return f"qdrant-edge (embedded, {client.path})"
     options = client.init_options  # qdrant-client's record of how it was opened (public)
@@ -297,7 +316,7 @@ class QdrantStore:
         """``sparse``: per point an object with ``indices`` and ``values`` (BM25 weights)."""
         if not (len(ids) == len(vectors) == len(payloads)) or (sparse is not None and len(sparse) != len(ids)):
             raise ValueError("ids, vectors, payloads and sparse vectors differ in length")
-        if isinstance(self.client, EdgeClient):  # Qdrant Edge: no pydantic models on the way (2-3x faster)
+        if isinstance(self.client, EMBEDDED):  # Qdrant Edge: no pydantic models on the way (2-3x faster)
             for start in range(0, len(ids), self.upsert_batch_size):
                 end = start + self.upsert_batch_size
                 self.client.upsert_plain(self.collection, list(ids[start:end]), {DENSE: vectors[start:end]},
