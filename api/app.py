@@ -1,8 +1,9 @@
 """The FastAPI app of ``korag serve``: ``create_app(settings, service=...)``.
 
 Routes are thin over :class:`korag.services.service.Service`; errors are problem+json (api.errors); the
-caller's tenant comes from its key (api.auth). ``/healthz`` answers as soon as the process is up,
-``/readyz`` once the model is loaded and the store (and broker) answer.
+caller's tenant comes from its key (api.auth). ``/healthz`` answers as soon as the process is up
+(503 once it cannot serve again without a restart: its store process exited), ``/readyz`` once
+the model is loaded and the store (and broker) answer.
 """
 
 from __future__ import annotations
@@ -92,8 +93,14 @@ def create_app(settings: Settings, service: Service | None = None, *, keys: KeyR
     describe_filter(app)  # the filter language's schemas
     install_dify(app)  # POST /v1/retrieval
 
-    @app.get("/healthz", response_model=Health, tags=["service"], summary="The process is up")
-    def healthz() -> Health:
+    @app.get("/healthz", response_model=Health, tags=["service"], summary="The process is up",
+             responses={503: {"description": "the process cannot serve again until it is restarted (its store "
+                              "process exited)", "content": {errors.PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}})
+    def healthz(request: Request):
+        service = request.app.state.service
+        reason = service.broken() if service is not None else None
+        if reason is not None:
+            return errors.problem(503, "Broken", reason)
         return Health()
 
     not_ready = {503: {"description": "not ready: the failing check, or a problem while starting", "content": {

@@ -74,11 +74,11 @@ class Settings(BaseSettings):
         "searches over sealed shards plus an exact scan of fresh points, so searches and /healthz never wait for "
         "a step; inline: in the process that holds the store (less memory and disk, but its searches and "
         "/healthz wait for each step: seconds at 100k points)")
-    edge_store_process: bool = Field(
-        False, description="embedded store: owned by a child process that this one calls over a socket, so a "
+    edge_store_process: bool | None = Field(
+        None, description="embedded store: owned by a child process that this one calls over a socket, so a "
         "store call that holds the GIL (a search, upsert or shard load: up to seconds at 1M points) never stops "
         "this process's other threads (/healthz, the event loop, parsing); costs a round trip per call and "
-        "about a second at start")
+        "about a second at start. Unset: on for korag serve, off for the CLI's one-shot commands")
     collection: str = "korag"
     upsert_batch_size: int = Field(256, ge=1)
     blob_dir: Path | None = Field(None, description="content-addressed blob store; default: <data_dir>/blobs")

@@ -17,6 +17,7 @@ import textwrap
 import threading
 import time
 
+import httpx
 import numpy as np
 import pytest
 from qdrant_client import models
@@ -25,7 +26,7 @@ from korag.bench.stalls import Stalls
 from korag.errors import StoreBusyError, StoreError
 from korag.storage.edge_client import EdgeClient
 from korag.storage.edge_remote import RemoteEdgeClient
-from korag.storage.store import lock_holder
+from korag.storage.store import lock_holder, open_client
 from tests.conftest import make_settings, wait_until
 
 DIM = 1024
@@ -161,3 +162,53 @@ def test_calls_from_many_threads_each_get_their_own_answer(tmp_path):
         assert client.count("c").count == 160
     finally:
         client.close()
+
+
+def test_only_korag_serve_puts_the_embedded_store_in_a_store_process_by_default(tmp_path):
+    """Unset, KORAG_EDGE_STORE_PROCESS is on for `korag serve` (whose /healthz and searches must
+    not wait for the store) and off for one-shot commands; set, it decides."""
+    cases = [(None, False, EdgeClient), (None, True, RemoteEdgeClient), (False, True, EdgeClient),
+             (True, False, RemoteEdgeClient)]
+    for chosen, serving, kind in cases:
+        client = open_client(make_settings(tmp_path, qdrant_url=None, edge_store_process=chosen), serving=serving)
+        try:
+            assert type(client) is kind, (chosen, serving)
+        finally:
+            client.close()
+
+
+@pytest.mark.slow
+def test_a_running_korag_serve_holds_its_store_through_a_store_process(tmp_path):
+    """The real `korag serve`: a store process of its own holds the directory, and the holder
+    named to other commands is `korag serve` (the process to stop; what they are told is in
+    tests/test_cli_store_held.py). When it stops, so does its store process."""
+    from tests.api_server import serve
+
+    with serve(tmp_path) as server:
+        settings = make_settings(tmp_path, qdrant_url=None, data_dir=server.data_dir)
+        holder = lock_holder(settings)
+        assert holder is not None and holder.pid == server.pid and holder.serving
+        assert holder.store_pid is not None and holder.store_pid != server.pid
+        assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    assert lock_holder(settings) is None  # released at the server's graceful stop
+
+
+@pytest.mark.slow
+def test_a_server_whose_store_process_died_asks_to_be_restarted(tmp_path):
+    """Its store process killed (as an out-of-memory kill would), `korag serve` cannot serve
+    again: /healthz turns 503 naming why, so an orchestrator restarts it, and /readyz says the same."""
+    from tests.api_server import serve
+
+    with serve(tmp_path) as server:
+        holder = lock_holder(make_settings(tmp_path, qdrant_url=None, data_dir=server.data_dir))
+        os.kill(holder.store_pid, signal.SIGKILL)
+
+        def broken() -> bool:
+            return httpx.get(f"{server.url}/healthz", timeout=10).status_code == 503
+
+        wait_until(broken, 30, "/healthz to say the server is broken", every=0.2)
+        health = httpx.get(f"{server.url}/healthz", timeout=10).json()
+        assert "store process" in health["detail"] and "exit status -9" in health["detail"], health
+        ready = httpx.get(f"{server.url}/readyz", timeout=10)
+        assert ready.status_code == 503 and "store process" in ready.json()["checks"]["store"], ready.text
+        assert server.alive()

@@ -68,7 +68,7 @@ def open_service(settings: Settings, metrics: Metrics | None = None, webhooks: W
         log.warning("KORAG_QDRANT_URL=:memory: with a broker: the workers cannot see this store (tests only)")
     celery = service_queue(settings) if distributed else None
     embedder = load_model(settings)
-    client = open_client(settings)
+    client = open_client(settings, serving=True)  # embedded: in a store process unless KORAG_EDGE_STORE_PROCESS=false
     try:
         store = QdrantStore(client, settings.collection, settings.upsert_batch_size)
         service = Service(settings, embedder, store, celery=celery, metrics=metrics, webhooks=webhooks)

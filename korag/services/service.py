@@ -162,6 +162,10 @@ class Service:
         self.store.client.close()
 
     # -- health ---------------------------------------------------------------------------------
+    def broken(self) -> str | None:
+        """Why this process cannot serve again until it is restarted (for ``/healthz``), or None."""
+        return self.store.lost()
+
     def checks(self) -> dict[str, str]:
         """``ok`` or the reason, per part the service needs."""
         out = {"model": f"ok ({self.embedder.info.name})"}

@@ -93,6 +93,11 @@ class RemoteEdgeClient:
         self._reader = threading.Thread(target=self._read, name="korag-store-answers", daemon=True)
         self._reader.start()
 
+    @property
+    def lost(self) -> str | None:
+        """Why the store cannot be used again without a restart (its process exited), or None."""
+        return None if self._closed else self._dead
+
     # -- calls ----------------------------------------------------------------------------------
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_") or not callable(getattr(EdgeClient, name, None)):

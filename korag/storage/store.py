@@ -115,9 +115,11 @@ def _older_than(seq: int) -> models.Filter:
     ])
 
 
-def open_client(settings: Settings) -> Any:
+def open_client(settings: Settings, serving: bool = False) -> Any:
     """A server when KORAG_QDRANT_URL is set (":memory:" for a throwaway local one), else the
-    embedded engine under KORAG_DATA_DIR. The embedded engine allows one process per directory."""
+    embedded engine under KORAG_DATA_DIR. The embedded engine allows one process per directory;
+    it runs in a store process with KORAG_EDGE_STORE_PROCESS, by default when ``serving`` (for
+    `korag serve`, whose /healthz and searches must not wait for a store call holding the GIL)."""
     if settings.qdrant_url == ":memory:":
         return QdrantClient(location=":memory:")
     if settings.qdrant_url is not None:
@@ -134,7 +136,7 @@ def open_client(settings: Settings) -> Any:
     # Qdrant Edge. It names `korag migrate` for a directory of the old local mode, and the way out
     # (one `korag serve`, or a Qdrant server) when another process holds the directory.
     try:
-        if settings.edge_store_process:
+        if settings.edge_store_process if settings.edge_store_process is not None else serving:
             return RemoteEdgeClient(path, upkeep=settings.edge_upkeep)
         return EdgeClient(path, upkeep=settings.edge_upkeep)
     except StoreBusyError as exc:
@@ -298,6 +300,11 @@ class QdrantStore:
 
     def exists(self) -> bool:
         return self.client.collection_exists(self.collection)
+
+    def lost(self) -> str | None:
+        """Why this store cannot be used again without restarting the process (its store
+        process exited: ``RemoteEdgeClient.lost``), or None; asks nothing of the store."""
+        return getattr(self.client, "lost", None) if isinstance(self.client, RemoteEdgeClient) else None
 
     def check(self) -> None:
         """Read the collection's description (and, embedded, load its shard) once: a damaged or
