@@ -207,6 +207,8 @@ def lock_holder(settings: Settings) -> LockHolder | None:
                 parent = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # ppid: field 4
             except (OSError, IndexError, ValueError):
                 return LockHolder(pid, argv)
+            if parent <= 1:  # its server is gone; it is closing the store and exiting
+                return LockHolder(pid, argv)
             return LockHolder(parent, _argv(parent), store_pid=pid)
         return LockHolder(pid, argv)
     return None
@@ -304,7 +306,7 @@ class QdrantStore:
     def lost(self) -> str | None:
         """Why this store cannot be used again without restarting the process (its store
         process exited: ``RemoteEdgeClient.lost``), or None; asks nothing of the store."""
-        return getattr(self.client, "lost", None) if isinstance(self.client, RemoteEdgeClient) else None
+        return self.client.lost if isinstance(self.client, RemoteEdgeClient) else None
 
     def check(self) -> None:
         """Read the collection's description (and, embedded, load its shard) once: a damaged or
