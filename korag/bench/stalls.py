@@ -68,6 +68,11 @@ def _cpu_ticks() -> dict[int, int]:
 TICK_S = 0.01  # USER_HZ: 100 on Linux
 
 
+def cpu_seconds(pid: int | str = "self") -> float:
+    """CPU seconds (user + system) of process ``pid`` (every thread) so far."""
+    return _ticks(_stat(f"/proc/{pid}/stat")) * TICK_S
+
+
 def major_faults() -> int:
     """Major page faults of this process so far (every thread): page reads that waited on the disk."""
     return int(_stat("/proc/self/stat")[9])  # majflt: field 12 of stat
@@ -158,7 +163,7 @@ class Stalls:
         """CPU seconds so far of the whole process (``"process"``) and of each named Python thread."""
         names = {t.ident: t.name for t in threading.enumerate()}
         out = {names[tid]: ticks * TICK_S for tid, ticks in _cpu_ticks().items() if tid in names}
-        out["process"] = _ticks(_stat("/proc/self/stat")) * TICK_S
+        out["process"] = cpu_seconds()
         return out
 
     def start(self) -> None:

@@ -69,11 +69,11 @@ import numpy as np
 from qdrant_client import QdrantClient, models
 
 from ingest.sparse import SparseEncoder
-from korag.bench.stalls import Stalls, major_faults, mem_available_mb
+from korag.bench.stalls import Stalls, cpu_seconds, major_faults, mem_available_mb
 from korag.storage.edge.upkeep import after_batch
 from korag.storage.edge_client import EdgeClient
 from korag.storage.edge_remote import RemoteEdgeClient
-from korag.storage.store import DENSE, EMBEDDED, SPARSE, Fusion, QdrantStore, point_id
+from korag.storage.store import Fusion, QdrantStore, point_id
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[3] / "shared" / "data" / "autorag-ko"  # korag/bench/x.py -> ../shared
 DIM = 1024
@@ -144,11 +144,6 @@ def _rss(*pids: int | str) -> tuple[int, int]:
         rss, peak = rss + int(fields["VmRSS"].split()[0]) * 1024, peak + int(fields["VmHWM"].split()[0]) * 1024
     return rss, peak
 
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def disk_bytes(path: Path, allocated: bool = True, skip: str | None = None) -> int:
@@ -395,19 +390,6 @@ class Health:
                 "during_ingest": self._window_figures(ingest), "during_upkeep": self._window_figures(upkeep)}
 
 
-def _write(store, ids, vectors, payloads, sparse) -> None:
-    """``QdrantStore.upsert``, through ``EdgeClient.upsert_plain`` when the client has it (the
-    fast path bench/RESULTS.md ("Embedded store") measures against QdrantStore.upsert; same points either way)."""
-
-    if not isinstance(store.client, EMBEDDED):
-        store.upsert(ids, vectors, payloads, sparse)
-        return
-    for start in range(0, len(ids), store.upsert_batch_size):
-        end = start + store.upsert_batch_size
-        store.client.upsert_plain(store.collection, ids[start:end], {DENSE: vectors[start:end]}, payloads[start:end],
-                                  {SPARSE: sparse[start:end]})
-
-
 def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir: Path) -> dict[str, Any]:
     """One engine in this process: write, search, reopen. ``backend``: one of :data:`ENGINES`, an
     embedded one with :data:`REMOTE` appended to run it in a store process."""
@@ -441,7 +423,7 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
         health.start()
         steady.start()
         stalls.start()
-    store_cpu = _cpu_s(client.pid) if remote else 0.0
+    store_cpu = cpu_seconds(client.pid) if remote else 0.0
     upsert_s = 0.0
     for start in range(0, points, WRITE_POINTS):
         n = min(WRITE_POINTS, points - start)
@@ -450,7 +432,7 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
         payloads = [_payload(i, passages[i % len(passages)]) for i in range(start, start + n)]
         sparse_rows = [sparse[i % len(passages)] for i in range(start, start + n)]
         t0 = time.perf_counter()
-        _write(store, ids, vectors, payloads, sparse_rows)
+        store.upsert(ids, vectors, payloads, sparse_rows)  # Edge: through upsert_plain, upsert_batch_size at a time
         upsert_s += time.perf_counter() - t0
         if edge and ((start + n) % BATCH_POINTS == 0 or start + n == points):
             upkeep(client)
@@ -466,7 +448,7 @@ def run_engine(backend: str, points: int, n_queries: int, corpus: Path, workdir:
         result["healthz"] = health.figures(upkeep.spans)
         result["stalls"] = stalls.figures()
         if remote:  # the store process's CPU during the ingest, its peak memory until now
-            result["store_process"] = {"cpu_s": round(_cpu_s(client.pid) - store_cpu, 1),
+            result["store_process"] = {"cpu_s": round(cpu_seconds(client.pid) - store_cpu, 1),
                                        "peak_rss_bytes": _rss(client.pid)[1]}
         result["dense_recall_at_10"] = _recall(client, queries[:20])
     result.update(_searches(store, queries))
